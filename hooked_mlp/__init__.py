@@ -1,0 +1,74 @@
+"""hooked-mlp: mechanistic interpretability of small MLPs trained on modular arithmetic.
+
+    from hooked_mlp import HookedMLP, MLPConfig, load_pretrained
+    model = load_pretrained()
+    logits, cache = model.run_with_cache(tokens)
+
+Importing the package is light: torch and transformer-lens are imported on first use of a name
+that needs them (transformer-lens alone takes seconds to import).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from hooked_mlp.config import MLPConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from hooked_mlp.io import (
+        CheckpointError,
+        load,
+        load_linear_state_dict,
+        load_pretrained,
+        pretrained_seeds,
+        save,
+    )
+    from hooked_mlp.model import HookedMLP
+    from hooked_mlp.params import TrainInfo
+    from hooked_mlp.train import (
+        RunLockedError,
+        TrainingDivergedError,
+        resume_run,
+        train,
+        train_many,
+        train_run,
+    )
+
+_LAZY = {
+    "HookedMLP": "hooked_mlp.model",
+    "TrainInfo": "hooked_mlp.params",
+    "train": "hooked_mlp.train",
+    "train_many": "hooked_mlp.train",
+    "train_run": "hooked_mlp.train",
+    "resume_run": "hooked_mlp.train",
+    "TrainingDivergedError": "hooked_mlp.train",
+    "RunLockedError": "hooked_mlp.train",
+    "save": "hooked_mlp.io",
+    "load": "hooked_mlp.io",
+    "load_pretrained": "hooked_mlp.io",
+    "load_linear_state_dict": "hooked_mlp.io",
+    "pretrained_seeds": "hooked_mlp.io",
+    "CheckpointError": "hooked_mlp.io",
+}
+
+__all__ = [  # noqa: RUF022 - grouped by module
+    "MLPConfig", "TrainConfig", "HookedMLP", "TrainInfo",
+    "train", "train_many", "train_run", "resume_run", "TrainingDivergedError", "RunLockedError",
+    "save", "load", "load_pretrained", "load_linear_state_dict", "pretrained_seeds",
+    "CheckpointError",
+]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hooked_mlp' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

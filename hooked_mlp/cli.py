@@ -1,0 +1,344 @@
+"""`hooked-mlp`: the command line, a thin layer over `hooked_mlp` and `analyses`.
+
+    hooked-mlp train --seeds 0-4 --out runs/seed-recipe     train (batched over seeds)
+    hooked-mlp train --resume runs/seed-recipe              continue an interrupted run
+    hooked-mlp info [PATH ...]                              what a checkpoint holds
+    hooked-mlp report [--model PATH ...] [--out DIR]        the reproduction report
+
+Heavy libraries are imported inside the commands, so `--help` answers at once. Every error is
+printed as one line on stderr and the exit status is non-zero (2 for a bad command line, 1 for
+anything else).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from hooked_mlp.config import MLPConfig, TrainConfig
+
+PROG = "hooked-mlp"
+
+
+class CommandLineError(Exception):
+    """A bad command line: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sub = self.prog[len(PROG):].strip()
+        raise CommandLineError(f"{sub + ': ' if sub else ''}{message} (see {self.prog} --help)")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """`'0-4'`, `'0,2,7'` or `'0-3,8'` as a list of distinct seeds."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo_s, hi_s = part.split("-", 1)
+                lo, hi = int(lo_s), int(hi_s)
+                if hi < lo:
+                    raise ValueError
+                seeds.extend(range(lo, hi + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"invalid seeds {text!r}: use a list like '0-4', '0,2,7' or '0-3,8' of "
+                "non-negative integers"
+            ) from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"invalid seeds {text!r}: a seed is listed twice")
+    return seeds
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _add_recipe_flags(p: argparse.ArgumentParser) -> None:
+    m, t = MLPConfig(), TrainConfig()
+    g = p.add_argument_group("model (defaults: the source study)")
+    g.add_argument("--p", type=int, default=m.p, help=f"modulus (default {m.p})")
+    g.add_argument("--d-hidden", type=int, default=m.d_hidden,
+                   help=f"hidden neurons (default {m.d_hidden})")
+    g = p.add_argument_group("recipe (defaults: the source study)")
+    g.add_argument("--epochs", type=int, default=t.epochs, help=f"default {t.epochs}")
+    g.add_argument("--batch-size", type=int, default=t.batch_size, help=f"default {t.batch_size}")
+    g.add_argument("--lr", type=float, default=t.lr, help=f"AdamW learning rate (default {t.lr})")
+    g.add_argument("--weight-decay", type=float, default=t.weight_decay,
+                   help=f"AdamW weight decay (default {t.weight_decay})")
+    g.add_argument("--beta1", type=float, default=t.beta1, help=f"default {t.beta1}")
+    g.add_argument("--beta2", type=float, default=t.beta2, help=f"default {t.beta2}")
+    g.add_argument("--eps", type=float, default=t.eps, help=f"default {t.eps}")
+    g.add_argument("--train-frac", type=float, default=t.train_frac,
+                   help=f"fraction of pairs used for training (default {t.train_frac})")
+    g.add_argument("--seed", type=_non_negative_int, default=None,
+                   help="seed of the initialisation and batch order (default 0)")
+    g.add_argument("--seeds", type=parse_seeds, default=None,
+                   help="train several seeds in one batched run, e.g. 0-15 or 0,3,7")
+    g.add_argument("--split-seed", type=_non_negative_int, default=None,
+                   help="seed of the train/validation split (default: each run's own seed)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Train, inspect and interpret small MLPs on modular arithmetic.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    tr = sub.add_parser("train", help="train models (the source study's recipe by default)",
+                        description="Train one model per seed into --out (seed-<s>.safetensors). "
+                        "Several seeds train in one batched run.")
+    _add_recipe_flags(tr)
+    g = tr.add_argument_group("run")
+    g.add_argument("--out", type=Path, default=None,
+                   help="output folder (created; must not hold a run already)")
+    g.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                   help="continue the interrupted run in DIR (takes no recipe flags)")
+    g.add_argument("--checkpoint-every", type=_non_negative_int, default=None, metavar="K",
+                   help="write a resumable checkpoint every K epochs (default 50 with --out; "
+                   "0: never)")
+    g.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
+    g.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch CPU threads (default: 1 for one seed, 2 for 4 seeds or more)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    info = sub.add_parser("info", help="show what a checkpoint or run folder holds",
+                          description="Config, provenance and accuracies of checkpoints "
+                          "(default: the shipped models).")
+    info.add_argument("paths", nargs="*", type=Path, metavar="PATH",
+                      help="checkpoint files or run folders (default: the shipped models)")
+    info.add_argument("--json", action="store_true", help="print the metadata as JSON")
+
+    rep = sub.add_parser("report", help="write the reproduction report (report.html, "
+                         "summary.json)", description="Reproduce the source study on the "
+                         "shipped models (default), on given checkpoints, or on newly trained "
+                         "seeds, and write report.html and summary.json.")
+    rep.add_argument("--model", type=Path, action="append", default=None, metavar="PATH",
+                     help="a checkpoint to analyse (repeat for several)")
+    rep.add_argument("--seeds", type=parse_seeds, default=None,
+                     help="train these seeds with the seed recipe first (e.g. 0-4) and report "
+                     "on them")
+    rep.add_argument("--epochs", type=_positive_int, default=None,
+                     help="epochs for --seeds (default: the seed recipe's 2000)")
+    rep.add_argument("--out", type=Path, default=Path("report"),
+                     help="output folder (default ./report)")
+    rep.add_argument("--threads", type=_positive_int, default=None,
+                     help="torch CPU threads for --seeds training")
+    rep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def _version() -> str:
+    from hooked_mlp import __version__
+
+    return __version__
+
+
+# --------------------------------------------------------------------------- train
+def _cmd_train(args: argparse.Namespace) -> int:
+    from hooked_mlp.train import resume_run, train_run
+
+    progress = not args.no_progress and sys.stderr.isatty()
+    if args.resume is not None:
+        recipe_flags = [
+            flag for flag, value in (("--out", args.out), ("--seed", args.seed),
+                                     ("--seeds", args.seeds), ("--split-seed", args.split_seed))
+            if value is not None
+        ]
+        if recipe_flags:
+            raise CommandLineError(
+                f"train: --resume continues a run with its own recipe; drop "
+                f"{', '.join(recipe_flags)}"
+            )
+        paths = resume_run(args.resume, device=args.device, threads=args.threads,
+                           progress=progress, checkpoint_every=args.checkpoint_every)
+    else:
+        if args.out is None:
+            raise CommandLineError("train: --out DIR is required (or --resume DIR)")
+        if args.seed is not None and args.seeds is not None:
+            raise CommandLineError("train: give --seed or --seeds, not both")
+        cfg = MLPConfig(p=args.p, d_hidden=args.d_hidden)
+        tcfg = TrainConfig(
+            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            weight_decay=args.weight_decay, beta1=args.beta1, beta2=args.beta2, eps=args.eps,
+            train_frac=args.train_frac, seed=args.seed or 0, split_seed=args.split_seed,
+        )
+        seeds = args.seeds if args.seeds is not None else [tcfg.seed]
+        every = 50 if args.checkpoint_every is None else args.checkpoint_every
+        command = shlex.join([PROG, *args.argv])
+        paths = train_run(args.out, cfg, tcfg, seeds, checkpoint_every=every,
+                          device=args.device or "cpu", threads=args.threads, progress=progress,
+                          command=command)
+    from hooked_mlp.io import read_model
+
+    for path in paths:
+        info = read_model(path).info
+        assert info is not None
+        m = info.metrics
+        print(f"{path}: train acc {m['train_acc']:.4%}, val acc {m['val_acc']:.4%} "
+              f"(loss {m['train_loss']:.4g} / {m['val_loss']:.4g}) after {m['epochs']} epochs")
+    return 0
+
+
+# --------------------------------------------------------------------------- info
+def _info_targets(paths: Sequence[Path]) -> list[Path]:
+    from hooked_mlp.io import PRETRAINED_DIR, pretrained_seeds
+    from hooked_mlp.train import STATE_FILE
+
+    if not paths:
+        return [PRETRAINED_DIR / f"seed-{s}.safetensors" for s in pretrained_seeds()]
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(path.glob("seed-*.safetensors"),
+                           key=lambda f: (len(f.name), f.name))
+            if (path / STATE_FILE).exists():
+                found.append(path / STATE_FILE)
+            if not found:
+                raise ValueError(f"{path}: no checkpoints (seed-*.safetensors) in this folder")
+            out.extend(found)
+        else:
+            out.append(path)
+    return out
+
+
+def describe(path: Path) -> dict[str, Any]:
+    """What `hooked-mlp info` shows of one file, as JSON-ready data."""
+    from hooked_mlp.io import read_model, read_safetensors
+    from hooked_mlp.train import STATE_FILE
+
+    if path.name == STATE_FILE:
+        doc, _ = read_safetensors(path, "train-state")
+        return {"path": str(path), "kind": "train-state", "config": doc.get("config"),
+                "train_config": doc.get("train_config"), "seeds": doc.get("seeds"),
+                "epoch": doc.get("epoch"), "command": doc.get("command")}
+    ckpt = read_model(path)
+    out: dict[str, Any] = {"path": str(path), "kind": "model", "config": ckpt.cfg.to_dict(),
+                           "n_params": ckpt.cfg.n_params}
+    if ckpt.info is not None:
+        out.update(train_config=ckpt.info.train_config.to_dict(), metrics=ckpt.info.metrics,
+                   provenance=ckpt.info.provenance,
+                   n_train=int(ckpt.info.train_mask.sum()),
+                   n_val=int((~ckpt.info.train_mask).sum()))
+    return out
+
+
+def _format(d: dict[str, Any]) -> str:
+    c = d["config"]
+    lines = [d["path"]]
+    if d["kind"] == "train-state":
+        t = d["train_config"]
+        lines.append(f"  unfinished run: epoch {d['epoch']} of {t['epochs']}, seeds {d['seeds']}; "
+                     f"continue with: {PROG} train --resume {Path(d['path']).parent}")
+        return "\n".join(lines)
+    lines.append(f"  model    p={c['p']} d_hidden={c['d_hidden']} activation={c['activation']} "
+                 f"operation={c['operation']} input={c['input_encoding']} "
+                 f"({d['n_params']:,} parameters)")
+    if "train_config" not in d:
+        lines.append("  (no training record: weights only)")
+        return "\n".join(lines)
+    t, m, pv = d["train_config"], d["metrics"], d["provenance"]
+    split_seed = t["seed"] if t["split_seed"] is None else t["split_seed"]
+    lines.append(f"  recipe   AdamW lr={t['lr']} weight_decay={t['weight_decay']} "
+                 f"betas=({t['beta1']}, {t['beta2']}) eps={t['eps']} batch={t['batch_size']} "
+                 f"epochs={t['epochs']} seed={t['seed']}")
+    lines.append(f"  split    {d['n_train']} train / {d['n_val']} validation pairs "
+                 f"(train_frac={t['train_frac']}, split seed {split_seed})")
+    lines.append(f"  final    train acc {m['train_acc']:.4%} loss {m['train_loss']:.4g} | "
+                 f"val acc {m['val_acc']:.4%} loss {m['val_loss']:.4g}")
+    lines.append(f"  trained  {m['epochs']} epochs in {pv.get('wall_s', float('nan')):.1f} s on "
+                 f"{pv.get('device')} ({pv.get('threads')} thread(s), batched seeds "
+                 f"{pv.get('batched_seeds')}), torch {pv.get('torch')}, hooked-mlp "
+                 f"{pv.get('hooked_mlp')}, finished {pv.get('finished')}")
+    if pv.get("command"):
+        lines.append(f"  command  {pv['command']}")
+    return "\n".join(lines)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    described = [describe(p) for p in _info_targets(args.paths)]
+    if args.json:
+        print(json.dumps(described if len(described) != 1 else described[0], indent=2))
+    else:
+        print("\n".join(_format(d) for d in described))
+    return 0
+
+
+# --------------------------------------------------------------------------- report
+def _cmd_report(args: argparse.Namespace) -> int:
+    from analyses.report import run_report
+
+    progress = not args.no_progress and sys.stderr.isatty()
+    if args.model and args.seeds is not None:
+        raise CommandLineError("report: give --model or --seeds, not both")
+    if args.epochs is not None and args.seeds is None:
+        raise CommandLineError("report: --epochs applies only with --seeds")
+    result = run_report(out_dir=args.out, model_paths=args.model, seeds=args.seeds,
+                        epochs=args.epochs, threads=args.threads, progress=progress)
+    print(f"wrote {result.html} and {result.summary} ({result.seconds:.1f} s)")
+    return 0
+
+
+COMMANDS = {"train": _cmd_train, "info": _cmd_info, "report": _cmd_report}
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `hooked-mlp` console script; returns the exit status."""
+    parser = build_parser()
+    try:
+        argv = list(sys.argv[1:] if argv is None else argv)
+        args = parser.parse_args(argv)
+        args.argv = argv
+        return COMMANDS[args.command](args)
+    except CommandLineError as e:
+        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, RuntimeError) as e:
+        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except Exception as e:  # a bug: still one line, with a way to see the traceback
+        if os.environ.get("HOOKED_MLP_DEBUG"):
+            raise
+        print(f"{PROG}: internal error: {type(e).__name__}: {_one_line(e)} "
+              "(set HOOKED_MLP_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Datasets of modular operations, and the counter-based randomness behind splits and batches.
+
+All `p^2` pairs `(a, b)` are enumerated in row-major order: pair index `i = a * p + b`. The
+train/validation split and the order of the batches in every epoch come from a counter-based
+hash of `(seed, stream, epoch, index)`, written with exact integer tensor operations. That makes
+them identical on every device, independent of which other seeds are trained in the same
+batched run, and resumable from the epoch number alone (there is no generator state to save).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from hooked_mlp.config import MLPConfig
+
+_MASK32 = 0xFFFFFFFF
+STREAM_SPLIT = 1
+STREAM_SHUFFLE = 2
+
+
+def all_pairs(p: int, device: torch.device | str = "cpu") -> Tensor:
+    """Every pair `(a, b)` with `0 <= a, b < p`, row-major: int64 `[p*p, 2]`."""
+    ar = torch.arange(p, device=device)
+    return torch.stack([ar.repeat_interleave(p), ar.repeat(p)], dim=1)
+
+
+def apply_operation(pairs: Tensor, p: int, operation: str = "add") -> Tensor:
+    """The label of each pair under `operation` modulo `p`: int64 `[n]`."""
+    if operation == "add":
+        return (pairs[:, 0] + pairs[:, 1]) % p
+    raise ValueError(f"operation must be one of ['add'], got {operation!r}")
+
+
+def dataset(cfg: MLPConfig, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """All pairs and their labels for `cfg`: tokens int64 `[p*p, 2]`, labels int64 `[p*p]`."""
+    pairs = all_pairs(cfg.p, device)
+    return pairs, apply_operation(pairs, cfg.p, cfg.operation)
+
+
+def _mul32(x: Tensor, c: int) -> Tensor:
+    """`(x * c) mod 2^32` for `x` in `[0, 2^32)`, without leaving int64's exact range."""
+    lo, hi = c & 0xFFFF, c >> 16
+    return (x * lo + (((x * hi) & 0xFFFF) << 16)) & _MASK32
+
+
+def _mix32(x: Tensor) -> Tensor:
+    """A 32-bit integer hash (the 'lowbias32' mixer), exact on any device."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def _mix32_int(x: int) -> int:
+    """`_mix32` on a Python int (for the per-seed, per-epoch prefix of a key)."""
+    x &= _MASK32
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & _MASK32
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & _MASK32
+    return x ^ (x >> 16)
+
+
+def hash_keys(seeds: Tensor, stream: int, epoch: int, n: int) -> Tensor:
+    """Pseudo-random sort keys in `[0, 2^62)`: int64 `[len(seeds), n]`.
+
+    Key `[s, i]` depends only on `(seeds[s], stream, epoch, i)`.
+    """
+    prefix = []
+    for seed in seeds.tolist():
+        h = _mix32_int((seed & _MASK32) ^ 0x9E3779B9)
+        h = _mix32_int(h ^ (stream & _MASK32))
+        h = _mix32_int(h ^ (epoch & _MASK32))
+        prefix.append(_mix32_int(h ^ ((epoch >> 32) & _MASK32)))
+    h_t = torch.tensor(prefix, dtype=torch.int64, device=seeds.device).reshape(-1, 1)
+    idx = torch.arange(n, device=seeds.device, dtype=torch.int64).reshape(1, -1)
+    k1 = _mix32(h_t ^ idx)
+    k2 = _mix32(k1 ^ 0x85EBCA6B)
+    return (k1 << 30) | (k2 >> 2)
+
+
+def permutations(seeds: Tensor, stream: int, epoch: int, n: int) -> Tensor:
+    """One permutation of `range(n)` per seed: int64 `[len(seeds), n]`."""
+    return torch.argsort(hash_keys(seeds, stream, epoch, n), dim=1, stable=True)
+
+
+def n_train_pairs(p: int, train_frac: float) -> int:
+    """How many of the `p^2` pairs go to training (rounded down); at least one on each side."""
+    n = p * p
+    n_train = int(train_frac * n)
+    if not 1 <= n_train <= n - 1:
+        raise ValueError(
+            f"train_frac={train_frac} leaves {n_train} of {n} pairs for training with p={p}; "
+            "both the train and the validation split need at least one pair"
+        )
+    return n_train
+
+
+def split_masks(p: int, train_frac: float, split_seeds: Tensor) -> Tensor:
+    """Which pairs are for training, per split seed: bool `[len(split_seeds), p*p]`.
+
+    Exactly `n_train_pairs(p, train_frac)` pairs are True in each row.
+    """
+    n = p * p
+    n_train = n_train_pairs(p, train_frac)
+    perm = permutations(split_seeds, STREAM_SPLIT, 0, n)
+    mask = torch.zeros(perm.shape, dtype=torch.bool, device=perm.device)
+    mask.scatter_(1, perm[:, :n_train], True)
+    return mask
+
+
+def split_mask(p: int, train_frac: float = 0.8, seed: int = 0) -> Tensor:
+    """The train mask of one split: bool `[p*p]` (True: the pair is used for training)."""
+    return split_masks(p, train_frac, torch.tensor([seed]))[0]
+
+
+def split_indices(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Pair indices of the train and validation sides of a mask `[p*p]`, ascending."""
+    if mask.dtype != torch.bool or mask.ndim != 1:
+        raise ValueError(f"mask must be a 1-D bool tensor, got {mask.dtype} {tuple(mask.shape)}")
+    return mask.nonzero().flatten(), (~mask).nonzero().flatten()

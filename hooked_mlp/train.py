@@ -1,0 +1,722 @@
+"""The trainer: the seed recipe, fast, for one seed or many at once, resumable.
+
+The fast path writes the forward and backward pass of the one-hidden-layer MLP by hand, for `S`
+seeds stacked along a leading dimension (batched matmuls), on one flat parameter buffer updated
+by torch's own fused AdamW kernel (`torch.optim.AdamW(fused=True)` calls the same op). One seed
+is simply `S = 1`. Per step of batch `B`:
+
+    pre    = W_in[a] + W_in[p + b] + b_in          # [S, B, H]   one embedding_bag lookup
+    post   = relu(pre)
+    logp   = log_softmax(post @ W_out + b_out)     # [S, B, p]
+    G      = (exp(logp) - onehot(y)) / B           # d(mean cross-entropy)/d(logits)
+    dW_out = post^T @ G;  db_out = sum G           # [S, H, p]
+    dpre   = (G @ W_out^T) * (pre > 0)             # [S, B, H]
+    dW_in  = index_add(dpre at rows a and p + b);  db_in = sum dpre
+
+which is what autograd computes for `cross_entropy(model(tokens), y)` (tests check it against an
+autograd loop). The batches are the same for a seed whether it trains alone or with others, on
+any device: see `hooked_mlp.data` for the counter-based shuffle.
+
+Per-epoch history: `train_loss`/`train_acc` are the means over that epoch's batches, each taken
+before its update (what a standard loop reports); `val_loss`/`val_acc` are measured on the whole
+validation split after the epoch. The final `metrics` are measured on the whole of both splits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from hooked_mlp.config import MLPConfig, TrainConfig
+from hooked_mlp.data import STREAM_SHUFFLE, dataset, permutations, split_masks
+from hooked_mlp.io import (
+    HISTORY_KEYS,
+    CheckpointError,
+    _config,
+    read_safetensors,
+    write_model,
+    write_safetensors,
+)
+from hooked_mlp.params import PARAM_NAMES, TrainInfo, init_params, param_shapes
+
+if TYPE_CHECKING:
+    from hooked_mlp.model import HookedMLP
+
+STATE_FILE = "state.safetensors"
+LOCK_FILE = ".lock"
+EVAL_CHUNK_ELEMENTS = 1 << 22  # logits held at once while evaluating: 16 MiB of float32
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint (if any) was kept."""
+
+
+class RunLockedError(RuntimeError):
+    """Another process is training into the same output folder."""
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hooked-mlp")
+    except PackageNotFoundError:  # running from a source tree without installing
+        return "unknown"
+
+
+def default_threads(n_seeds: int, device: str | torch.device = "cpu") -> int:
+    """Torch CPU threads the trainer uses unless told otherwise.
+
+    One seed: 1 thread. Its steps are too small to split across cores, and with two threads the
+    OpenMP barriers of every op stall whenever another process holds a core. Several seeds: up to
+    2 threads, because batched matmuls over seeds split across cores cleanly.
+    """
+    if torch.device(device).type != "cpu":
+        return 1
+    return 1 if n_seeds < 4 else max(1, min(2, os.cpu_count() or 1))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Set torch's intra-op thread count inside the block and restore it afterwards."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"threads must be a positive integer, got {n!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """A usable torch device for `device`, or a ValueError saying what is available."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for but CUDA is not available here")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    return dev
+
+
+def check_seeds(seeds: Sequence[int]) -> list[int]:
+    out = list(seeds)
+    if not out:
+        raise ValueError("seeds must name at least one seed")
+    for s in out:
+        TrainConfig(seed=s)  # validates the range with the usual message
+    if len(set(out)) != len(out):
+        raise ValueError(f"seeds must be distinct, got {out}")
+    return out
+
+
+class BatchedTrainer:
+    """Trains `len(seeds)` independent copies of one recipe in lock-step.
+
+    Holds the stacked parameters (one flat buffer, one block per parameter, seeds contiguous in
+    each block), AdamW's moments and step, and the per-epoch history `[epochs, S, 4]`.
+    """
+
+    def __init__(
+        self,
+        cfg: MLPConfig,
+        tcfg: TrainConfig,
+        seeds: Sequence[int],
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.cfg, self.tcfg = cfg, tcfg
+        self.seeds = check_seeds(seeds)
+        self.device = check_device(device)
+        S, p, H = len(self.seeds), cfg.p, cfg.d_hidden
+        self.S = S
+        dev = self.device
+        self.seeds_t = torch.tensor(self.seeds, dtype=torch.int64, device=dev)
+
+        split_seeds = self.seeds if tcfg.split_seed is None else [tcfg.split_seed] * S
+        self.masks = split_masks(p, tcfg.train_frac, torch.tensor(split_seeds)).to(dev)
+        self.n_train = int(self.masks[0].sum())
+        self.n_val = p * p - self.n_train
+        self.train_idx = self.masks.nonzero()[:, 1].view(S, self.n_train)  # pair indices, sorted
+        self.val_idx = (~self.masks).nonzero()[:, 1].view(S, self.n_val)
+        pairs, self.labels = dataset(cfg, dev)
+        self.a_of, self.b_of = pairs[:, 0].contiguous(), pairs[:, 1].contiguous()
+        self.row_offset = (torch.arange(S, device=dev) * 2 * p).view(S, 1)  # seed's rows in W_in
+        self.train_rows_a = self.a_of[self.train_idx] + self.row_offset  # [S, n_train]
+        self.train_rows_b = self.b_of[self.train_idx] + self.row_offset + p
+        self.train_labels = self.labels[self.train_idx]
+        # index of sample i's target in a flattened [S*bs, p] logits block is i*p + y
+        self.target_base = torch.arange(S * tcfg.batch_size, device=dev) * p
+
+        shapes = param_shapes(cfg)
+        self.block_sizes = [S * int(torch.Size(shapes[n]).numel()) for n in PARAM_NAMES]
+        total = sum(self.block_sizes)
+        self.flat = torch.empty(total, device=dev)
+        self.grad = torch.zeros(total, device=dev)
+        self.exp_avg = torch.zeros(total, device=dev)
+        self.exp_avg_sq = torch.zeros(total, device=dev)
+        self.step_count = torch.zeros((), device=dev)
+        self.epoch = 0
+        self.history = torch.zeros(tcfg.epochs, S, 4, device=dev)
+        for s, seed in enumerate(self.seeds):
+            for name, value in init_params(cfg, seed).items():
+                self.param(name)[s].copy_(value)
+
+        self.W_in2 = self.param("W_in").view(S * 2 * p, H)
+        self.b_in3 = self.param("b_in").view(S, 1, H)
+        self.W_out3 = self.param("W_out")
+        self.b_out3 = self.param("b_out").view(S, 1, p)
+        self.gW_in2 = self._block(self.grad, "W_in").view(S * 2 * p, H)
+        self.gb_in = self._block(self.grad, "b_in")
+        self.gW_out = self._block(self.grad, "W_out")
+        self.gb_out = self._block(self.grad, "b_out")
+        self.neg_ones = torch.full((S * tcfg.batch_size,), -1.0, device=dev)
+        self.dpost_buf = torch.zeros(S * tcfg.batch_size, H, device=dev)
+
+    # ----------------------------------------------------------------------------- layout
+    def _block(self, buf: Tensor, name: str) -> Tensor:
+        """View of parameter `name` for all seeds inside `buf`: `[S, *shape]`."""
+        i = PARAM_NAMES.index(name)
+        start = sum(self.block_sizes[:i])
+        shape = param_shapes(self.cfg)[name]
+        return buf[start : start + self.block_sizes[i]].view(self.S, *shape)
+
+    def param(self, name: str) -> Tensor:
+        return self._block(self.flat, name)
+
+    def params_of(self, s: int) -> dict[str, Tensor]:
+        """Seed number `s`'s parameters, copied to the CPU."""
+        return {n: self.param(n)[s].detach().cpu().clone() for n in PARAM_NAMES}
+
+    # ----------------------------------------------------------------------------- training
+    def _schedule(self, epoch: int) -> list[tuple[Tensor, Tensor, Tensor, Tensor, int, int]]:
+        """This epoch's steps: (bag rows [S*bs, 2], rows_a, rows_b, flat targets, bs, offset).
+
+        Step `k` holds the samples `k*B .. (k+1)*B - 1` of every seed's shuffled train split;
+        `offset` is where its per-sample results go in the epoch's `[step, seed, sample]` buffers.
+        """
+        S, B = self.S, self.tcfg.batch_size
+        n = self.n_train
+        perm = permutations(self.seeds_t, STREAM_SHUFFLE, epoch, n)  # [S, n]
+        rows_a = self.train_rows_a.gather(1, perm)  # [S, n]  rows of W_in (flattened over seeds)
+        rows_b = self.train_rows_b.gather(1, perm)
+        y = self.train_labels.gather(1, perm)
+        n_full, rest = divmod(n, B)
+        steps = []
+        if n_full:
+            def lay(t: Tensor) -> Tensor:  # [S, n] -> [n_full, S, B]
+                return t[:, : n_full * B].reshape(S, n_full, B).transpose(0, 1).contiguous()
+
+            ra, rb = lay(rows_a), lay(rows_b)
+            bags = torch.stack([ra, rb], dim=-1)  # [n_full, S, B, 2]
+            tgt = lay(y).add_(self.target_base[: S * B].view(S, B))
+            for k in range(n_full):
+                steps.append(
+                    (bags[k].view(S * B, 2), ra[k].view(-1), rb[k].view(-1), tgt[k].view(-1), B,
+                     k * S * B)
+                )
+        if rest:
+            ra = rows_a[:, n_full * B :].contiguous()
+            rb = rows_b[:, n_full * B :].contiguous()
+            tgt = y[:, n_full * B :] + self.target_base[: S * rest].view(S, rest)
+            steps.append(
+                (torch.stack([ra, rb], -1).view(S * rest, 2), ra.view(-1), rb.view(-1),
+                 tgt.reshape(-1), rest, n_full * S * B)
+            )
+        return steps
+
+    def _step(
+        self, bags: Tensor, rows_a: Tensor, rows_b: Tensor, tgt: Tensor, bs: int,
+        p_y: Tensor, p_max: Tensor,
+    ) -> None:
+        S, H = self.S, self.cfg.d_hidden
+        pre = F.embedding_bag(bags, self.W_in2, mode="sum").view(S, bs, H).add_(self.b_in3)
+        post = pre.relu_()  # [S, bs, H]
+        logits = torch.baddbmm(self.b_out3, post, self.W_out3)  # [S, bs, p]
+        g = torch.softmax(logits, dim=-1)
+        torch.take(g, tgt, out=p_y)  # probability of the right answer, [S*bs]
+        torch.amax(g, dim=-1, out=p_max.view(S, bs))
+        g.view(-1).index_add_(0, tgt, self.neg_ones[: S * bs])  # softmax - onehot(y)
+        # G = g / bs (the batch mean) is folded into the products as alpha
+        scale = 1.0 / bs
+        torch.baddbmm(self.gW_out, post.transpose(1, 2), g, beta=0.0, alpha=scale, out=self.gW_out)
+        torch.mean(g, dim=1, out=self.gb_out)
+        dpost = torch.baddbmm(self.dpost_buf[: S * bs].view(S, bs, H), g,
+                              self.W_out3.transpose(1, 2), beta=0.0, alpha=scale)  # [S, bs, H]
+        dpre = torch.ops.aten.threshold_backward(dpost, post, 0.0)
+        torch.sum(dpre, dim=1, out=self.gb_in)
+        self.gW_in2.zero_()
+        d = dpre.view(S * bs, H)
+        self.gW_in2.index_add_(0, rows_a, d)
+        self.gW_in2.index_add_(0, rows_b, d)
+        self._adamw()
+
+    def _adamw(self) -> None:
+        """One step of torch's AdamW (the kernel `AdamW(fused=True)` runs) on the flat buffer."""
+        t = self.tcfg
+        self.step_count += 1
+        torch._fused_adamw_(
+            [self.flat], [self.grad], [self.exp_avg], [self.exp_avg_sq], [], [self.step_count],
+            lr=t.lr, beta1=t.beta1, beta2=t.beta2, weight_decay=t.weight_decay, eps=t.eps,
+            amsgrad=False, maximize=False,
+        )
+
+    def run_epoch(self) -> None:
+        """Train one epoch for every seed and record its history row."""
+        if self.epoch >= self.tcfg.epochs:
+            raise RuntimeError("all epochs are done")
+        S, n = self.S, self.n_train
+        p_y = torch.empty(S * n, device=self.device)
+        p_max = torch.empty(S * n, device=self.device)
+        for bags, ra, rb, tgt, bs, off in self._schedule(self.epoch):
+            span = slice(off, off + S * bs)
+            self._step(bags, ra, rb, tgt, bs, p_y[span], p_max[span])
+        # step layout is [step, seed, sample]: sum each seed's entries
+        B = self.tcfg.batch_size
+        n_full, rest = divmod(n, B)
+        # -log p(y) in float32 resolves per-sample losses down to about 6e-8; the final metrics
+        # are measured exactly with log_softmax by `evaluate`.
+        correct = (p_y >= p_max).float()
+        sums = []
+        for t in (p_y.log(), correct):
+            total = t[: n_full * S * B].view(n_full, S, B).sum(dim=(0, 2))
+            if rest:
+                total = total + t[n_full * S * B :].view(S, rest).sum(dim=1)
+            sums.append(total / n)
+        val_loss, val_acc = self.evaluate("val")
+        row = torch.stack([-sums[0], sums[1], val_loss, val_acc], dim=1)  # [S, 4]
+        self.history[self.epoch] = row
+        self.epoch += 1
+        if not bool(torch.isfinite(row).all()):
+            bad = [self.seeds[i] for i in range(S) if not bool(torch.isfinite(row[i]).all())]
+            raise TrainingDivergedError(
+                f"training diverged at epoch {self.epoch}: the loss of seed(s) {bad} is not finite"
+            )
+
+    def _eval_bags(self, split: str) -> tuple[Tensor, Tensor]:
+        """Bag rows `[S, n, 2]` and labels `[S, n]` of a whole split (built once, then kept)."""
+        cache = self.__dict__.setdefault("_eval_cache", {})
+        if split not in cache:
+            idx = {"train": self.train_idx, "val": self.val_idx}[split]  # [S, n]
+            p = self.cfg.p
+            bags = torch.stack(
+                [self.a_of[idx] + self.row_offset, self.b_of[idx] + self.row_offset + p], -1
+            )
+            cache[split] = (bags, self.labels[idx])
+        return cache[split]
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> tuple[Tensor, Tensor]:
+        """Mean cross-entropy and accuracy of every seed on a whole split: `[S]`, `[S]`."""
+        bags, labels = self._eval_bags(split)
+        S, p, H = self.S, self.cfg.p, self.cfg.d_hidden
+        n = bags.shape[1]
+        chunk = max(1, EVAL_CHUNK_ELEMENTS // (S * p))
+        loss = torch.zeros(S, device=self.device)
+        hits = torch.zeros(S, device=self.device)
+        for lo in range(0, n, chunk):
+            part = bags[:, lo : lo + chunk]
+            m = part.shape[1]
+            pre = F.embedding_bag(part.reshape(S * m, 2), self.W_in2, mode="sum").view(S, m, H)
+            post = pre.add_(self.b_in3).relu_()
+            logp = torch.log_softmax(torch.baddbmm(self.b_out3, post, self.W_out3), -1)
+            lp_y = logp.gather(2, labels[:, lo : lo + chunk].unsqueeze(-1)).squeeze(-1)  # [S, m]
+            loss -= lp_y.sum(1)
+            hits += (lp_y >= logp.amax(-1)).sum(1)
+        return loss / n, hits / n
+
+    def final_metrics(self) -> list[dict[str, float]]:
+        """Loss and accuracy of each seed on the whole train and validation splits."""
+        tl, ta = self.evaluate("train")
+        vl, va = self.evaluate("val")
+        return [
+            {
+                "train_loss": float(tl[s]), "train_acc": float(ta[s]),
+                "val_loss": float(vl[s]), "val_acc": float(va[s]),
+                "epochs": self.epoch, "n_train": self.n_train, "n_val": self.n_val,
+            }
+            for s in range(self.S)
+        ]
+
+    def history_of(self, s: int) -> dict[str, list[float]]:
+        h = self.history[: self.epoch, s].cpu()
+        return {key: h[:, i].tolist() for i, key in enumerate(HISTORY_KEYS)}
+
+    def info_of(self, s: int, metrics: dict[str, float], provenance: dict[str, Any]) -> TrainInfo:
+        return TrainInfo(
+            train_config=replace(self.tcfg, seed=self.seeds[s]),
+            train_mask=self.masks[s].cpu().clone(),
+            history=self.history_of(s),
+            metrics=metrics,
+            provenance=provenance,
+        )
+
+    # ----------------------------------------------------------------------------- state
+    def state_tensors(self) -> dict[str, Tensor]:
+        return {
+            "flat": self.flat, "exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq,
+            "step": self.step_count.reshape(1), "history": self.history[: self.epoch],
+        }
+
+    def load_state(self, tensors: dict[str, Tensor], epoch: int, path: str) -> None:
+        """Restore a state written by `state_tensors` (shapes checked against this run)."""
+        expect = {
+            "flat": tuple(self.flat.shape), "exp_avg": tuple(self.flat.shape),
+            "exp_avg_sq": tuple(self.flat.shape), "step": (1,),
+            "history": (epoch, self.S, 4),
+        }
+        for key, shape in expect.items():
+            t = tensors.get(key)
+            if t is None or tuple(t.shape) != shape or t.dtype != torch.float32:
+                problem = f"tensor {key!r} is missing or not float32 {list(shape)}"
+                raise CheckpointError(path, problem)
+        if not 0 <= epoch <= self.tcfg.epochs:
+            raise CheckpointError(path, f"epoch {epoch} is outside [0, {self.tcfg.epochs}]")
+        self.flat.copy_(tensors["flat"])
+        self.exp_avg.copy_(tensors["exp_avg"])
+        self.exp_avg_sq.copy_(tensors["exp_avg_sq"])
+        self.step_count.copy_(tensors["step"][0])
+        self.history[:epoch] = tensors["history"].to(self.device)
+        self.epoch = epoch
+
+    def all_finite(self) -> bool:
+        return bool(torch.isfinite(self.flat).all())
+
+
+# --------------------------------------------------------------------------------- driving
+def _progress_bar(trainer: BatchedTrainer, enabled: bool):
+    from tqdm.auto import tqdm
+
+    label = f"seed {trainer.seeds[0]}" if trainer.S == 1 else f"{trainer.S} seeds"
+    return tqdm(
+        total=trainer.tcfg.epochs, initial=trainer.epoch, disable=not enabled, unit="epoch",
+        desc=f"train {label}", dynamic_ncols=True, file=sys.stderr,
+    )
+
+
+def _drive(
+    trainer: BatchedTrainer,
+    *,
+    threads: int,
+    progress: bool,
+    on_checkpoint: Any = None,
+    checkpoint_every: int = 0,
+) -> float:
+    """Run the remaining epochs; returns the wall time spent."""
+    start = time.perf_counter()
+    last_post = 0.0
+    with torch_threads(threads), _progress_bar(trainer, progress) as bar:
+        while trainer.epoch < trainer.tcfg.epochs:
+            trainer.run_epoch()
+            bar.update(1)
+            now = time.perf_counter()
+            if progress and now - last_post > 0.5:
+                h = trainer.history[trainer.epoch - 1]
+                loss, acc = float(h[:, 0].mean()), float(h[:, 3].mean())
+                bar.set_postfix(train_loss=f"{loss:.3g}", val_acc=f"{acc:.4f}")
+                last_post = now
+            done = trainer.epoch
+            if (
+                on_checkpoint is not None
+                and checkpoint_every
+                and done % checkpoint_every == 0
+                and done < trainer.tcfg.epochs
+            ):
+                if not trainer.all_finite():
+                    raise TrainingDivergedError(
+                        f"training diverged at epoch {done}: the parameters are not finite"
+                    )
+                on_checkpoint(trainer)
+    if not trainer.all_finite():
+        raise TrainingDivergedError(
+            f"training diverged by epoch {trainer.epoch}: the parameters are not finite"
+        )
+    return time.perf_counter() - start
+
+
+def _provenance(trainer: BatchedTrainer, threads: int, wall_s: float, command: str | None):
+    return {
+        "trained_by": "hooked_mlp.train",
+        "hooked_mlp": _package_version(),
+        "torch": torch.__version__,
+        "device": str(trainer.device),
+        "threads": threads,
+        "batched_seeds": trainer.seeds,
+        "wall_s": round(wall_s, 3),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+    }
+
+
+def _resolve(
+    cfg: MLPConfig | None, tcfg: TrainConfig | None, seeds: Sequence[int] | None,
+    device: str | torch.device, threads: int | None,
+) -> tuple[MLPConfig, TrainConfig, list[int], int]:
+    cfg = MLPConfig() if cfg is None else cfg
+    tcfg = TrainConfig() if tcfg is None else tcfg
+    if not isinstance(cfg, MLPConfig):
+        raise TypeError(f"cfg must be an MLPConfig, got {type(cfg).__name__}")
+    if not isinstance(tcfg, TrainConfig):
+        raise TypeError(f"tcfg must be a TrainConfig, got {type(tcfg).__name__}")
+    seed_list = check_seeds([tcfg.seed] if seeds is None else seeds)
+    n = default_threads(len(seed_list), check_device(device)) if threads is None else threads
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    return cfg, tcfg, seed_list, n
+
+
+def train_many(
+    cfg: MLPConfig | None = None,
+    tcfg: TrainConfig | None = None,
+    seeds: Sequence[int] = (0,),
+    *,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    progress: bool = True,
+) -> list[tuple[HookedMLP, dict[str, list[float]]]]:
+    """Train one model per seed in a single batched run: `[(model, history), ...]`.
+
+    Each seed's model matches, to float tolerance, the one `train` gives for that seed alone
+    (same initialisation, same batches). `tcfg.seed` is ignored; `tcfg.split_seed` (if set)
+    gives every seed the same split, otherwise each seed has its own.
+    """
+    from hooked_mlp.model import HookedMLP
+
+    cfg, tcfg, seed_list, n_threads = _resolve(cfg, tcfg, seeds, device, threads)
+    trainer = BatchedTrainer(cfg, tcfg, seed_list, device)
+    wall = _drive(trainer, threads=n_threads, progress=progress)
+    with torch_threads(n_threads):
+        metrics = trainer.final_metrics()
+    prov = _provenance(trainer, n_threads, wall, None)
+    out = []
+    for s in range(trainer.S):
+        info = trainer.info_of(s, metrics[s], prov)
+        model = HookedMLP.from_params(cfg, trainer.params_of(s), train_info=info).to(trainer.device)
+        out.append((model, info.history))
+    return out
+
+
+def train(
+    cfg: MLPConfig | None = None,
+    tcfg: TrainConfig | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    progress: bool = True,
+) -> tuple[HookedMLP, dict[str, list[float]]]:
+    """Train one model with the recipe `tcfg` (default: the seed recipe): `(model, history)`.
+
+    `history` maps `train_loss`, `train_acc`, `val_loss`, `val_acc` to one value per epoch;
+    `model.train_info` also holds the split, the final metrics and the provenance.
+    Deterministic: the same configs, device and thread count give bit-identical weights.
+    """
+    tcfg = TrainConfig() if tcfg is None else tcfg
+    if not isinstance(tcfg, TrainConfig):
+        raise TypeError(f"tcfg must be a TrainConfig, got {type(tcfg).__name__}")
+    return train_many(
+        cfg, tcfg, [tcfg.seed], device=device, threads=threads, progress=progress
+    )[0]
+
+
+# --------------------------------------------------------------------------------- run folders
+class _RunLock:
+    """An exclusive `flock` on `DIR/.lock`; released by the OS even if the process is killed."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.fd: int | None = None
+
+    def __enter__(self) -> _RunLock:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise RunLockedError(
+                f"another hooked-mlp train is writing to {self.folder} (it holds {path}); "
+                "wait for it to finish or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def model_path(folder: Path, seed: int) -> Path:
+    return Path(folder) / f"seed-{seed}.safetensors"
+
+
+def _write_state(folder: Path, trainer: BatchedTrainer, threads: int, every: int, wall_s: float,
+                 command: str | None) -> None:
+    meta = {
+        "kind": "train-state",
+        "config": trainer.cfg.to_dict(),
+        "train_config": trainer.tcfg.to_dict(),
+        "seeds": trainer.seeds,
+        "epoch": trainer.epoch,
+        "device": str(trainer.device),
+        "threads": threads,
+        "checkpoint_every": every,
+        "wall_s": wall_s,
+        "command": command,
+    }
+    write_safetensors(folder / STATE_FILE, trainer.state_tensors(), meta)
+
+
+def _finish(folder: Path, trainer: BatchedTrainer, threads: int, wall_s: float,
+            command: str | None) -> list[Path]:
+    with torch_threads(threads):
+        metrics = trainer.final_metrics()
+    prov = _provenance(trainer, threads, wall_s, command)
+    paths = []
+    for s, seed in enumerate(trainer.seeds):
+        path = model_path(folder, seed)
+        write_model(path, trainer.cfg, trainer.params_of(s), trainer.info_of(s, metrics[s], prov))
+        paths.append(path)
+    (folder / STATE_FILE).unlink(missing_ok=True)
+    return paths
+
+
+def _run_folder(
+    folder: Path, trainer: BatchedTrainer, *, threads: int, progress: bool, checkpoint_every: int,
+    wall_before: float, command: str | None,
+) -> list[Path]:
+    started = time.perf_counter()
+
+    def checkpoint(t: BatchedTrainer) -> None:
+        wall = wall_before + time.perf_counter() - started
+        _write_state(folder, t, threads, checkpoint_every, wall, command)
+
+    try:
+        _drive(trainer, threads=threads, progress=progress, on_checkpoint=checkpoint,
+               checkpoint_every=checkpoint_every)
+    except TrainingDivergedError as e:
+        state = folder / STATE_FILE
+        kept = (
+            f"the last good checkpoint is kept in {state}" if state.exists()
+            else "no checkpoint had been written (use --checkpoint-every)"
+        )
+        raise TrainingDivergedError(f"{e}; {kept}") from None
+    wall = wall_before + time.perf_counter() - started
+    return _finish(folder, trainer, threads, wall, command)
+
+
+def _check_checkpoint_every(checkpoint_every: int) -> int:
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or (
+        checkpoint_every < 0
+    ):
+        raise ValueError(
+            f"checkpoint_every must be a non-negative integer (0: never), got {checkpoint_every!r}"
+        )
+    return checkpoint_every
+
+
+def train_run(
+    out_dir: str | os.PathLike[str],
+    cfg: MLPConfig | None = None,
+    tcfg: TrainConfig | None = None,
+    seeds: Sequence[int] | None = None,
+    *,
+    checkpoint_every: int = 0,
+    device: str | torch.device = "cpu",
+    threads: int | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> list[Path]:
+    """Train into the folder `out_dir`: one `seed-<s>.safetensors` per seed; returns their paths.
+
+    Every `checkpoint_every` epochs the whole run state (parameters, AdamW moments and step,
+    epoch, history) is written atomically to `out_dir/state.safetensors`, so an interrupted run
+    continues with `resume_run(out_dir)` to bit-identical weights. The folder is locked while
+    the run lasts; a second run into it is refused.
+    """
+    cfg, tcfg, seed_list, n_threads = _resolve(cfg, tcfg, seeds, device, threads)
+    every = _check_checkpoint_every(checkpoint_every)
+    folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"out_dir must be a folder, but {folder} is a file")
+    with _RunLock(folder):
+        if (folder / STATE_FILE).exists():
+            raise ValueError(
+                f"{folder} holds an unfinished run; continue it with "
+                f"`hooked-mlp train --resume {folder}` or choose another --out"
+            )
+        existing = [model_path(folder, s) for s in seed_list if model_path(folder, s).exists()]
+        if existing:
+            raise ValueError(
+                f"{existing[0]} already exists; choose another --out or remove it first"
+            )
+        trainer = BatchedTrainer(cfg, tcfg, seed_list, device)
+        if every:
+            _write_state(folder, trainer, n_threads, every, 0.0, command)
+        return _run_folder(folder, trainer, threads=n_threads, progress=progress,
+                           checkpoint_every=every, wall_before=0.0, command=command)
+
+
+def resume_run(
+    out_dir: str | os.PathLike[str],
+    *,
+    device: str | torch.device | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+    checkpoint_every: int | None = None,
+) -> list[Path]:
+    """Continue the run in `out_dir` from its last checkpoint to the end.
+
+    By default on the device and with the thread count the run started with, which makes the
+    final weights bit-identical to an uninterrupted run on the CPU.
+    """
+    folder = Path(out_dir)
+    state = folder / STATE_FILE
+    if not folder.is_dir():
+        raise ValueError(f"resume needs a run folder, but {folder} is not a folder")
+    with _RunLock(folder):
+        if not state.exists():
+            finished = sorted(folder.glob("seed-*.safetensors"))
+            if finished:
+                raise ValueError(f"the run in {folder} is already finished ({finished[0].name})")
+            raise ValueError(f"{folder} holds no run to resume (no {STATE_FILE})")
+        name = str(state)
+        doc, tensors = read_safetensors(state, "train-state")
+        cfg = _config(name, MLPConfig, doc.get("config"), "model config")
+        tcfg = _config(name, TrainConfig, doc.get("train_config"), "training config")
+        seeds = doc.get("seeds")
+        epoch = doc.get("epoch")
+        if not isinstance(seeds, list) or not isinstance(epoch, int):
+            raise CheckpointError(name, "corrupt metadata: 'seeds' or 'epoch' missing")
+        try:
+            seeds = check_seeds(seeds)
+        except ValueError as e:
+            raise CheckpointError(name, f"invalid seeds: {e}") from None
+        dev = doc.get("device", "cpu") if device is None else device
+        n_threads = int(doc.get("threads", 1)) if threads is None else threads
+        every = _check_checkpoint_every(
+            doc.get("checkpoint_every", 0) if checkpoint_every is None else checkpoint_every
+        )
+        trainer = BatchedTrainer(cfg, tcfg, seeds, dev)
+        trainer.load_state(tensors, epoch, name)
+        return _run_folder(folder, trainer, threads=n_threads, progress=progress,
+                           checkpoint_every=every, wall_before=float(doc.get("wall_s", 0.0)),
+                           command=doc.get("command"))

@@ -1,0 +1,134 @@
+import json
+import os
+import pickle
+import struct
+
+import pytest
+import torch
+
+from hooked_mlp import CheckpointError, HookedMLP, MLPConfig, load, save
+from hooked_mlp.io import atomic_path, atomic_write_text, load_linear_state_dict, read_model
+
+
+def _same(m1, m2):
+    names = ("W_in", "b_in", "W_out", "b_out")
+    return all(torch.equal(getattr(m1, n), getattr(m2, n)) for n in names)
+
+
+def test_save_load_bit_exact_with_training_record(shipped, tmp_path):
+    path = tmp_path / "m.safetensors"
+    save(shipped, path)
+    back = load(path)
+    assert _same(back, shipped) and back.cfg == shipped.cfg
+    a, b = shipped.train_info, back.train_info
+    assert torch.equal(a.train_mask, b.train_mask)
+    assert a.history == b.history and a.metrics == b.metrics and a.provenance == b.provenance
+    assert a.train_config == b.train_config
+    # saving again gives the same bytes
+    save(back, tmp_path / "again.safetensors")
+    assert (tmp_path / "again.safetensors").read_bytes() == path.read_bytes()
+
+
+def test_save_load_untrained_model(tmp_path):
+    m = HookedMLP(MLPConfig(p=7, d_hidden=5), seed=2)
+    save(m, tmp_path / "u.safetensors")
+    back = load(tmp_path / "u.safetensors")
+    assert _same(m, back) and back.train_info is None
+
+
+def _corruptions(good: bytes):
+    n = struct.unpack("<Q", good[:8])[0]
+    header = json.loads(good[8 : 8 + n])
+    meta = json.loads(header["__metadata__"]["hooked_mlp"])
+
+    def with_header(h):
+        raw = json.dumps(h).encode()
+        return struct.pack("<Q", len(raw)) + raw + good[8 + n :]
+
+    def with_meta(**changes):
+        m = {**meta, **changes}
+        h = json.loads(json.dumps(header))
+        h["__metadata__"]["hooked_mlp"] = json.dumps(m)
+        return with_header(h)
+
+    yield "empty", b"", "only 0 bytes"
+    yield "short", good[:5], "only 5 bytes"
+    yield "cut header", good[: 8 + n // 2], "truncated"
+    yield "cut tensors", good[: len(good) - 100], "truncated"
+    yield "huge header size", b"\xff" * 16, "plausible header size"
+    yield "not json", struct.pack("<Q", 4) + b"abcd", "header is not JSON"
+    yield "json list", struct.pack("<Q", 2) + b"[]", "not a JSON object"
+    h = json.loads(json.dumps(header))
+    del h["__metadata__"]
+    yield "no metadata", with_header(h), "no 'hooked_mlp' entry"
+    h = json.loads(json.dumps(header))
+    h["__metadata__"]["hooked_mlp"] = "{not json"
+    yield "bad meta json", with_header(h), "is not valid JSON"
+    yield "other format", with_meta(format="other"), "format is not 'hooked-mlp'"
+    yield "newer version", with_meta(format_version=99), "newer hooked-mlp"
+    yield "wrong kind", with_meta(kind="train-state"), "a 'model' file is needed"
+    yield "bad config", with_meta(config={**meta["config"], "p": 1}), "invalid model config"
+    yield "wrong shape", with_meta(config={**meta["config"], "d_hidden": 99}), "expected torch"
+    bad_recipe = {**meta["train"], "train_config": {"lr": -1}}
+    yield "bad recipe", with_meta(train=bad_recipe), "invalid training config"
+    yield "pickle", pickle.dumps({"W_in": 1}), "header"
+
+
+def test_damaged_files_are_refused_clearly(shipped, tmp_path):
+    good_path = tmp_path / "good.safetensors"
+    save(shipped, good_path)
+    good = good_path.read_bytes()
+    for label, data, message in _corruptions(good):
+        path = tmp_path / f"{label}.safetensors"
+        path.write_bytes(data)
+        with pytest.raises(CheckpointError) as e:
+            load(path)
+        assert str(e.value).startswith(str(path)), label
+        assert message in str(e.value), (label, str(e.value))
+
+
+def test_nan_weights_and_missing_file(tmp_path):
+    m = HookedMLP(MLPConfig(p=5, d_hidden=3))
+    m.W_out.data[0, 0] = float("nan")
+    save(m, tmp_path / "nan.safetensors")
+    with pytest.raises(CheckpointError, match="NaN or infinite"):
+        load(tmp_path / "nan.safetensors")
+    with pytest.raises(CheckpointError, match="no such file"):
+        load(tmp_path / "missing.safetensors")
+    with pytest.raises(CheckpointError, match="not a file"):
+        load(tmp_path)
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    atomic_write_text(target, "old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half of the new content")
+        raise RuntimeError("crash mid-write")
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["out.txt"]
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_import_pt_state_dict_without_pickle(tmp_path):
+    seq = torch.nn.Sequential(torch.nn.Linear(10, 4), torch.nn.ReLU(), torch.nn.Linear(4, 5))
+    torch.save(seq.state_dict(), tmp_path / "seq.pt")
+    m = load_linear_state_dict(tmp_path / "seq.pt")
+    assert torch.equal(m.W_in, seq[0].weight.detach().t())
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"0.weight": Evil()}, f)
+    with pytest.raises(CheckpointError, match="not a loadable state dict"):
+        load_linear_state_dict(tmp_path / "evil.pt")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_read_model_needs_no_transformer_lens(tmp_path, shipped):
+    # the trainer and `hooked-mlp info` read checkpoints without building a HookedMLP
+    save(shipped, tmp_path / "m.safetensors")
+    ckpt = read_model(tmp_path / "m.safetensors")
+    assert ckpt.cfg == shipped.cfg and set(ckpt.params) == {"W_in", "b_in", "W_out", "b_out"}

@@ -1,0 +1,136 @@
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hooked_mlp import MLPConfig, TrainConfig, train, train_many
+from hooked_mlp.data import STREAM_SHUFFLE, dataset, permutations, split_mask
+from hooked_mlp.params import init_params
+from hooked_mlp.train import BatchedTrainer
+
+
+def reference_autograd(cfg: MLPConfig, tcfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """The straightforward loop: one-hot matmul, autograd, torch.optim.AdamW, same batches."""
+    p = cfg.p
+    params = {k: v.clone().requires_grad_(True) for k, v in init_params(cfg, tcfg.seed).items()}
+    opt = torch.optim.AdamW(list(params.values()), lr=tcfg.lr, weight_decay=tcfg.weight_decay,
+                            betas=(tcfg.beta1, tcfg.beta2), eps=tcfg.eps)
+    pairs, labels = dataset(cfg)
+    train_idx = split_mask(p, tcfg.train_frac, tcfg.effective_split_seed).nonzero().flatten()
+    for epoch in range(tcfg.epochs):
+        order = train_idx[permutations(torch.tensor([tcfg.seed]), STREAM_SHUFFLE, epoch,
+                                       len(train_idx))[0]]
+        for lo in range(0, len(order), tcfg.batch_size):
+            idx = order[lo : lo + tcfg.batch_size]
+            x = torch.cat([F.one_hot(pairs[idx, 0], p), F.one_hot(pairs[idx, 1], p)], 1).float()
+            logits = torch.relu(x @ params["W_in"] + params["b_in"]) @ params["W_out"]
+            loss = F.cross_entropy(logits + params["b_out"], labels[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return {k: v.detach() for k, v in params.items()}
+
+
+def test_fast_path_matches_autograd_reference(tiny_cfg, tiny_tcfg):
+    ref = reference_autograd(tiny_cfg, tiny_tcfg)
+    trainer = BatchedTrainer(tiny_cfg, tiny_tcfg, [tiny_tcfg.seed])
+    for _ in range(tiny_tcfg.epochs):
+        trainer.run_epoch()
+    got = trainer.params_of(0)
+    start = init_params(tiny_cfg, tiny_tcfg.seed)
+    for name in ref:
+        assert float((ref[name] - start[name]).abs().max()) > 1e-3  # training moved them
+        torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=2e-6)
+
+
+def test_batched_seeds_match_single_runs(tiny_cfg, tiny_tcfg):
+    many = train_many(tiny_cfg, tiny_tcfg, seeds=[4, 1, 9], progress=False)
+    for seed, (model, history) in zip([4, 1, 9], many, strict=True):
+        alone, h_alone = train(tiny_cfg, dataclasses.replace(tiny_tcfg, seed=seed), progress=False)
+        assert model.train_info.train_config.seed == seed
+        assert torch.equal(model.train_info.train_mask, alone.train_info.train_mask)
+        for name in ("W_in", "b_in", "W_out", "b_out"):
+            torch.testing.assert_close(getattr(model, name), getattr(alone, name),
+                                       rtol=1e-5, atol=1e-6)
+        for key in history:
+            torch.testing.assert_close(torch.tensor(history[key]), torch.tensor(h_alone[key]),
+                                       rtol=1e-4, atol=1e-5)
+
+
+def test_same_seed_gives_identical_weights(tiny_cfg, tiny_tcfg):
+    m1, h1 = train(tiny_cfg, tiny_tcfg, progress=False)
+    m2, h2 = train(tiny_cfg, tiny_tcfg, progress=False)
+    for name in ("W_in", "b_in", "W_out", "b_out"):
+        assert torch.equal(getattr(m1, name), getattr(m2, name))
+    assert h1 == h2
+    m3, _ = train(tiny_cfg, dataclasses.replace(tiny_tcfg, seed=4), progress=False)
+    assert not torch.equal(m1.W_in, m3.W_in)
+
+
+def test_history_and_final_metrics_are_measured(tiny_cfg):
+    tcfg = TrainConfig(epochs=40, batch_size=32, lr=1e-2, weight_decay=0.1, seed=0)
+    model, history = train(tiny_cfg, tcfg, progress=False)
+    assert set(history) == {"train_loss", "train_acc", "val_loss", "val_acc"}
+    assert all(len(v) == 40 for v in history.values())
+    assert history["train_loss"][-1] < 0.5 * history["train_loss"][0]
+    assert history["train_acc"][-1] > history["train_acc"][0]
+    # final metrics agree with the model's own forward on its split
+    info = model.train_info
+    pairs, labels = dataset(tiny_cfg)
+    with torch.no_grad():
+        logits = model(pairs)
+    for split, mask in (("train", info.train_mask), ("val", ~info.train_mask)):
+        acc = (logits[mask].argmax(-1) == labels[mask]).float().mean()
+        loss = F.cross_entropy(logits[mask], labels[mask])
+        assert info.metrics[f"{split}_acc"] == pytest.approx(float(acc), abs=1e-6)
+        assert info.metrics[f"{split}_loss"] == pytest.approx(float(loss), rel=1e-4)
+    # the last epoch's validation entry is the final validation measurement
+    assert history["val_acc"][-1] == pytest.approx(info.metrics["val_acc"], abs=1e-6)
+    assert info.metrics["n_train"] == int(info.train_mask.sum()) == int(0.8 * 23 * 23)
+
+
+def test_split_seed_shared_across_seeds(tiny_cfg):
+    tcfg = TrainConfig(epochs=1, split_seed=7)
+    (m0, _), (m1, _) = train_many(tiny_cfg, tcfg, seeds=[0, 1], progress=False)
+    assert torch.equal(m0.train_info.train_mask, m1.train_info.train_mask)
+    assert torch.equal(m0.train_info.train_mask, split_mask(23, 0.8, 7))
+
+
+def test_partial_last_batch_and_batch_larger_than_data(tiny_cfg):
+    tcfg = TrainConfig(epochs=2, batch_size=1000, seed=0)  # one partial batch per epoch
+    trainer = BatchedTrainer(tiny_cfg, tcfg, [0])
+    steps = trainer._schedule(0)
+    assert len(steps) == 1 and steps[0][4] == trainer.n_train
+    _, history = train(tiny_cfg, tcfg, progress=False)
+    assert len(history["train_loss"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "message"),
+    [
+        ({"device": "tpu"}, ValueError, "device must be 'cpu', 'cuda' or 'cuda:N'"),
+        ({"threads": 0}, ValueError, "threads must be a positive integer"),
+        ({"cfg": "big"}, TypeError, "cfg must be an MLPConfig"),
+        ({"tcfg": {"epochs": 1}}, TypeError, "tcfg must be a TrainConfig"),
+    ],
+)
+def test_bad_arguments(kwargs, exc, message):
+    with pytest.raises(exc, match=message):
+        train(**{"cfg": MLPConfig(p=5, d_hidden=2), "tcfg": TrainConfig(epochs=1), **kwargs},
+              progress=False)
+
+
+def test_bad_seed_lists():
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        train_many(MLPConfig(p=5, d_hidden=2), TrainConfig(epochs=1), seeds=[1, 1])
+    with pytest.raises(ValueError, match="at least one seed"):
+        train_many(MLPConfig(p=5, d_hidden=2), TrainConfig(epochs=1), seeds=[])
+    with pytest.raises(ValueError, match="TrainConfig.seed must be an integer"):
+        train_many(MLPConfig(p=5, d_hidden=2), TrainConfig(epochs=1), seeds=[-1])
+
+
+def test_threads_are_restored(tiny_cfg):
+    before = torch.get_num_threads()
+    train(tiny_cfg, TrainConfig(epochs=1), threads=2, progress=False)
+    assert torch.get_num_threads() == before
