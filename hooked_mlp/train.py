@@ -151,6 +151,7 @@ class BatchedTrainer:
         self.masks = split_masks(p, tcfg.train_frac, torch.tensor(split_seeds)).to(dev)
         self.n_train = int(self.masks[0].sum())
         self.n_val = p * p - self.n_train
+        self.steps_per_epoch = -(-self.n_train // tcfg.batch_size)
         self.train_idx = self.masks.nonzero()[:, 1].view(S, self.n_train)  # pair indices, sorted
         self.val_idx = (~self.masks).nonzero()[:, 1].view(S, self.n_val)
         pairs, self.labels = dataset(cfg, dev)
