@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 report: $(STAMP)
-	$(BIN)/hooked-mlp info
+	$(BIN)/hooked-mlp report --out report
 
 info: $(STAMP)
 	$(BIN)/hooked-mlp info

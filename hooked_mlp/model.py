@@ -105,7 +105,7 @@ class HookedMLP(HookedRootModule):
         embed_b = self.hook_embed_b(self.W_in[tokens[:, 1] + p])  # [batch, d_hidden]
         pre = self.hook_pre(embed_a + embed_b + self.b_in)  # [batch, d_hidden]
         post = self.hook_post(torch.relu(pre))  # [batch, d_hidden]
-        return self.hook_logits(post @ self.W_out + self.b_out)  # [batch, p]
+        return self.hook_logits(torch.addmm(self.b_out, post, self.W_out))  # [batch, p]
 
     def run_with_cache(  # type: ignore[override]
         self, tokens: Tensor, *args: Any, **kwargs: Any

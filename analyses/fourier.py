@@ -1,0 +1,157 @@
+"""The Fourier basis of Z_p, each neuron's spectrum, and the histogram of their frequencies.
+
+For a weight vector `w[x]`, `x = 0..p-1`, the DFT `F_k = sum_x w[x] exp(-2 pi i k x / p)` splits
+its variance over the frequencies `k = 1..(p-1)/2` (Parseval: `sum_x (w - mean)^2 =
+(2/p) sum_k |F_k|^2` for odd p), so `|F_k|^2 / sum_k |F_k|^2` is the fraction of the variance that
+the best cosine of frequency `k` explains. A neuron has three such signals: its input weights
+from `a` (`W_a[:, n]`), from `b` (`W_b[:, n]`) and its output weights (`W_out[n, :]`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from analyses._common import check_model, to_jsonable
+
+SIGNALS = ("a", "b", "out")
+
+
+def n_frequencies(p: int) -> int:
+    """Number of non-constant frequencies used: `(p - 1) // 2` (for even p the Nyquist term is
+    left out)."""
+    return (p - 1) // 2
+
+
+def fourier_basis(p: int) -> tuple[Tensor, list[str]]:
+    """Orthonormal real Fourier basis of Z_p: `[p, p]` (rows), with a label per row.
+
+    Rows: the constant, then `cos(2 pi k x / p)` and `sin(2 pi k x / p)` for `k = 1..(p-1)/2`,
+    (and the alternating vector for even p), each scaled to unit norm.
+    """
+    if isinstance(p, bool) or not isinstance(p, int) or p < 2:
+        raise ValueError(f"p must be an integer >= 2, got {p!r}")
+    x = torch.arange(p, dtype=torch.float64)
+    rows, labels = [torch.ones(p, dtype=torch.float64)], ["const"]
+    for k in range(1, n_frequencies(p) + 1):
+        rows += [torch.cos(2 * math.pi * k * x / p), torch.sin(2 * math.pi * k * x / p)]
+        labels += [f"cos {k}", f"sin {k}"]
+    if p % 2 == 0:
+        rows.append(torch.cos(math.pi * x))
+        labels.append(f"cos {p // 2}")
+    basis = torch.stack(rows)
+    return (basis / basis.norm(dim=1, keepdim=True)).float(), labels
+
+
+def dft(w: Tensor) -> Tensor:
+    """`F_k` for `k = 0..(p-1)/2` along the last dimension: complex `[..., (p-1)/2 + 1]`."""
+    p = w.shape[-1]
+    return torch.fft.rfft(w.double(), dim=-1)[..., : n_frequencies(p) + 1]
+
+
+def frequency_power(w: Tensor) -> Tensor:
+    """`|F_k|^2` for `k = 1..(p-1)/2` along the last dimension: `[..., (p-1)/2]` (float64)."""
+    return dft(w)[..., 1:].abs().square()
+
+
+def neuron_signals(model: Any) -> dict[str, Tensor]:
+    """Each neuron's three weight vectors over `0..p-1`: `{'a','b','out'}` -> `[d_hidden, p]`."""
+    check_model(model)
+    return {
+        "a": model.W_a.detach().t().cpu(),
+        "b": model.W_b.detach().t().cpu(),
+        "out": model.W_out.detach().cpu(),
+    }
+
+
+@dataclass
+class NeuronSpectra:
+    """Per-neuron power spectra of `W_a`, `W_b` and `W_out`.
+
+    `power[s]` is `[d_hidden, K]` (frequency `k` at column `k - 1`), `dominant[s]` the frequency
+    with the most power, `top_fraction[s]` the share of the variance it explains.
+    """
+
+    p: int
+    power: dict[str, Tensor]
+    dominant: dict[str, Tensor]
+    top_fraction: dict[str, Tensor]
+
+    @property
+    def input_frequency(self) -> Tensor:
+        """Each neuron's frequency read from `a` and `b` together (most power summed)."""
+        return (self.power["a"] + self.power["b"]).argmax(dim=1) + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable({
+            "p": self.p, "dominant": self.dominant, "top_fraction": self.top_fraction,
+            "input_frequency": self.input_frequency,
+        })
+
+
+def neuron_spectra(model: Any) -> NeuronSpectra:
+    """Power spectra of every neuron's input (a, b) and output weights."""
+    signals = neuron_signals(model)
+    power, dominant, top = {}, {}, {}
+    for name, w in signals.items():
+        pw = frequency_power(w)  # [n, K]
+        power[name] = pw
+        dominant[name] = pw.argmax(dim=1) + 1
+        total = pw.sum(dim=1)
+        top[name] = torch.where(total > 0, pw.max(dim=1).values / total, torch.zeros_like(total))
+    return NeuronSpectra(model.cfg.p, power, dominant, top)
+
+
+@dataclass
+class FrequencyHistogram:
+    """How many neurons use each frequency, and how concentrated that use is.
+
+    `counts[k - 1]` neurons have frequency `k`; `n_distinct` frequencies are used at all;
+    `effective_number` is `exp(entropy)` of the distribution (equal to `n_distinct` when the
+    neurons spread evenly, near 1 when one frequency dominates); `top_fraction_median` is the
+    median share of a neuron's variance that its own frequency explains.
+    """
+
+    p: int
+    source: str
+    counts: list[int]
+    n_neurons: int
+    n_distinct: int
+    n_available: int
+    most_common: int
+    most_common_count: int
+    effective_number: float
+    top_fraction_median: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(self.__dict__)
+
+
+def frequency_histogram(model: Any, source: str = "input") -> FrequencyHistogram:
+    """Histogram of neurons' dominant frequencies.
+
+    `source`: `"input"` (a and b together, the default), `"a"`, `"b"` or `"out"`.
+    """
+    if source not in ("input", *SIGNALS):
+        raise ValueError(f"source must be one of ['input', 'a', 'b', 'out'], got {source!r}")
+    spectra = neuron_spectra(model)
+    if source == "input":
+        freq = spectra.input_frequency
+        pw = spectra.power["a"] + spectra.power["b"]
+        top = pw.max(dim=1).values / pw.sum(dim=1).clamp_min(1e-300)
+    else:
+        freq, top = spectra.dominant[source], spectra.top_fraction[source]
+    K = n_frequencies(model.cfg.p)
+    counts = torch.bincount(freq - 1, minlength=K)
+    probs = counts[counts > 0].double() / counts.sum()
+    return FrequencyHistogram(
+        p=model.cfg.p, source=source, counts=counts.tolist(), n_neurons=int(counts.sum()),
+        n_distinct=int((counts > 0).sum()), n_available=K,
+        most_common=int(counts.argmax()) + 1, most_common_count=int(counts.max()),
+        effective_number=float(torch.exp(-(probs * probs.log()).sum())),
+        top_fraction_median=float(top.median()),
+    )

@@ -1,0 +1,226 @@
+"""Replace neurons by their cosine fits and measure what the model still computes.
+
+`replace_neurons` builds a new `HookedMLP` whose chosen neurons have their input weights (the
+columns of `W_a` and `W_b`) and output weights (the row of `W_out`) replaced by cosine fits;
+biases and every other neuron are kept. `replacement_curve` measures accuracy over all `p^2`
+pairs as the replaced fraction grows from 0 to 1, over several random neuron orders (with
+spread) or in a fixed order (best- or worst-fitting neurons first).
+
+The fit form is a choice the study left implicit, so it is an argument:
+- `"separate"`: `a`, `b` and the output each have their own `k`, scale, phase, offset;
+- `"joint"`: the study's form for the inputs, `a` and `b` sharing `k`, scale and offset;
+- `"study"`: the joint input form, and the output forced onto the input frequency with
+  phase `phi_a + phi_b` (only its scale and offset are fitted): the algorithm as the study
+  states it;
+- `"harmonic"`: separate input fits, and outputs fitted with the neuron's frequency *and its
+  second harmonic* `2k` (this project finds ~13 % of the output weights' variance there).
+`parts` replaces the inputs, the outputs, or both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from analyses._common import accuracy, check_fractions, check_model, check_neurons, to_jsonable
+from analyses.cosine_fit import CosineFit, NeuronFits, fit_cosines, fit_harmonics, fit_neurons
+from hooked_mlp.data import dataset
+
+FORMS = ("separate", "joint", "study", "harmonic")
+PARTS = ("both", "inputs", "outputs")
+ORDERS = ("random", "best_first", "worst_first")
+
+
+def _study_output_fit(fits: NeuronFits, w_out: torch.Tensor) -> CosineFit:
+    """Output fit at the joint input frequency, phase fixed to `phi_a + phi_b`; scale and
+    offset by least squares."""
+    import math
+
+    j = fits.joint
+    p = fits.p
+    x = torch.arange(p, dtype=torch.float64)
+    phase = (j.phase_a + j.phase_b).double()
+    basis = torch.cos(2 * math.pi * j.k.double()[:, None] * x / p + phase[:, None])  # [n, p]
+    bc = basis - basis.mean(dim=1, keepdim=True)
+    wc = w_out.double() - w_out.double().mean(dim=1, keepdim=True)
+    scale = (bc * wc).sum(dim=1) / bc.square().sum(dim=1)  # may be negative: no sign freedom
+    offset = w_out.double().mean(dim=1) - scale * basis.mean(dim=1)
+    fit = CosineFit(p, j.k, scale.float(), phase.float(), offset.float(),
+                    torch.zeros(len(scale)), j.k.double())
+    return fit
+
+
+def fitted_weights(model: Any, fits: NeuronFits, form: str = "separate") -> dict[str, torch.Tensor]:
+    """Cosine versions of every fitted neuron's weights: `W_a`, `W_b` `[p, n]`, `W_out` `[n, p]`."""
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {list(FORMS)}, got {form!r}")
+    idx = torch.tensor(fits.neurons)
+    if form in ("separate", "harmonic"):
+        fa, fb, fo = fits.a, fits.b, fits.out
+        if form == "harmonic":
+            fo = fit_harmonics(model.W_out.detach().cpu()[idx], fits.out.k, 2)
+    else:
+        fa, fb = fits.joint.as_fits()
+        fo = fits.out
+        if form == "study":
+            fo = _study_output_fit(fits, model.W_out.detach().cpu()[idx])
+        else:  # joint: the output fitted at the shared input frequency
+            fo = fit_cosines(model.W_out.detach().cpu()[idx], fits.joint.k)
+    return {"W_a": fa.values().t(), "W_b": fb.values().t(), "W_out": fo.values()}
+
+
+def replace_neurons(
+    model: Any,
+    neurons: Sequence[int],
+    fits: NeuronFits | None = None,
+    form: str = "separate",
+    parts: str = "both",
+    _weights: dict[str, torch.Tensor] | None = None,
+) -> Any:
+    """A new `HookedMLP` with `neurons`' weights replaced by their cosine fits."""
+    from hooked_mlp.model import HookedMLP
+
+    check_model(model)
+    if parts not in PARTS:
+        raise ValueError(f"parts must be one of {list(PARTS)}, got {parts!r}")
+    chosen = check_neurons(neurons, model.cfg.d_hidden)
+    if fits is None:
+        fits = fit_neurons(model)
+    weights = _weights if _weights is not None else fitted_weights(model, fits, form)
+    col = {n: i for i, n in enumerate(fits.neurons)}
+    missing = [n for n in chosen if n not in col]
+    if missing:
+        raise ValueError(f"neurons {missing} have no fit in `fits` (fitted: {fits.neurons})")
+    p = model.cfg.p
+    params = {k: v.detach().cpu().clone() for k, v in model.state_tensors().items()}
+    if chosen:
+        idx = torch.tensor(chosen)
+        fidx = torch.tensor([col[n] for n in chosen])
+        if parts in ("both", "inputs"):
+            params["W_in"][:p, idx] = weights["W_a"][:, fidx]
+            params["W_in"][p:, idx] = weights["W_b"][:, fidx]
+        if parts in ("both", "outputs"):
+            params["W_out"][idx] = weights["W_out"][fidx]
+    return HookedMLP.from_params(model.cfg, params).to(model.device)
+
+
+@dataclass
+class ReplacementCurve:
+    """Accuracy (all `p^2` pairs) against the fraction of neurons replaced."""
+
+    fractions: list[float]
+    order: str
+    form: str
+    parts: str
+    accuracy: list[list[float]]  # [n_orders][len(fractions)]
+    seed: int
+
+    @property
+    def mean(self) -> list[float]:
+        n = len(self.accuracy)
+        return [sum(run[i] for run in self.accuracy) / n for i in range(len(self.fractions))]
+
+    @property
+    def std(self) -> list[float]:
+        import math
+
+        n = len(self.accuracy)
+        out = []
+        for i, m in enumerate(self.mean):
+            var = sum((run[i] - m) ** 2 for run in self.accuracy) / max(1, n - 1)
+            out.append(math.sqrt(var))
+        return out
+
+    def at(self, fraction: float) -> float:
+        """Mean accuracy at the fraction closest to `fraction`."""
+        i = min(range(len(self.fractions)), key=lambda j: abs(self.fractions[j] - fraction))
+        return self.mean[i]
+
+    def largest_fraction_above(self, threshold: float) -> float:
+        """The largest fraction replaced whose mean accuracy is still >= `threshold`."""
+        ok = [f for f, a in zip(self.fractions, self.mean, strict=True) if a >= threshold]
+        return max(ok) if ok else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable({"fractions": self.fractions, "order": self.order, "form": self.form,
+                            "parts": self.parts, "seed": self.seed, "accuracy": self.accuracy,
+                            "mean": self.mean, "std": self.std})
+
+
+def replacement_curve(
+    model: Any,
+    fractions: Sequence[float] = tuple(i / 10 for i in range(11)),
+    order: str = "random",
+    n_orders: int = 10,
+    seed: int = 0,
+    form: str = "separate",
+    parts: str = "both",
+    fits: NeuronFits | None = None,
+) -> ReplacementCurve:
+    """Accuracy as more and more neurons are replaced by their cosine fits.
+
+    `order="random"` averages `n_orders` random neuron orders (drawn from `seed`);
+    `"best_first"` / `"worst_first"` replace neurons by decreasing / increasing mean R^2 of
+    their three fits (one order).
+    """
+    check_model(model)
+    fracs = check_fractions(fractions)
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {list(ORDERS)}, got {order!r}")
+    if isinstance(n_orders, bool) or not isinstance(n_orders, int) or n_orders < 1:
+        raise ValueError(f"n_orders must be a positive integer, got {n_orders!r}")
+    H = model.cfg.d_hidden
+    if fits is None:
+        fits = fit_neurons(model)
+    if fits.neurons != list(range(H)):
+        raise ValueError("fits must cover every neuron of the model (fit_neurons(model))")
+    weights = fitted_weights(model, fits, form)
+    if order == "random":
+        gen = torch.Generator().manual_seed(seed)
+        orders = [torch.randperm(H, generator=gen).tolist() for _ in range(n_orders)]
+    else:
+        quality = (fits.a.r2 + fits.b.r2 + fits.out.r2) / 3
+        ranked = torch.argsort(quality, descending=(order == "best_first"), stable=True)
+        orders = [ranked.tolist()]
+    curves = _accuracy_along_orders(model, weights, parts, orders, fracs)
+    return ReplacementCurve(fracs, order, form, parts, curves, seed)
+
+
+@torch.no_grad()
+def _accuracy_along_orders(
+    model: Any, weights: dict[str, torch.Tensor], parts: str, orders: list[list[int]],
+    fracs: list[float],
+) -> list[list[float]]:
+    """Accuracy after replacing the first `round(f * H)` neurons of each order, for each `f`.
+
+    Replacing a neuron changes the logits only through its own term `post_n * W_out[n]`, so the
+    logits are updated neuron block by neuron block instead of re-running the model; the result
+    equals `accuracy(replace_neurons(...))` up to float rounding (tests check it).
+    """
+    p, H = model.cfg.p, model.cfg.d_hidden
+    tokens, labels = dataset(model.cfg)
+    a, b = tokens[:, 0], tokens[:, 1]
+    W_in, b_in, W_out, b_out = (t.detach().cpu() for t in model.state_tensors().values())
+    post_old = torch.relu(W_in[a] + W_in[p + b] + b_in)  # [p^2, H]
+    post_new, W_out_new = post_old, W_out
+    if parts in ("both", "inputs"):
+        post_new = torch.relu(weights["W_a"][a] + weights["W_b"][b] + b_in)
+    if parts in ("both", "outputs"):
+        W_out_new = weights["W_out"]
+    base = torch.addmm(b_out, post_old, W_out)
+    counts = [round(f * H) for f in fracs]
+    curves = []
+    for neuron_order in orders:
+        logits, done, acc_at = base.clone(), 0, {}
+        for n in sorted(set(counts)):
+            if n > done:
+                idx = torch.tensor(neuron_order[done:n])
+                logits.addmm_(post_new[:, idx], W_out_new[idx])
+                logits.addmm_(post_old[:, idx], W_out[idx], alpha=-1.0)
+                done = n
+            acc_at[n] = float((logits.argmax(dim=1) == labels).float().mean())
+        curves.append([acc_at[n] for n in counts])
+    return curves
