@@ -46,8 +46,9 @@ class CosineFit:
     def values(self, x: Tensor | None = None) -> Tensor:
         """The fitted curves at `x` (default `0..p-1`): `[n, len(x)]`."""
         x = torch.arange(self.p, dtype=torch.float64) if x is None else x.double()
-        arg = 2 * math.pi * self.freq.double()[:, None] * x / self.p + self.phase.double()[:, None]
-        return (self.scale.double()[:, None] * torch.cos(arg) + self.offset.double()[:, None]).float()
+        freq, phase = self.freq.double()[:, None], self.phase.double()[:, None]
+        curve = self.scale.double()[:, None] * torch.cos(2 * math.pi * freq * x / self.p + phase)
+        return (curve + self.offset.double()[:, None]).float()
 
     def select(self, neurons: list[int]) -> CosineFit:
         idx = torch.tensor(neurons, dtype=torch.int64)

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from analyses._common import accuracy, check_fractions, check_model, check_neurons, to_jsonable
+from analyses._common import check_fractions, check_model, check_neurons, to_jsonable
 from analyses.cosine_fit import CosineFit, NeuronFits, fit_cosines, fit_harmonics, fit_neurons
 from hooked_mlp.data import dataset
 

@@ -308,8 +308,9 @@ def _replacement_note(agg: dict[str, Any]) -> str:
 
     return (
         "<p class='note'>Where the damage comes from, measured at 90 % of neurons replaced "
-        f"(mean over models): replacing only the <b>inputs</b> gives {pct('inputs only replaced')}, "
-        f"only the <b>outputs</b> {pct('outputs only replaced')}, both "
+        "(mean over models): replacing only the <b>inputs</b> gives "
+        f"{pct('inputs only replaced')}, only the <b>outputs</b> "
+        f"{pct('outputs only replaced')}, both "
         f"{pct(MAIN_VARIANT)}. The inputs are almost pure cosines (median R² "
         f"{agg['fits']['r2_a_median']['mean']:.3f}); the output weights are not (median R² "
         f"{agg['fits']['r2_out_median']['mean']:.3f}): a median "

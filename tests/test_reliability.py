@@ -69,7 +69,8 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path):
 
     straight = tmp_path / "straight"
     whole = subprocess.run([*CLI, "train", *SMALL, "--seed", "5", "--checkpoint-every", "0",
-                            "--out", str(straight), "--no-progress"], capture_output=True, text=True)
+                            "--out", str(straight), "--no-progress"],
+                           capture_output=True, text=True)
     assert whole.returncode == 0, whole.stderr
     a, ma = _params(run / "seed-5.safetensors")
     b, mb = _params(straight / "seed-5.safetensors")
