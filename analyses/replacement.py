@@ -170,6 +170,8 @@ def replacement_curve(
     fracs = check_fractions(fractions)
     if order not in ORDERS:
         raise ValueError(f"order must be one of {list(ORDERS)}, got {order!r}")
+    if parts not in PARTS:
+        raise ValueError(f"parts must be one of {list(PARTS)}, got {parts!r}")
     if isinstance(n_orders, bool) or not isinstance(n_orders, int) or n_orders < 1:
         raise ValueError(f"n_orders must be a positive integer, got {n_orders!r}")
     H = model.cfg.d_hidden

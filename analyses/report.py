@@ -402,7 +402,7 @@ def run_report(
     n_orders_scale: float = 1.0,
 ) -> ReportResult:
     """Analyse the models, write `report.html`, `summary.json` and `figures/*.png` to `out_dir`."""
-    from hooked_mlp.train import torch_threads
+    from hooked_mlp.training import torch_threads
 
     start = time.perf_counter()
     out = Path(out_dir)

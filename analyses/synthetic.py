@@ -40,7 +40,7 @@ def random_cosine_params(n_neurons: int, p: int = 113, seed: int = 0) -> dict[st
     """`k` (int64 `[N]`, in `1..(p-1)/2`) and `phi_a`, `phi_b` (float64 `[N]`, in `[0, 2 pi)`)."""
     _check_positive_int("n_neurons", n_neurons)
     _check_positive_int("p", p, 3)
-    _check_positive_int("seed", seed, 0) if seed != 0 else None
+    _check_positive_int("seed", seed, 0)
     s = torch.tensor([seed])
     K = (p - 1) // 2
     uniform = lambda stream: (hash_keys(s, stream, 0, n_neurons)[0] >> 9).double() / 2.0**53  # noqa: E731

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     )
     from hooked_mlp.model import HookedMLP
     from hooked_mlp.params import TrainInfo
-    from hooked_mlp.train import (
+    from hooked_mlp.training import (
         RunLockedError,
         TrainingDivergedError,
         resume_run,
@@ -38,12 +38,12 @@ if TYPE_CHECKING:
 _LAZY = {
     "HookedMLP": "hooked_mlp.model",
     "TrainInfo": "hooked_mlp.params",
-    "train": "hooked_mlp.train",
-    "train_many": "hooked_mlp.train",
-    "train_run": "hooked_mlp.train",
-    "resume_run": "hooked_mlp.train",
-    "TrainingDivergedError": "hooked_mlp.train",
-    "RunLockedError": "hooked_mlp.train",
+    "train": "hooked_mlp.training",
+    "train_many": "hooked_mlp.training",
+    "train_run": "hooked_mlp.training",
+    "resume_run": "hooked_mlp.training",
+    "TrainingDivergedError": "hooked_mlp.training",
+    "RunLockedError": "hooked_mlp.training",
     "save": "hooked_mlp.io",
     "load": "hooked_mlp.io",
     "load_pretrained": "hooked_mlp.io",

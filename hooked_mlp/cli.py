@@ -165,7 +165,7 @@ def _version() -> str:
 
 # --------------------------------------------------------------------------- train
 def _cmd_train(args: argparse.Namespace) -> int:
-    from hooked_mlp.train import resume_run, train_run
+    from hooked_mlp.training import resume_run, train_run
 
     progress = not args.no_progress and sys.stderr.isatty()
     if args.resume is not None:
@@ -212,7 +212,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- info
 def _info_targets(paths: Sequence[Path]) -> list[Path]:
     from hooked_mlp.io import PRETRAINED_DIR, pretrained_seeds
-    from hooked_mlp.train import STATE_FILE
+    from hooked_mlp.training import STATE_FILE
 
     if not paths:
         return [PRETRAINED_DIR / f"seed-{s}.safetensors" for s in pretrained_seeds()]
@@ -234,7 +234,7 @@ def _info_targets(paths: Sequence[Path]) -> list[Path]:
 def describe(path: Path) -> dict[str, Any]:
     """What `hooked-mlp info` shows of one file, as JSON-ready data."""
     from hooked_mlp.io import read_model, read_safetensors
-    from hooked_mlp.train import STATE_FILE
+    from hooked_mlp.training import STATE_FILE
 
     if path.name == STATE_FILE:
         doc, _ = read_safetensors(path, "train-state")

@@ -15,6 +15,7 @@ file intact.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -107,11 +108,30 @@ def write_safetensors(
 
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
     payload = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    draft = save(payload, metadata={META_KEY: json.dumps(doc, allow_nan=False)})
+    body = draft[8 + int.from_bytes(draft[:8], "little") :]
+    doc["checksum"] = _checksum(doc, body)
     data = save(payload, metadata={META_KEY: json.dumps(doc, allow_nan=False)})
+    if data[8 + int.from_bytes(data[:8], "little") :] != body:  # pragma: no cover - invariant
+        raise RuntimeError("safetensors laid out the same tensors differently twice")
     atomic_write_bytes(path, data)
 
 
+def _checksum(doc: dict[str, Any], body: bytes) -> str:
+    """SHA-256 over the metadata (canonical JSON, without the checksum) and the tensor bytes."""
+    canonical = {k: v for k, v in doc.items() if k != "checksum"}
+    h = hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":"),
+                                  allow_nan=False).encode("utf-8"))
+    h.update(body)
+    return "sha256:" + h.hexdigest()
+
+
 def _parse_header(data: bytes, path: str) -> dict[str, Any]:
+    """Check the safetensors header and the hooked-mlp metadata of `data`; return the latter.
+
+    Also checks the checksum, which covers the metadata and every tensor byte, so a file that
+    was damaged or edited anywhere is refused.
+    """
     if len(data) < 8:
         raise CheckpointError(
             path, f"not a hooked-mlp checkpoint: the file has only {len(data)} bytes"
@@ -168,6 +188,13 @@ def _parse_header(data: bytes, path: str) -> dict[str, Any]:
             path,
             f"written by a newer hooked-mlp (format version {version}); this version reads "
             f"format versions up to {FORMAT_VERSION}: upgrade hooked-mlp",
+        )
+    checksum = doc.get("checksum")
+    if not isinstance(checksum, str):
+        raise CheckpointError(path, "corrupt metadata: no checksum")
+    if checksum != _checksum(doc, data[8 + n :]):
+        raise CheckpointError(
+            path, "checksum mismatch: the file was damaged or edited after it was written"
         )
     return doc
 

@@ -7,7 +7,13 @@ import pytest
 import torch
 
 from hooked_mlp import CheckpointError, HookedMLP, MLPConfig, load, save
-from hooked_mlp.io import atomic_path, atomic_write_text, load_linear_state_dict, read_model
+from hooked_mlp.io import (
+    _checksum,
+    atomic_path,
+    atomic_write_text,
+    load_linear_state_dict,
+    read_model,
+)
 
 
 def _same(m1, m2):
@@ -45,8 +51,12 @@ def _corruptions(good: bytes):
         raw = json.dumps(h).encode()
         return struct.pack("<Q", len(raw)) + raw + good[8 + n :]
 
-    def with_meta(**changes):
+    def with_meta(resign=True, **changes):
+        """Edited metadata; `resign` recomputes the checksum, as a buggy writer would, so that
+        the checks behind the checksum are reached."""
         m = {**meta, **changes}
+        if resign:
+            m["checksum"] = _checksum(m, good[8 + n :])
         h = json.loads(json.dumps(header))
         h["__metadata__"]["hooked_mlp"] = json.dumps(m)
         return with_header(h)
@@ -72,6 +82,15 @@ def _corruptions(good: bytes):
     bad_recipe = {**meta["train"], "train_config": {"lr": -1}}
     yield "bad recipe", with_meta(train=bad_recipe), "invalid training config"
     yield "pickle", pickle.dumps({"W_in": 1}), "header"
+    yield "edited, not resigned", with_meta(resign=False, kind="x"), "checksum mismatch"
+    m = dict(meta)
+    del m["checksum"]
+    h = json.loads(json.dumps(header))
+    h["__metadata__"]["hooked_mlp"] = json.dumps(m)
+    yield "no checksum", with_header(h), "no checksum"
+    flipped = bytearray(good)
+    flipped[-5] ^= 0x40
+    yield "flipped weight bit", bytes(flipped), "checksum mismatch"
 
 
 def test_damaged_files_are_refused_clearly(shipped, tmp_path):
@@ -132,3 +151,64 @@ def test_read_model_needs_no_transformer_lens(tmp_path, shipped):
     save(shipped, tmp_path / "m.safetensors")
     ckpt = read_model(tmp_path / "m.safetensors")
     assert ckpt.cfg == shipped.cfg and set(ckpt.params) == {"W_in", "b_in", "W_out", "b_out"}
+
+
+def _flip(data: bytes, pos: int, value: int) -> bytes:
+    return data[:pos] + bytes([value]) + data[pos + 1 :]
+
+
+def test_fuzzed_files_are_refused_or_identical(shipped, tmp_path):
+    """Random bytes, cut files, flipped bytes and edited JSON: `load` either refuses with a
+    CheckpointError naming the file or returns exactly the original; nothing else happens."""
+    good_path = tmp_path / "good.safetensors"
+    save(shipped, good_path)
+    good = good_path.read_bytes()
+    n = struct.unpack("<Q", good[:8])[0]
+    gen = torch.Generator().manual_seed(1234)
+
+    def rand(lo, hi):
+        return int(torch.randint(lo, hi, (1,), generator=gen))
+
+    variants = []
+    for i in range(40):
+        size = rand(0, 3000)
+        variants.append((f"random{i}", bytes(torch.randint(0, 256, (size,), generator=gen,
+                                                           dtype=torch.uint8).tolist())))
+    for i in range(40):
+        variants.append((f"cut{i}", good[: rand(0, len(good))]))
+    for i in range(60):
+        pos = rand(0, 8 + n) if i % 2 else rand(8 + n, len(good))  # header, then tensor bytes
+        variants.append((f"flip{i}", _flip(good, pos, (good[pos] + rand(1, 256)) % 256)))
+    header = json.loads(good[8 : 8 + n])
+    meta = json.loads(header["__metadata__"]["hooked_mlp"])
+    edits = [("lr", lambda m: m["train"]["train_config"].__setitem__("lr", 0.004)),
+             ("val_acc", lambda m: m["train"]["metrics"].__setitem__("val_acc", 1.0)),
+             ("seed", lambda m: m["train"]["train_config"].__setitem__("seed", 7)),
+             ("kind", lambda m: m.__setitem__("kind", "model ")),
+             ("extra", lambda m: m.__setitem__("note", "hello"))]
+    for label, edit in edits:
+        m = json.loads(json.dumps(meta))
+        edit(m)
+        h = json.loads(json.dumps(header))
+        h["__metadata__"]["hooked_mlp"] = json.dumps(m)
+        raw = json.dumps(h).encode()
+        variants.append((f"edit-{label}", struct.pack("<Q", len(raw)) + raw + good[8 + n :]))
+    variants.append(("appended", good + b"\x00" * 16))
+
+    refused = 0
+    before = sorted(os.listdir(tmp_path))
+    for label, data in variants:
+        path = tmp_path / f"fuzz-{label}.safetensors"
+        path.write_bytes(data)
+        try:
+            back = load(path)
+        except CheckpointError as e:
+            assert str(e).startswith(str(path)), label
+            refused += 1
+        else:  # only a change that leaves the content equal may load
+            assert _same(back, shipped), label
+            assert back.train_info.history == shipped.train_info.history, label
+            assert back.train_info.metrics == shipped.train_info.metrics, label
+        path.unlink()
+    assert sorted(os.listdir(tmp_path)) == before
+    assert refused >= len(variants) - 10

@@ -33,7 +33,7 @@ def test_every_shipped_seed_is_the_seed_recipe():
         assert (t.epochs, t.batch_size, t.lr, t.weight_decay, t.seed, t.train_frac) == (
             2000, 128, 3e-3, 0.5, seed, 0.8)
         assert len(info.history["val_acc"]) == 2000
-        assert info.provenance["trained_by"] == "hooked_mlp.train"
+        assert info.provenance["trained_by"] == "hooked_mlp"
         assert "hooked-mlp train" in info.provenance["command"]
         assert _accuracy(model, ~info.train_mask) >= 0.99
     assert pretrained_path(0).stat().st_size < 400_000

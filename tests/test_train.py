@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from hooked_mlp import MLPConfig, TrainConfig, train, train_many
 from hooked_mlp.data import STREAM_SHUFFLE, dataset, permutations, split_mask
 from hooked_mlp.params import init_params
-from hooked_mlp.train import BatchedTrainer
+from hooked_mlp.training import BatchedTrainer
 
 
 def reference_autograd(cfg: MLPConfig, tcfg: TrainConfig) -> dict[str, torch.Tensor]:

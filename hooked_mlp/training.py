@@ -451,7 +451,7 @@ def _drive(
 
 def _provenance(trainer: BatchedTrainer, threads: int, wall_s: float, command: str | None):
     return {
-        "trained_by": "hooked_mlp.train",
+        "trained_by": "hooked_mlp",
         "hooked_mlp": _package_version(),
         "torch": torch.__version__,
         "device": str(trainer.device),

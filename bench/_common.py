@@ -1,0 +1,43 @@
+"""Shared helpers for the benchmark scripts: timing with medians, the machine's description."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, "
+            f"torch {torch.__version__}")
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def interleaved(candidates: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Time each candidate `repeats` times, alternating between them, so that a change in the
+    machine's load hits all of them alike. Returns the list of times per candidate."""
+    out: dict[str, list[float]] = {k: [] for k in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            out[name].append(timed(fn))
+    return out
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)

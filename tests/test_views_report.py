@@ -1,0 +1,131 @@
+"""Figures, offline circuitsvis views, and the report (rendered in a real headless browser)."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from analyses.activations import activation_grids
+from analyses.cosine_fit import fit_neurons
+from analyses.report import run_report
+from analyses.views import (
+    bundle_script,
+    figure_png,
+    neuron_grid_view,
+    plot_neuron_fit,
+    save_views_page,
+    top_inputs_view,
+    views_page,
+)
+from hooked_mlp.cli import main
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    return run_report(out, progress=False, synthetic_seeds=range(2), n_orders_scale=0.2)
+
+
+def test_figures_are_png(shipped):
+    fits = fit_neurons(shipped, [0, 1, 2])
+    png = figure_png(plot_neuron_fit(shipped, fits, 1))
+    assert png.startswith(PNG) and len(png) > 10_000
+    with pytest.raises(ValueError, match="neurons must lie in"):
+        plot_neuron_fit(shipped, fits, 100)
+
+
+def test_circuitsvis_views_inline_the_bundle_once(shipped, tmp_path):
+    grids = activation_grids(shipped, [3, 9])
+    grid = neuron_grid_view(shipped, 3, grids)
+    assert grid.component == "AttentionPattern"
+    att = grid.props["attention"]
+    assert len(att) == 113 and len(att[0]) == 113
+    assert max(max(r) for r in att) == 1.0 and min(min(r) for r in att) >= 0.0
+    top = top_inputs_view(shipped, [3, 9], k=5, grids=grids)
+    assert top.component == "TopkTokens"
+    assert len(top.props["topkVals"][0][0]) == 5 and len(top.props["topkVals"][0][0][0]) == 2
+    best = top.props["topkIdxs"][0][0][0][0]  # the pair exciting neuron 3 most
+    assert float(grids.grids[0].reshape(-1)[best]) == float(grids.grids[0].max())
+    page = views_page([grid, top])
+    assert page.count("var CircuitsVis=") == 1 and page.count("CircuitsVis.render(") == 2
+    assert "unpkg.com" not in page and "</script" not in bundle_script()[8:-9]
+    path = save_views_page([grid], tmp_path / "v.html")
+    assert path.read_text().startswith("<!doctype html>")
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        top_inputs_view(shipped, [3], k=0)
+
+
+def test_report_files_and_numbers(report):
+    html = report.html.read_text()
+    data = json.loads(report.summary.read_text())
+    assert data == json.loads(json.dumps(report.data))  # the file holds what was computed
+    claims = {c["claim"][:2]: c for c in data["claims"]}
+    assert set(claims) >= {"1.", "2.", "3.", "4.", "5.", "6."}
+    agg = data["aggregate"]
+    assert agg["val_acc"]["n"] == 5 and agg["val_acc"]["min"] >= 0.99
+    assert agg["fits"]["frac_k_all_equal"]["mean"] >= 0.9
+    assert 0.5 < agg["replacement_at_90"]["mean"] < 1.0
+    assert agg["synthetic"]["512"]["mean"] >= 0.999
+    assert html.count("var CircuitsVis=") == 1
+    assert len(re.findall(r'<img class="fig"', html)) == 7
+    assert not re.findall(r"""(?:src|href)=["']?(?:https?:)?//""", html)  # nothing to fetch
+    for name in ("training", "replacement", "synthetic", "neuron_fit"):
+        assert (report.html.parent / "figures" / f"{name}.png").read_bytes().startswith(PNG)
+    assert not list(report.html.parent.glob(".*.tmp"))
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@pytest.mark.browser
+def test_report_renders_offline_in_headless_chromium(report, tmp_path):
+    exe = _chromium()
+    if exe is None:
+        if os.environ.get("HOOKED_MLP_REQUIRE_BROWSER"):
+            pytest.fail("HOOKED_MLP_REQUIRE_BROWSER is set but no chromium is installed")
+        pytest.skip("no chromium here (CI installs it and sets HOOKED_MLP_REQUIRE_BROWSER=1)")
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+           "--disable-extensions", f"--user-data-dir={tmp_path / 'profile'}",
+           "--virtual-time-budget=20000", "--dump-dom", report.html.as_uri()]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=180).stdout
+    status = dict(re.findall(r'data-([a-z-]+)="(\d+)"', dom))
+    assert status.get("figures-total") == "7" and status.get("figures-loaded") == "7", status
+    assert status.get("views-total") == "4" and status.get("views-rendered") == "4", status
+    # the grid views drew their canvas; the top-inputs view lists pairs such as "12+101"
+    for i in range(3):
+        view = re.search(rf'id="cv-{i}">(.*?)</canvas>', dom, flags=re.S)
+        assert view and "<canvas" in view.group(1)
+    top = dom[dom.index('id="cv-3"'):]
+    assert re.search(r">\d+\+\d+<", top)
+
+
+def test_cli_report_on_a_checkpoint_and_on_new_seeds(tmp_path, capsys):
+    from hooked_mlp.io import pretrained_path
+
+    code = main(["report", "--model", str(pretrained_path(1)), "--out", str(tmp_path / "r1"),
+                 "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "report.html" in out and (tmp_path / "r1" / "summary.json").exists()
+    data = json.loads((tmp_path / "r1" / "summary.json").read_text())
+    assert data["models"] == ["seed-1"] and data["aggregate"]["val_acc"]["n"] == 1
+    code = main(["report", "--seeds", "0-1", "--epochs", "2", "--out", str(tmp_path / "r2"),
+                 "--no-progress"])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    assert (tmp_path / "r2" / "models" / "seed-1.safetensors").exists()
+    data = json.loads((tmp_path / "r2" / "summary.json").read_text())
+    assert data["aggregate"]["val_acc"]["mean"] < 0.5  # 2 epochs: a real, untrained-ish result
+    code = main(["report", "--epochs", "3", "--out", str(tmp_path / "r3")])
+    assert code == 2 and "--epochs applies only with --seeds" in capsys.readouterr().err
