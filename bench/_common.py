@@ -29,7 +29,9 @@ def timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
-def interleaved(candidates: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+def interleaved(
+    candidates: dict[str, Callable[[], object]], repeats: int
+) -> dict[str, list[float]]:
     """Time each candidate `repeats` times, alternating between them, so that a change in the
     machine's load hits all of them alike. Returns the list of times per candidate."""
     out: dict[str, list[float]] = {k: [] for k in candidates}

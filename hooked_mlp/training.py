@@ -30,6 +30,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -186,6 +187,12 @@ class BatchedTrainer:
         self.gW_out = self._block(self.grad, "W_out")
         self.gb_out = self._block(self.grad, "b_out")
         self.neg_ones = torch.full((S * tcfg.batch_size,), -1.0, device=dev)
+        self.overlap = False  # set by the driver: see run_epoch
+        self._eval_cache: dict[str, tuple[Tensor, Tensor]] = {}
+        self._eval_bags("val")
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending_eval: tuple[int, Future] | None = None
+        self._next_schedule: tuple[int, Future] | None = None
         self.dpost_buf = torch.zeros(S * tcfg.batch_size, H, device=dev)
 
     # ----------------------------------------------------------------------------- layout
@@ -277,13 +284,26 @@ class BatchedTrainer:
         )
 
     def run_epoch(self) -> None:
-        """Train one epoch for every seed and record its history row."""
+        """Train one epoch for every seed and record its history row.
+
+        With `overlap` on (a CPU run on one torch thread), the next epoch's batch schedule and
+        this epoch's validation pass run on a helper thread, on a snapshot of the parameters,
+        while the next epoch trains; the numbers are the same either way. `sync()` waits for it.
+        """
         if self.epoch >= self.tcfg.epochs:
             raise RuntimeError("all epochs are done")
         S, n = self.S, self.n_train
         p_y = torch.empty(S * n, device=self.device)
         p_max = torch.empty(S * n, device=self.device)
-        for bags, ra, rb, tgt, bs, off in self._schedule(self.epoch):
+        if self._next_schedule is not None and self._next_schedule[0] == self.epoch:
+            schedule = self._next_schedule[1].result()
+        else:
+            schedule = self._schedule(self.epoch)
+        self._next_schedule = None
+        if self.overlap and self.epoch + 1 < self.tcfg.epochs:
+            self._next_schedule = (self.epoch + 1,
+                                   self._pool().submit(self._schedule, self.epoch + 1))
+        for bags, ra, rb, tgt, bs, off in schedule:
             span = slice(off, off + S * bs)
             self._step(bags, ra, rb, tgt, bs, p_y[span], p_max[span])
         # step layout is [step, seed, sample]: sum each seed's entries
@@ -298,19 +318,60 @@ class BatchedTrainer:
             if rest:
                 total = total + t[n_full * S * B :].view(S, rest).sum(dim=1)
             sums.append(total / n)
-        val_loss, val_acc = self.evaluate("val")
-        row = torch.stack([-sums[0], sums[1], val_loss, val_acc], dim=1)  # [S, 4]
-        self.history[self.epoch] = row
+        epoch = self.epoch
+        self.history[epoch, :, 0] = -sums[0]
+        self.history[epoch, :, 1] = sums[1]
         self.epoch += 1
-        if not bool(torch.isfinite(row).all()):
-            bad = [self.seeds[i] for i in range(S) if not bool(torch.isfinite(row[i]).all())]
+        self._check_finite(epoch, self.history[epoch, :, 0])
+        self.sync()  # the previous epoch's validation pass has had a whole epoch to finish
+        if self.overlap:
+            self._pending_eval = (epoch, self._pool().submit(self._validate, epoch,
+                                                             self.flat.clone()))
+        else:
+            self._validate(epoch, self.flat)
+            self._check_finite(epoch, self.history[epoch, :, 2])
+
+    def _validate(self, epoch: int, flat: Tensor) -> None:
+        loss, acc = self.evaluate("val", flat)
+        self.history[epoch, :, 2] = loss
+        self.history[epoch, :, 3] = acc
+
+    def sync(self) -> None:
+        """Wait for the validation pass running on the helper thread, if any, and check it."""
+        if self._pending_eval is not None:
+            epoch, future = self._pending_eval
+            self._pending_eval = None
+            future.result()
+            self._check_finite(epoch, self.history[epoch, :, 2])
+
+    def _check_finite(self, epoch: int, values: Tensor) -> None:
+        if not bool(torch.isfinite(values).all()):
+            bad = [self.seeds[i] for i in range(self.S) if not bool(torch.isfinite(values[i]))]
             raise TrainingDivergedError(
-                f"training diverged at epoch {self.epoch}: the loss of seed(s) {bad} is not finite"
+                f"training diverged at epoch {epoch + 1}: the loss of seed(s) {bad} is not finite"
             )
 
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hooked-mlp")
+        return self._executor
+
+    def close(self) -> None:
+        """Finish pending work and stop the helper thread."""
+        try:
+            self.sync()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True, cancel_futures=True)
+                self._executor = None
+            self._next_schedule = None
+
     def _eval_bags(self, split: str) -> tuple[Tensor, Tensor]:
-        """Bag rows `[S, n, 2]` and labels `[S, n]` of a whole split (built once, then kept)."""
-        cache = self.__dict__.setdefault("_eval_cache", {})
+        """Bag rows `[S, n, 2]` and labels `[S, n]` of a whole split (built once, then kept).
+
+        The validation side is built in `__init__`, before any helper thread reads it.
+        """
+        cache = self._eval_cache
         if split not in cache:
             idx = {"train": self.train_idx, "val": self.val_idx}[split]  # [S, n]
             p = self.cfg.p
@@ -321,10 +382,18 @@ class BatchedTrainer:
         return cache[split]
 
     @torch.no_grad()
-    def evaluate(self, split: str) -> tuple[Tensor, Tensor]:
-        """Mean cross-entropy and accuracy of every seed on a whole split: `[S]`, `[S]`."""
+    def evaluate(self, split: str, flat: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Mean cross-entropy and accuracy of every seed on a whole split: `[S]`, `[S]`.
+
+        `flat` evaluates a copy of the parameter buffer instead of the live one.
+        """
         bags, labels = self._eval_bags(split)
         S, p, H = self.S, self.cfg.p, self.cfg.d_hidden
+        flat = self.flat if flat is None else flat
+        W_in2 = self._block(flat, "W_in").view(S * 2 * p, H)
+        b_in3 = self._block(flat, "b_in").view(S, 1, H)
+        W_out3 = self._block(flat, "W_out")
+        b_out3 = self._block(flat, "b_out").view(S, 1, p)
         n = bags.shape[1]
         chunk = max(1, EVAL_CHUNK_ELEMENTS // (S * p))
         loss = torch.zeros(S, device=self.device)
@@ -332,9 +401,9 @@ class BatchedTrainer:
         for lo in range(0, n, chunk):
             part = bags[:, lo : lo + chunk]
             m = part.shape[1]
-            pre = F.embedding_bag(part.reshape(S * m, 2), self.W_in2, mode="sum").view(S, m, H)
-            post = pre.add_(self.b_in3).relu_()
-            logp = torch.log_softmax(torch.baddbmm(self.b_out3, post, self.W_out3), -1)
+            pre = F.embedding_bag(part.reshape(S * m, 2), W_in2, mode="sum").view(S, m, H)
+            post = pre.add_(b_in3).relu_()
+            logp = torch.log_softmax(torch.baddbmm(b_out3, post, W_out3), -1)
             lp_y = logp.gather(2, labels[:, lo : lo + chunk].unsqueeze(-1)).squeeze(-1)  # [S, m]
             loss -= lp_y.sum(1)
             hits += (lp_y >= logp.amax(-1)).sum(1)
@@ -342,6 +411,7 @@ class BatchedTrainer:
 
     def final_metrics(self) -> list[dict[str, float]]:
         """Loss and accuracy of each seed on the whole train and validation splits."""
+        self.sync()
         tl, ta = self.evaluate("train")
         vl, va = self.evaluate("val")
         return [
@@ -354,6 +424,7 @@ class BatchedTrainer:
         ]
 
     def history_of(self, s: int) -> dict[str, list[float]]:
+        self.sync()
         h = self.history[: self.epoch, s].cpu()
         return {key: h[:, i].tolist() for i, key in enumerate(HISTORY_KEYS)}
 
@@ -368,6 +439,7 @@ class BatchedTrainer:
 
     # ----------------------------------------------------------------------------- state
     def state_tensors(self) -> dict[str, Tensor]:
+        self.sync()
         return {
             "flat": self.flat, "exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq,
             "step": self.step_count.reshape(1), "history": self.history[: self.epoch],
@@ -420,14 +492,17 @@ def _drive(
     """Run the remaining epochs; returns the wall time spent."""
     start = time.perf_counter()
     last_post = 0.0
-    with torch_threads(threads), _progress_bar(trainer, progress) as bar:
+    trainer.overlap = trainer.device.type == "cpu" and threads == 1 and (os.cpu_count() or 1) > 1
+    with torch_threads(threads), _progress_bar(trainer, progress) as bar, \
+            contextlib.closing(trainer):
         while trainer.epoch < trainer.tcfg.epochs:
             trainer.run_epoch()
             bar.update(1)
             now = time.perf_counter()
             if progress and now - last_post > 0.5:
                 h = trainer.history[trainer.epoch - 1]
-                loss, acc = float(h[:, 0].mean()), float(h[:, 3].mean())
+                val = trainer.history[max(0, trainer.epoch - 2), :, 3]
+                loss, acc = float(h[:, 0].mean()), float(val.mean())
                 bar.set_postfix(train_loss=f"{loss:.3g}", val_acc=f"{acc:.4f}")
                 last_post = now
             done = trainer.epoch
@@ -437,6 +512,7 @@ def _drive(
                 and done % checkpoint_every == 0
                 and done < trainer.tcfg.epochs
             ):
+                trainer.sync()
                 if not trainer.all_finite():
                     raise TrainingDivergedError(
                         f"training diverged at epoch {done}: the parameters are not finite"

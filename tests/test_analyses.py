@@ -100,7 +100,8 @@ def test_replacement_bad_arguments(shipped, fits, kwargs, exc, message):
 
 
 def test_bad_neurons_are_named(shipped, fits):
-    with pytest.raises(ValueError, match="neurons must lie in \\[0, 99\\] \\(d_hidden=100\\), got 100"):
+    message = "neurons must lie in \\[0, 99\\] \\(d_hidden=100\\), got 100"
+    with pytest.raises(ValueError, match=message):
         replace_neurons(shipped, [100], fits)
     with pytest.raises(ValueError, match="neurons must lie in \\[0, 99\\]"):
         activation_grids(shipped, [-1])

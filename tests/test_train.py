@@ -5,35 +5,14 @@ import torch
 import torch.nn.functional as F
 
 from hooked_mlp import MLPConfig, TrainConfig, train, train_many
-from hooked_mlp.data import STREAM_SHUFFLE, dataset, permutations, split_mask
+from hooked_mlp.data import dataset, split_mask
 from hooked_mlp.params import init_params
+from hooked_mlp.reference import reference_train
 from hooked_mlp.training import BatchedTrainer
 
 
-def reference_autograd(cfg: MLPConfig, tcfg: TrainConfig) -> dict[str, torch.Tensor]:
-    """The straightforward loop: one-hot matmul, autograd, torch.optim.AdamW, same batches."""
-    p = cfg.p
-    params = {k: v.clone().requires_grad_(True) for k, v in init_params(cfg, tcfg.seed).items()}
-    opt = torch.optim.AdamW(list(params.values()), lr=tcfg.lr, weight_decay=tcfg.weight_decay,
-                            betas=(tcfg.beta1, tcfg.beta2), eps=tcfg.eps)
-    pairs, labels = dataset(cfg)
-    train_idx = split_mask(p, tcfg.train_frac, tcfg.effective_split_seed).nonzero().flatten()
-    for epoch in range(tcfg.epochs):
-        order = train_idx[permutations(torch.tensor([tcfg.seed]), STREAM_SHUFFLE, epoch,
-                                       len(train_idx))[0]]
-        for lo in range(0, len(order), tcfg.batch_size):
-            idx = order[lo : lo + tcfg.batch_size]
-            x = torch.cat([F.one_hot(pairs[idx, 0], p), F.one_hot(pairs[idx, 1], p)], 1).float()
-            logits = torch.relu(x @ params["W_in"] + params["b_in"]) @ params["W_out"]
-            loss = F.cross_entropy(logits + params["b_out"], labels[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return {k: v.detach() for k, v in params.items()}
-
-
 def test_fast_path_matches_autograd_reference(tiny_cfg, tiny_tcfg):
-    ref = reference_autograd(tiny_cfg, tiny_tcfg)
+    ref = reference_train(tiny_cfg, tiny_tcfg)
     trainer = BatchedTrainer(tiny_cfg, tiny_tcfg, [tiny_tcfg.seed])
     for _ in range(tiny_tcfg.epochs):
         trainer.run_epoch()
