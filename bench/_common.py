@@ -30,15 +30,19 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 def interleaved(
-    candidates: dict[str, Callable[[], object]], repeats: int
+    candidates: dict[str, Callable[[], object]], repeats: int, block: int = 3
 ) -> dict[str, list[float]]:
-    """Time each candidate `repeats` times, alternating between them, so that a change in the
-    machine's load hits all of them alike. Returns the list of times per candidate."""
+    """Time each candidate `repeats` times, alternating between them in blocks, so that a change
+    in the machine's load hits all of them alike. Each block starts with one untimed call, so
+    that one candidate's leftovers (caches, spinning OpenMP threads) do not bill the next.
+    Returns the list of times per candidate."""
     out: dict[str, list[float]] = {k: [] for k in candidates}
-    for _ in range(repeats):
+    while min(len(v) for v in out.values()) < repeats:
         for name, fn in candidates.items():
-            out[name].append(timed(fn))
-    return out
+            fn()
+            for _ in range(block):
+                out[name].append(timed(fn))
+    return {k: v[:repeats] for k, v in out.items()}
 
 
 def median(xs: list[float]) -> float:

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
 
 STATE_FILE = "state.safetensors"
 LOCK_FILE = ".lock"
+FLAT_ALIGN = 64
 EVAL_CHUNK_ELEMENTS = 1 << 22  # logits held at once while evaluating: 16 MiB of float32
 
 
@@ -166,8 +167,12 @@ class BatchedTrainer:
 
         shapes = param_shapes(cfg)
         self.block_sizes = [S * int(torch.Size(shapes[n]).numel()) for n in PARAM_NAMES]
-        total = sum(self.block_sizes)
-        self.flat = torch.empty(total, device=dev)
+        # Padded to a multiple of 64 floats: torch's fused AdamW handles a buffer's last
+        # (length mod vector width) elements on a scalar path whose rounding differs from the
+        # vector path, which would make a seed's weights depend on which seeds share its run.
+        # The padding stays exactly zero (zero gradient, zero moments).
+        total = -(-sum(self.block_sizes) // FLAT_ALIGN) * FLAT_ALIGN
+        self.flat = torch.zeros(total, device=dev)
         self.grad = torch.zeros(total, device=dev)
         self.exp_avg = torch.zeros(total, device=dev)
         self.exp_avg_sq = torch.zeros(total, device=dev)
@@ -311,13 +316,14 @@ class BatchedTrainer:
         n_full, rest = divmod(n, B)
         # -log p(y) in float32 resolves per-sample losses down to about 6e-8; the final metrics
         # are measured exactly with log_softmax by `evaluate`.
-        correct = (p_y >= p_max).float()
-        sums = []
-        for t in (p_y.log(), correct):
-            total = t[: n_full * S * B].view(n_full, S, B).sum(dim=(0, 2))
-            if rest:
-                total = total + t[n_full * S * B :].view(S, rest).sum(dim=1)
-            sums.append(total / n)
+        # Each seed's values are put in batch order, [S, n], before summing, so that a seed's
+        # history is bit-identical whichever seeds share its run.
+        def per_seed(t: Tensor) -> Tensor:
+            full = t[: n_full * S * B].view(n_full, S, B).transpose(0, 1).reshape(S, -1)
+            return torch.cat([full, t[n_full * S * B :].view(S, rest)], dim=1)
+
+        sums = [per_seed(p_y.log()).sum(dim=1) / n,
+                per_seed((p_y >= p_max).float()).sum(dim=1) / n]
         epoch = self.epoch
         self.history[epoch, :, 0] = -sums[0]
         self.history[epoch, :, 1] = sums[1]
