@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -25,13 +26,18 @@ def check_neurons(neurons: Iterable[int] | None, d_hidden: int, name: str = "neu
         return list(range(d_hidden))
     if isinstance(neurons, int):
         neurons = [neurons]
+    if isinstance(neurons, Tensor):
+        neurons = neurons.flatten().tolist()
+    if isinstance(neurons, (str, bytes)) or not hasattr(neurons, "__iter__"):
+        raise TypeError(f"{name} must be integers in [0, {d_hidden - 1}], got {neurons!r}")
     out = []
     for n in neurons:
-        if isinstance(n, bool) or not isinstance(n, (int, Tensor)) or (
-            isinstance(n, Tensor) and n.numel() != 1
-        ):
-            raise TypeError(f"{name} must be integers in [0, {d_hidden - 1}], got {n!r}")
-        n = int(n)
+        try:
+            if isinstance(n, bool):
+                raise TypeError
+            n = operator.index(n)
+        except TypeError:
+            raise TypeError(f"{name} must be integers in [0, {d_hidden - 1}], got {n!r}") from None
         if not 0 <= n < d_hidden:
             raise ValueError(f"{name} must lie in [0, {d_hidden - 1}] (d_hidden={d_hidden}), "
                              f"got {n}")
@@ -40,9 +46,16 @@ def check_neurons(neurons: Iterable[int] | None, d_hidden: int, name: str = "neu
 
 
 def check_fractions(fractions: Sequence[float]) -> list[float]:
-    out = [float(f) for f in fractions]
-    if not out or any(not (0.0 <= f <= 1.0) or math.isnan(f) for f in out):
-        raise ValueError(f"fractions must be numbers in [0, 1], got {list(fractions)}")
+    """A non-empty list of numbers in [0, 1]."""
+    message = f"fractions must be a non-empty list of numbers in [0, 1], got {fractions!r}"
+    if isinstance(fractions, (str, bytes)) or not hasattr(fractions, "__iter__"):
+        raise ValueError(message)
+    try:
+        out = [float(f) for f in fractions]
+    except (TypeError, ValueError):
+        raise ValueError(message) from None
+    if not out or any(not (0.0 <= f <= 1.0) for f in out):  # NaN fails the comparison too
+        raise ValueError(message)
     return out
 
 

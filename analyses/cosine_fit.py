@@ -56,7 +56,8 @@ class CosineFit:
                        offset=self.offset[idx], r2=self.r2[idx], freq=self.freq[idx])
 
     def formula(self, n: int, var: str = "x") -> str:
-        """The fit of neuron `n` as text, e.g. `0.52·cos(2π·17x/113 + 1.05) - 0.01`."""
+        """The fit of row `n` as text, e.g. `0.52·cos(2π·17x/113 + 1.05) - 0.01`."""
+        (n,) = check_neurons([n], len(self.k), "n")
         sign = "-" if float(self.offset[n]) < 0 else "+"
         psign = "-" if float(self.phase[n]) < 0 else "+"
         f = float(self.freq[n])
@@ -67,6 +68,28 @@ class CosineFit:
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable({k: getattr(self, k) for k in
                             ("p", "k", "freq", "scale", "phase", "offset", "r2")})
+
+
+def _check_w(w: Any) -> tuple[int, int]:
+    if not isinstance(w, Tensor) or w.ndim != 2 or not w.is_floating_point():
+        raise ValueError(f"w must be a 2-D float tensor [n, p], got "
+                         f"{getattr(w, 'dtype', type(w).__name__)} {list(getattr(w, 'shape', []))}")
+    n, p = w.shape
+    if p < 3 or n < 1:
+        raise ValueError(f"w must have at least one row and p >= 3 columns, got {list(w.shape)}")
+    return n, p
+
+
+def _check_k(k: Any, n: int, K: int) -> Tensor:
+    """Frequencies as int64 `[n]`, each in `[1, K]`."""
+    k = torch.as_tensor(k)
+    if k.is_floating_point() or k.is_complex() or k.dtype == torch.bool:
+        raise ValueError(f"k must hold {n} integer frequencies in [1, {K}], got dtype {k.dtype}")
+    k = k.to(torch.int64)
+    if k.shape != (n,) or int(k.min()) < 1 or int(k.max()) > K:
+        raise ValueError(f"k must hold {n} integer frequencies in [1, {K}], got "
+                         f"{k.tolist() if k.numel() <= 8 else list(k.shape)}")
+    return k
 
 
 def _r2(w: Tensor, fitted: Tensor) -> Tensor:
@@ -82,19 +105,10 @@ def fit_cosines(w: Tensor, k: Tensor | None = None) -> CosineFit:
     With `k` (int `[n]`) the frequencies are fixed; otherwise each row takes the frequency in
     `1..(p-1)/2` with the most power.
     """
-    if not isinstance(w, Tensor) or w.ndim != 2:
-        raise ValueError(f"w must be a 2-D tensor [n, p], got {getattr(w, 'shape', type(w))}")
-    n, p = w.shape
-    if p < 3:
-        raise ValueError(f"w must have p >= 3 columns to hold a frequency, got {p}")
+    n, p = _check_w(w)
     F = dft(w)  # [n, K+1] complex128
     K = n_frequencies(p)
-    if k is None:
-        k = F[:, 1:].abs().argmax(dim=1) + 1
-    else:
-        k = torch.as_tensor(k, dtype=torch.int64)
-        if k.shape != (n,) or int(k.min()) < 1 or int(k.max()) > K:
-            raise ValueError(f"k must hold {n} integer frequencies in [1, {K}]")
+    k = F[:, 1:].abs().argmax(dim=1) + 1 if k is None else _check_k(k, n, K)
     Fk = F.gather(1, k[:, None]).squeeze(1)
     scale = (2 * Fk.abs() / p).float()
     phase = wrap_angle(torch.angle(Fk)).float()
@@ -177,9 +191,9 @@ def fit_harmonics(w: Tensor, k: Tensor, n_harmonics: int = 2) -> HarmonicFit:
     """
     if isinstance(n_harmonics, bool) or not isinstance(n_harmonics, int) or n_harmonics < 1:
         raise ValueError(f"n_harmonics must be a positive integer, got {n_harmonics!r}")
-    n, p = w.shape
+    n, p = _check_w(w)
+    k = _check_k(k, n, n_frequencies(p))
     F = torch.fft.fft(w.double(), dim=-1)  # [n, p]
-    k = torch.as_tensor(k, dtype=torch.int64)
     scale = torch.zeros(n, n_harmonics, dtype=torch.float64)
     phase = torch.zeros(n, n_harmonics, dtype=torch.float64)
     seen = torch.zeros(n, p, dtype=torch.bool)
@@ -205,8 +219,10 @@ class JointInputFit:
 
     `W_a[x, n] ~ scale cos(2 pi k x / p + phase_a) + offset` and the same for `b` with
     `phase_b`. Least squares over both at once is closed-form too: `k` maximises
-    `|F_a,k|^2 + |F_b,k|^2`, the phases are those of `F_a,k` and `F_b,k`, the scale is the mean of
-    the two amplitudes and the offset the mean of all `2p` weights.
+    `|F_a,k| + |F_b,k|`, the phases are those of `F_a,k` and `F_b,k`, the scale is the mean of
+    the two amplitudes and the offset the mean of all `2p` weights. (With the scale shared, the
+    squared error left is `sum (w - mean)^2 - (|F_a,k| + |F_b,k|)^2 / p`, so `k` maximises
+    `|F_a,k| + |F_b,k|`.)
     """
 
     p: int
@@ -236,7 +252,7 @@ def fit_joint_inputs(w_a: Tensor, w_b: Tensor) -> JointInputFit:
                          f"{list(w_b.shape)}")
     n, p = w_a.shape
     Fa, Fb = dft(w_a)[:, 1:], dft(w_b)[:, 1:]
-    k = (Fa.abs().square() + Fb.abs().square()).argmax(dim=1) + 1
+    k = (Fa.abs() + Fb.abs()).argmax(dim=1) + 1
     fa, fb = fit_cosines(w_a, k), fit_cosines(w_b, k)
     scale = (fa.scale + fb.scale) / 2
     offset = (fa.offset + fb.offset) / 2
@@ -331,6 +347,8 @@ def fit_neurons(model: Any, neurons: list[int] | None = None, refine: bool = Fal
     also fits a free frequency with `curve_fit`, as the study did)."""
     signals = neuron_signals(model)
     chosen = check_neurons(neurons, model.cfg.d_hidden)
+    if not chosen:
+        raise ValueError("neurons must name at least one neuron (None: all of them)")
     idx = torch.tensor(chosen, dtype=torch.int64)
     w = {name: sig[idx] for name, sig in signals.items()}
     fits = {name: fit_cosines(sig) for name, sig in w.items()}

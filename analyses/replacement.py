@@ -53,6 +53,15 @@ def _study_output_fit(fits: NeuronFits, w_out: torch.Tensor) -> CosineFit:
     return fit
 
 
+def _check_fits(model: Any, fits: Any) -> None:
+    if not isinstance(fits, NeuronFits):
+        raise TypeError(f"fits must be a NeuronFits (from fit_neurons), got {type(fits).__name__}")
+    if fits.p != model.cfg.p or any(not 0 <= n < model.cfg.d_hidden for n in fits.neurons):
+        raise ValueError(f"fits do not belong to this model: fitted with p={fits.p} on neurons "
+                         f"{fits.neurons[:5]}..., the model has p={model.cfg.p} and "
+                         f"{model.cfg.d_hidden} neurons")
+
+
 def fitted_weights(model: Any, fits: NeuronFits, form: str = "separate") -> dict[str, torch.Tensor]:
     """Cosine versions of every fitted neuron's weights: `W_a`, `W_b` `[p, n]`, `W_out` `[n, p]`."""
     if form not in FORMS:
@@ -89,6 +98,7 @@ def replace_neurons(
     chosen = check_neurons(neurons, model.cfg.d_hidden)
     if fits is None:
         fits = fit_neurons(model)
+    _check_fits(model, fits)
     weights = _weights if _weights is not None else fitted_weights(model, fits, form)
     col = {n: i for i, n in enumerate(fits.neurons)}
     missing = [n for n in chosen if n not in col]
@@ -177,6 +187,7 @@ def replacement_curve(
     H = model.cfg.d_hidden
     if fits is None:
         fits = fit_neurons(model)
+    _check_fits(model, fits)
     if fits.neurons != list(range(H)):
         raise ValueError("fits must cover every neuron of the model (fit_neurons(model))")
     weights = fitted_weights(model, fits, form)

@@ -93,7 +93,8 @@ def _output_harmonic_stats(model: Any, fits: NeuronFits) -> dict[str, float]:
 
 def analyse_model(model: Any, n_orders_scale: float = 1.0) -> dict[str, Any]:
     """Every per-model measurement the report uses (JSON-ready except `fits`/`curves`)."""
-    fits = fit_neurons(model, refine=True)
+    fits = fit_neurons(model)  # closed form: integer k, comparable phases
+    refined = fit_neurons(model, refine=True).summary()  # the study's free-frequency fit
     curves = {}
     for label, (form, parts, order, n_orders) in REPLACEMENT_VARIANTS.items():
         n = max(1, round(n_orders * n_orders_scale)) if order == "random" else 1
@@ -102,11 +103,14 @@ def analyse_model(model: Any, n_orders_scale: float = 1.0) -> dict[str, Any]:
     hist = frequency_histogram(model)
     info = model.train_info
     out = {
+        "epochs": info.metrics.get("epochs", info.train_config.epochs) if info else None,
+        "d_hidden": model.cfg.d_hidden,
         "accuracy_all": accuracy(model),
         "train_acc": accuracy(model, "train") if info else None,
         "val_acc": accuracy(model, "val") if info else None,
         "fits": fits, "curves": curves, "hist": hist,
-        "fit_summary": fits.summary(),
+        "fit_summary": fits.summary() | {k: v for k, v in refined.items()
+                                          if k.startswith(("free_freq", "frac_free_freq"))},
         "harmonics": _output_harmonic_stats(model, fits),
     }
     return out
@@ -167,9 +171,10 @@ def _claims(agg: dict[str, Any]) -> list[dict[str, str]]:
     tr = a["train_acc"]
     va = a["val_acc"]
     if tr["n"]:
-        row("1. Training reaches near-perfect accuracy (2000 epochs)",
-            "near-perfect train and validation accuracy",
-            f"train {_fmt_pct(tr)}; validation {_fmt_pct(va)}",
+        epochs = ", ".join(str(e) for e in a["epochs"]) or "?"
+        row("1. Training reaches near-perfect accuracy",
+            "near-perfect train and validation accuracy after 2000 epochs",
+            f"after {epochs} epochs: train {_fmt_pct(tr)}; validation {_fmt_pct(va)}",
             tr["min"] >= 0.99 and va["min"] >= 0.99, partly=va["mean"] >= 0.95)
     f = a["fits"]
     row("2. Inputs from a and b share frequency, scale and offset; phases differ",
@@ -201,7 +206,7 @@ def _claims(agg: dict[str, Any]) -> list[dict[str, str]]:
         "broad range (unlike the transformer's few key frequencies)",
         f"{_fmt_num(h['n_distinct'], 3)} distinct input frequencies of {h['n_available']} per "
         f"model (effective number {_fmt_num(h['effective_number'], 3)}); at most "
-        f"{_fmt_num(h['most_common_count'], 2)} of 100 neurons share one",
+        f"{_fmt_num(h['most_common_count'], 2)} of {a['d_hidden']} neurons share one",
         h["n_distinct"]["mean"] >= 20)
     if "frac_free_freq_within_0_05" in f:
         row("Fits with a free frequency land on integers",
@@ -224,6 +229,8 @@ def _aggregate(per: list[dict[str, Any]], synth: SyntheticCurve) -> dict[str, An
            for label in REPLACEMENT_VARIANTS}
     harm_keys = per[0]["harmonics"].keys()
     return {
+        "epochs": sorted({m["epochs"] for m in per if m["epochs"] is not None}),
+        "d_hidden": "/".join(str(d) for d in sorted({m["d_hidden"] for m in per})),
         "train_acc": _stats([m["train_acc"] for m in per if m["train_acc"] is not None]),
         "val_acc": _stats([m["val_acc"] for m in per if m["val_acc"] is not None]),
         "accuracy_all": _stats([m["accuracy_all"] for m in per]),
@@ -409,6 +416,9 @@ def run_report(
     if out.exists() and not out.is_dir():
         raise ValueError(f"out_dir must be a folder, but {out} is a file")
     models, labels, source = _load_models(model_paths, seeds, epochs, threads, progress, out)
+    moduli = sorted({m.cfg.p for m in models})
+    if len(moduli) > 1:
+        raise ValueError(f"the models of one report must share p; got p = {moduli}")
     with torch_threads(threads or 2):
         per = [analyse_model(m, n_orders_scale) for m in models]
         synth = synthetic_curve(seeds=synthetic_seeds)

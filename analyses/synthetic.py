@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from analyses._common import to_jsonable
-from hooked_mlp.config import MLPConfig
+from hooked_mlp.config import MAX_SEED, MLPConfig
 from hooked_mlp.data import all_pairs, apply_operation, hash_keys
 
 STREAM_K, STREAM_PHI_A, STREAM_PHI_B = 101, 102, 103
@@ -41,6 +41,8 @@ def random_cosine_params(n_neurons: int, p: int = 113, seed: int = 0) -> dict[st
     _check_positive_int("n_neurons", n_neurons)
     _check_positive_int("p", p, 3)
     _check_positive_int("seed", seed, 0)
+    if seed > MAX_SEED:
+        raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {seed}")
     s = torch.tensor([seed])
     K = (p - 1) // 2
     uniform = lambda stream: (hash_keys(s, stream, 0, n_neurons)[0] >> 9).double() / 2.0**53  # noqa: E731

@@ -74,6 +74,8 @@ def plot_training_curves(histories: Sequence[dict[str, list[float]]],
 def plot_activation_grids(grids: ActivationGrids, k: Sequence[int] | None = None) -> Any:
     """One `p x p` heatmap (rows `a`, columns `b`) per neuron."""
     n = len(grids.neurons)
+    if n == 0:
+        raise ValueError("grids must hold at least one neuron")
     ncols = min(n, 4)
     nrows = math.ceil(n / ncols)
     fig, ax = _figure(2.6 * ncols, 2.6 * nrows, nrows, ncols)
@@ -96,7 +98,10 @@ def plot_neuron_fit(model: Any, fits: NeuronFits, neuron: int) -> Any:
     cosine.
     """
     check_model(model)
-    i = fits.neurons.index(check_neurons([neuron], model.cfg.d_hidden)[0])
+    (neuron,) = check_neurons([neuron], model.cfg.d_hidden, "neuron")
+    if neuron not in fits.neurons:
+        raise ValueError(f"neuron {neuron} has no fit in `fits` (fitted: {fits.neurons[:10]}...)")
+    i = fits.neurons.index(neuron)
     p = model.cfg.p
     x = torch.arange(p, dtype=torch.float64)
     fine = torch.linspace(0, p - 1, 40 * p, dtype=torch.float64)

@@ -80,15 +80,29 @@ def against_reference(epochs: int) -> None:
     worst = max(float((got[k] - ref[k]).abs().max()) for k in ref)
     print(f"after {epochs} epochs, fast path vs autograd reference (same init and batches): "
           f"max |diff| = {worst:.2e} (reference took {t_ref:.1f} s)")
+    from analyses._common import accuracy
+    from hooked_mlp import HookedMLP
+    from hooked_mlp.params import TrainInfo
+
+    info = TrainInfo(tcfg, trainer.masks[0].clone())
+    for label, params in (("fast path", got), ("reference", ref)):
+        m = HookedMLP.from_params(cfg, params, train_info=info)
+        print(f"  {label:10s} train acc {accuracy(m, 'train'):.4%}, "
+              f"val acc {accuracy(m, 'val'):.4%}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--full", action="store_true")
+    ap.add_argument("--reference-only", action="store_true",
+                    help="only compare with the autograd reference (--reference-epochs)")
     ap.add_argument("--reference-epochs", type=int, default=3)
     args = ap.parse_args()
     print(f"machine: {machine()}")
+    if args.reference_only:
+        against_reference(args.reference_epochs)
+        return
     per_epoch(args.repeats)
     against_reference(args.reference_epochs)
     if args.full:

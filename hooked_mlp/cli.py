@@ -80,29 +80,44 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+# (flag, config, field, type, help): every recipe flag defaults to None, so that `--resume` can
+# tell a flag that was given from one that was not; the config's own default fills it in.
+RECIPE_FLAGS = [
+    ("--p", "model", "p", int, "modulus"),
+    ("--d-hidden", "model", "d_hidden", int, "hidden neurons"),
+    ("--epochs", "train", "epochs", int, "epochs"),
+    ("--batch-size", "train", "batch_size", int, "batch size"),
+    ("--lr", "train", "lr", float, "AdamW learning rate"),
+    ("--weight-decay", "train", "weight_decay", float, "AdamW weight decay"),
+    ("--beta1", "train", "beta1", float, "AdamW beta1"),
+    ("--beta2", "train", "beta2", float, "AdamW beta2"),
+    ("--eps", "train", "eps", float, "AdamW eps"),
+    ("--train-frac", "train", "train_frac", float, "fraction of pairs used for training"),
+]
+
+
 def _add_recipe_flags(p: argparse.ArgumentParser) -> None:
-    m, t = MLPConfig(), TrainConfig()
-    g = p.add_argument_group("model (defaults: the source study)")
-    g.add_argument("--p", type=int, default=m.p, help=f"modulus (default {m.p})")
-    g.add_argument("--d-hidden", type=int, default=m.d_hidden,
-                   help=f"hidden neurons (default {m.d_hidden})")
-    g = p.add_argument_group("recipe (defaults: the source study)")
-    g.add_argument("--epochs", type=int, default=t.epochs, help=f"default {t.epochs}")
-    g.add_argument("--batch-size", type=int, default=t.batch_size, help=f"default {t.batch_size}")
-    g.add_argument("--lr", type=float, default=t.lr, help=f"AdamW learning rate (default {t.lr})")
-    g.add_argument("--weight-decay", type=float, default=t.weight_decay,
-                   help=f"AdamW weight decay (default {t.weight_decay})")
-    g.add_argument("--beta1", type=float, default=t.beta1, help=f"default {t.beta1}")
-    g.add_argument("--beta2", type=float, default=t.beta2, help=f"default {t.beta2}")
-    g.add_argument("--eps", type=float, default=t.eps, help=f"default {t.eps}")
-    g.add_argument("--train-frac", type=float, default=t.train_frac,
-                   help=f"fraction of pairs used for training (default {t.train_frac})")
+    defaults = {"model": MLPConfig(), "train": TrainConfig()}
+    g = p.add_argument_group("model and recipe (defaults: the source study)")
+    for flag, which, name, kind, text in RECIPE_FLAGS:
+        default = getattr(defaults[which], name)
+        g.add_argument(flag, type=kind, default=None, dest=name,
+                       help=f"{text} (default {default})")
     g.add_argument("--seed", type=_non_negative_int, default=None,
                    help="seed of the initialisation and batch order (default 0)")
     g.add_argument("--seeds", type=parse_seeds, default=None,
                    help="train several seeds in one batched run, e.g. 0-15 or 0,3,7")
     g.add_argument("--split-seed", type=_non_negative_int, default=None,
                    help="seed of the train/validation split (default: each run's own seed)")
+
+
+def _recipe(args: argparse.Namespace) -> tuple[MLPConfig, TrainConfig]:
+    given = {which: {name: getattr(args, name) for flag, w, name, _, _ in RECIPE_FLAGS
+                     if w == which and getattr(args, name) is not None}
+             for which in ("model", "train")}
+    cfg = MLPConfig(**given["model"])
+    tcfg = TrainConfig(**given["train"], seed=args.seed or 0, split_seed=args.split_seed)
+    return cfg, tcfg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,11 +184,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     progress = not args.no_progress and sys.stderr.isatty()
     if args.resume is not None:
-        recipe_flags = [
-            flag for flag, value in (("--out", args.out), ("--seed", args.seed),
-                                     ("--seeds", args.seeds), ("--split-seed", args.split_seed))
-            if value is not None
-        ]
+        given = [("--out", args.out), ("--seed", args.seed), ("--seeds", args.seeds),
+                 ("--split-seed", args.split_seed)]
+        given += [(flag, getattr(args, name)) for flag, _, name, _, _ in RECIPE_FLAGS]
+        recipe_flags = [flag for flag, value in given if value is not None]
         if recipe_flags:
             raise CommandLineError(
                 f"train: --resume continues a run with its own recipe; drop "
@@ -186,26 +200,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise CommandLineError("train: --out DIR is required (or --resume DIR)")
         if args.seed is not None and args.seeds is not None:
             raise CommandLineError("train: give --seed or --seeds, not both")
-        cfg = MLPConfig(p=args.p, d_hidden=args.d_hidden)
-        tcfg = TrainConfig(
-            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            weight_decay=args.weight_decay, beta1=args.beta1, beta2=args.beta2, eps=args.eps,
-            train_frac=args.train_frac, seed=args.seed or 0, split_seed=args.split_seed,
-        )
+        cfg, tcfg = _recipe(args)
         seeds = args.seeds if args.seeds is not None else [tcfg.seed]
         every = 50 if args.checkpoint_every is None else args.checkpoint_every
         command = shlex.join([PROG, *args.argv])
         paths = train_run(args.out, cfg, tcfg, seeds, checkpoint_every=every,
                           device=args.device or "cpu", threads=args.threads, progress=progress,
                           command=command)
-    from hooked_mlp.io import read_model
 
     for path in paths:
-        info = read_model(path).info
-        assert info is not None
-        m = info.metrics
-        print(f"{path}: train acc {m['train_acc']:.4%}, val acc {m['val_acc']:.4%} "
-              f"(loss {m['train_loss']:.4g} / {m['val_loss']:.4g}) after {m['epochs']} epochs")
+        print(f"{path}: {_metrics_line(describe(path).get('metrics', {}))}")
     return 0
 
 
@@ -252,6 +256,19 @@ def describe(path: Path) -> dict[str, Any]:
     return out
 
 
+def _metrics_line(m: dict[str, Any]) -> str:
+    def pct(key: str) -> str:
+        v = m.get(key)
+        return f"{v:.4%}" if isinstance(v, (int, float)) else "n/a"
+
+    def num(key: str) -> str:
+        v = m.get(key)
+        return f"{v:.4g}" if isinstance(v, (int, float)) else "n/a"
+
+    return (f"train acc {pct('train_acc')} loss {num('train_loss')} | val acc {pct('val_acc')} "
+            f"loss {num('val_loss')} after {m.get('epochs', 'n/a')} epochs")
+
+
 def _format(d: dict[str, Any]) -> str:
     c = d["config"]
     lines = [d["path"]]
@@ -273,9 +290,9 @@ def _format(d: dict[str, Any]) -> str:
                  f"epochs={t['epochs']} seed={t['seed']}")
     lines.append(f"  split    {d['n_train']} train / {d['n_val']} validation pairs "
                  f"(train_frac={t['train_frac']}, split seed {split_seed})")
-    lines.append(f"  final    train acc {m['train_acc']:.4%} loss {m['train_loss']:.4g} | "
-                 f"val acc {m['val_acc']:.4%} loss {m['val_loss']:.4g}")
-    lines.append(f"  trained  {m['epochs']} epochs in {pv.get('wall_s', float('nan')):.1f} s on "
+    lines.append(f"  final    {_metrics_line(m)}")
+    wall = pv.get("wall_s", float("nan"))
+    lines.append(f"  trained  {m.get('epochs', '?')} epochs in {wall:.1f} s on "
                  f"{pv.get('device')} ({pv.get('threads')} thread(s), batched seeds "
                  f"{pv.get('batched_seeds')}), torch {pv.get('torch')}, hooked-mlp "
                  f"{pv.get('hooked_mlp')}, finished {pv.get('finished')}")
@@ -287,7 +304,7 @@ def _format(d: dict[str, Any]) -> str:
 def _cmd_info(args: argparse.Namespace) -> int:
     described = [describe(p) for p in _info_targets(args.paths)]
     if args.json:
-        print(json.dumps(described if len(described) != 1 else described[0], indent=2))
+        print(json.dumps(described, indent=2))
     else:
         print("\n".join(_format(d) for d in described))
     return 0

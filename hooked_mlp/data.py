@@ -89,7 +89,7 @@ def permutations(seeds: Tensor, stream: int, epoch: int, n: int) -> Tensor:
 def n_train_pairs(p: int, train_frac: float) -> int:
     """How many of the `p^2` pairs go to training (rounded down); at least one on each side."""
     n = p * p
-    n_train = int(train_frac * n)
+    n_train = int(train_frac * n + 1e-9)  # 0.29 * 100 is 28.999...: do not lose a pair to rounding
     if not 1 <= n_train <= n - 1:
         raise ValueError(
             f"train_frac={train_frac} leaves {n_train} of {n} pairs for training with p={p}; "

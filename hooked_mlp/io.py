@@ -109,21 +109,30 @@ def write_safetensors(
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
     payload = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     draft = save(payload, metadata={META_KEY: json.dumps(doc, allow_nan=False)})
-    body = draft[8 + int.from_bytes(draft[:8], "little") :]
-    doc["checksum"] = _checksum(doc, body)
+    n = int.from_bytes(draft[:8], "little")
+    table, body = json.loads(draft[8 : 8 + n]), draft[8 + n :]
+    doc["checksum"] = _checksum(doc, table, body)
     data = save(payload, metadata={META_KEY: json.dumps(doc, allow_nan=False)})
     if data[8 + int.from_bytes(data[:8], "little") :] != body:  # pragma: no cover - invariant
         raise RuntimeError("safetensors laid out the same tensors differently twice")
     atomic_write_bytes(path, data)
 
 
-def _checksum(doc: dict[str, Any], body: bytes) -> str:
-    """SHA-256 over the metadata (canonical JSON, without the checksum) and the tensor bytes."""
-    canonical = {k: v for k, v in doc.items() if k != "checksum"}
-    h = hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":"),
-                                  allow_nan=False).encode("utf-8"))
+def _canonical(x: Any) -> bytes:
+    return json.dumps(x, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def _checksum(doc: dict[str, Any], header: dict[str, Any], body: bytes) -> str:
+    """SHA-256 over the metadata (without the checksum), the tensor table (names, dtypes, shapes,
+    offsets) and the tensor bytes, each in a canonical form."""
+    h = hashlib.sha256(_canonical({k: v for k, v in doc.items() if k != "checksum"}))
+    h.update(_canonical({k: v for k, v in header.items() if k != "__metadata__"}))
     h.update(body)
     return "sha256:" + h.hexdigest()
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
 
 
 def _parse_header(data: bytes, path: str) -> dict[str, Any]:
@@ -147,8 +156,8 @@ def _parse_header(data: bytes, path: str) -> dict[str, Any]:
             f"truncated: the header needs {8 + n} bytes but the file has {len(data)}",
         )
     try:
-        header = json.loads(data[8 : 8 + n].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = json.loads(data[8 : 8 + n].decode("utf-8"), parse_constant=_no_constants)
+    except (UnicodeDecodeError, ValueError):
         raise CheckpointError(path, "not a safetensors file: its header is not JSON") from None
     if not isinstance(header, dict):
         raise CheckpointError(path, "not a safetensors file: its header is not a JSON object")
@@ -175,8 +184,8 @@ def _parse_header(data: bytes, path: str) -> dict[str, Any]:
             path, f"not a hooked-mlp checkpoint: no {META_KEY!r} entry in its safetensors metadata"
         )
     try:
-        doc = json.loads(meta[META_KEY])
-    except (TypeError, json.JSONDecodeError):
+        doc = json.loads(meta[META_KEY], parse_constant=_no_constants)
+    except (TypeError, ValueError):
         raise CheckpointError(path, f"corrupt metadata: {META_KEY!r} is not valid JSON") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(path, f"not a hooked-mlp checkpoint: format is not {FORMAT!r}")
@@ -192,7 +201,7 @@ def _parse_header(data: bytes, path: str) -> dict[str, Any]:
     checksum = doc.get("checksum")
     if not isinstance(checksum, str):
         raise CheckpointError(path, "corrupt metadata: no checksum")
-    if checksum != _checksum(doc, data[8 + n :]):
+    if checksum != _checksum(doc, header, data[8 + n :]):
         raise CheckpointError(
             path, "checksum mismatch: the file was damaged or edited after it was written"
         )
@@ -341,10 +350,12 @@ def load(path: str | os.PathLike[str], device: str = "cpu") -> HookedMLP:
     Raises `CheckpointError` (a `ValueError`) naming the file for anything missing or damaged.
     """
     from hooked_mlp.model import HookedMLP
+    from hooked_mlp.training import check_device
 
+    dev = check_device(device)
     ckpt = read_model(path)
     model = HookedMLP.from_params(ckpt.cfg, ckpt.params, train_info=ckpt.info)
-    return model.to(device)
+    return model.to(dev)
 
 
 def load_linear_state_dict(path: str | os.PathLike[str], cfg: MLPConfig | None = None) -> HookedMLP:
@@ -386,7 +397,7 @@ def pretrained_seeds() -> list[int]:
 def pretrained_path(seed: int = 0) -> Path:
     """Path of the shipped checkpoint trained with `seed`."""
     available = pretrained_seeds()
-    if seed not in available:
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed not in available:
         raise ValueError(f"seed must be one of the shipped seeds {available}, got {seed!r}")
     return PRETRAINED_DIR / f"seed-{seed}.safetensors"
 

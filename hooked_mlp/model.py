@@ -116,7 +116,8 @@ class HookedMLP(HookedRootModule):
         cache are removed afterwards, also when the forward raises.
         """
         logits, cache_dict = super().run_with_cache(tokens, *args, **kwargs)
-        return logits, ActivationCache(cache_dict, self)
+        has_batch_dim = not kwargs.get("remove_batch_dim", False)
+        return logits, ActivationCache(cache_dict, self, has_batch_dim=has_batch_dim)
 
     # ----------------------------------------------------------------------------- helpers
     def state_tensors(self) -> dict[str, Tensor]:
@@ -164,10 +165,12 @@ class HookedMLP(HookedRootModule):
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
         missing = [k for k in keys if k not in state_dict]
-        if missing:
+        extra = sorted(set(state_dict) - set(keys))
+        if missing or extra:
             raise ValueError(
-                f"state_dict lacks {missing}; expected the keys {list(keys)} of "
-                "nn.Sequential(Linear(2p, h), ReLU(), Linear(h, p))"
+                f"state_dict must hold exactly the keys {list(keys)} of "
+                f"nn.Sequential(Linear(2p, h), ReLU(), Linear(h, p)); missing {missing}, "
+                f"unexpected {extra}"
             )
         for k in keys:
             if not isinstance(state_dict[k], Tensor):

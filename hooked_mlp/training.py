@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import operator
 import os
 import sys
 import time
@@ -40,8 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hooked_mlp.config import MLPConfig, TrainConfig
-from hooked_mlp.data import STREAM_SHUFFLE, dataset, permutations, split_masks
+from hooked_mlp.config import MAX_SEED, MLPConfig, TrainConfig
+from hooked_mlp.data import STREAM_SHUFFLE, dataset, n_train_pairs, permutations, split_masks
 from hooked_mlp.io import (
     HISTORY_KEYS,
     CheckpointError,
@@ -81,9 +82,10 @@ def _package_version() -> str:
 def default_threads(n_seeds: int, device: str | torch.device = "cpu") -> int:
     """Torch CPU threads the trainer uses unless told otherwise.
 
-    One seed: 1 thread. Its steps are too small to split across cores, and with two threads the
-    OpenMP barriers of every op stall whenever another process holds a core. Several seeds: up to
-    2 threads, because batched matmuls over seeds split across cores cleanly.
+    One to three seeds: 1 thread (the validation pass then runs on a helper thread). Their steps
+    are too small to split across cores, and with two threads the OpenMP barriers of every op
+    stall whenever another process holds a core. Four seeds or more: 2 threads, because batched
+    matmuls over seeds split across cores cleanly.
     """
     if torch.device(device).type != "cpu":
         return 1
@@ -111,17 +113,29 @@ def check_device(device: str | torch.device) -> torch.device:
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was asked for but CUDA is not available here")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA "
+                         f"device(s), cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
     return dev
 
 
 def check_seeds(seeds: Sequence[int]) -> list[int]:
-    out = list(seeds)
+    """`seeds` as a list of distinct Python ints in the allowed range."""
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise TypeError(f"seeds must be a sequence of integers, got {type(seeds).__name__}")
+    out = []
+    for s in seeds:
+        try:
+            out.append(operator.index(s) if not isinstance(s, bool) else s)
+        except TypeError:
+            raise TypeError(f"seeds must be integers, got {s!r}") from None
     if not out:
         raise ValueError("seeds must name at least one seed")
     for s in out:
-        TrainConfig(seed=s)  # validates the range with the usual message
+        if isinstance(s, bool) or not 0 <= s <= MAX_SEED:
+            raise ValueError(f"seeds must be integers in [0, {MAX_SEED}], got {s!r}")
     if len(set(out)) != len(out):
         raise ValueError(f"seeds must be distinct, got {out}")
     return out
@@ -163,7 +177,8 @@ class BatchedTrainer:
         self.train_rows_b = self.b_of[self.train_idx] + self.row_offset + p
         self.train_labels = self.labels[self.train_idx]
         # index of sample i's target in a flattened [S*bs, p] logits block is i*p + y
-        self.target_base = torch.arange(S * tcfg.batch_size, device=dev) * p
+        self.max_batch = min(tcfg.batch_size, self.n_train)
+        self.target_base = torch.arange(S * self.max_batch, device=dev) * p
 
         shapes = param_shapes(cfg)
         self.block_sizes = [S * int(torch.Size(shapes[n]).numel()) for n in PARAM_NAMES]
@@ -191,14 +206,14 @@ class BatchedTrainer:
         self.gb_in = self._block(self.grad, "b_in")
         self.gW_out = self._block(self.grad, "W_out")
         self.gb_out = self._block(self.grad, "b_out")
-        self.neg_ones = torch.full((S * tcfg.batch_size,), -1.0, device=dev)
+        self.neg_ones = torch.full((S * self.max_batch,), -1.0, device=dev)
         self.overlap = False  # set by the driver: see run_epoch
         self._eval_cache: dict[str, tuple[Tensor, Tensor]] = {}
         self._eval_bags("val")
         self._executor: ThreadPoolExecutor | None = None
         self._pending_eval: tuple[int, Future] | None = None
         self._next_schedule: tuple[int, Future] | None = None
-        self.dpost_buf = torch.zeros(S * tcfg.batch_size, H, device=dev)
+        self.dpost_buf = torch.zeros(S * self.max_batch, H, device=dev)
 
     # ----------------------------------------------------------------------------- layout
     def _block(self, buf: Tensor, name: str) -> Tensor:
@@ -254,15 +269,16 @@ class BatchedTrainer:
 
     def _step(
         self, bags: Tensor, rows_a: Tensor, rows_b: Tensor, tgt: Tensor, bs: int,
-        p_y: Tensor, p_max: Tensor,
+        logit_y: Tensor, logit_max: Tensor, p_max: Tensor,
     ) -> None:
         S, H = self.S, self.cfg.d_hidden
         pre = F.embedding_bag(bags, self.W_in2, mode="sum").view(S, bs, H).add_(self.b_in3)
         post = pre.relu_()  # [S, bs, H]
         logits = torch.baddbmm(self.b_out3, post, self.W_out3)  # [S, bs, p]
+        torch.take(logits, tgt, out=logit_y)  # the right answer's logit, [S*bs]
+        torch.amax(logits, dim=-1, out=logit_max.view(S, bs))
         g = torch.softmax(logits, dim=-1)
-        torch.take(g, tgt, out=p_y)  # probability of the right answer, [S*bs]
-        torch.amax(g, dim=-1, out=p_max.view(S, bs))
+        torch.amax(g, dim=-1, out=p_max.view(S, bs))  # = 1 / sum_c exp(logit_c - logit_max)
         g.view(-1).index_add_(0, tgt, self.neg_ones[: S * bs])  # softmax - onehot(y)
         # G = g / bs (the batch mean) is folded into the products as alpha
         scale = 1.0 / bs
@@ -298,8 +314,7 @@ class BatchedTrainer:
         if self.epoch >= self.tcfg.epochs:
             raise RuntimeError("all epochs are done")
         S, n = self.S, self.n_train
-        p_y = torch.empty(S * n, device=self.device)
-        p_max = torch.empty(S * n, device=self.device)
+        logit_y, logit_max, p_max = (torch.empty(S * n, device=self.device) for _ in range(3))
         if self._next_schedule is not None and self._next_schedule[0] == self.epoch:
             schedule = self._next_schedule[1].result()
         else:
@@ -310,22 +325,23 @@ class BatchedTrainer:
                                    self._pool().submit(self._schedule, self.epoch + 1))
         for bags, ra, rb, tgt, bs, off in schedule:
             span = slice(off, off + S * bs)
-            self._step(bags, ra, rb, tgt, bs, p_y[span], p_max[span])
+            self._step(bags, ra, rb, tgt, bs, logit_y[span], logit_max[span], p_max[span])
         # step layout is [step, seed, sample]: sum each seed's entries
         B = self.tcfg.batch_size
         n_full, rest = divmod(n, B)
-        # -log p(y) in float32 resolves per-sample losses down to about 6e-8; the final metrics
-        # are measured exactly with log_softmax by `evaluate`.
+        # Per-sample loss -log p(y) = (max logit - logit_y) - log p_max: no term can underflow
+        # (p_max >= 1/p). A sample counts as right when its logit is the largest.
         # Each seed's values are put in batch order, [S, n], before summing, so that a seed's
         # history is bit-identical whichever seeds share its run.
         def per_seed(t: Tensor) -> Tensor:
             full = t[: n_full * S * B].view(n_full, S, B).transpose(0, 1).reshape(S, -1)
             return torch.cat([full, t[n_full * S * B :].view(S, rest)], dim=1)
 
-        sums = [per_seed(p_y.log()).sum(dim=1) / n,
-                per_seed((p_y >= p_max).float()).sum(dim=1) / n]
+        loss = (logit_max - logit_y).sub_(p_max.log_())
+        sums = [per_seed(loss).sum(dim=1) / n,
+                per_seed((logit_y >= logit_max).float()).sum(dim=1) / n]
         epoch = self.epoch
-        self.history[epoch, :, 0] = -sums[0]
+        self.history[epoch, :, 0] = sums[0]
         self.history[epoch, :, 1] = sums[1]
         self.epoch += 1
         self._check_finite(epoch, self.history[epoch, :, 0])
@@ -556,7 +572,9 @@ def _resolve(
     if not isinstance(tcfg, TrainConfig):
         raise TypeError(f"tcfg must be a TrainConfig, got {type(tcfg).__name__}")
     seed_list = check_seeds([tcfg.seed] if seeds is None else seeds)
-    n = default_threads(len(seed_list), check_device(device)) if threads is None else threads
+    dev = check_device(device)
+    n_train_pairs(cfg.p, tcfg.train_frac)  # both splits non-empty, checked before any file
+    n = default_threads(len(seed_list), dev) if threads is None else threads
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
     return cfg, tcfg, seed_list, n

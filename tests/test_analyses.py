@@ -87,7 +87,9 @@ def test_replacement_degrades_gracefully_and_harmonics_help(shipped, fits):
 @pytest.mark.parametrize(
     ("kwargs", "exc", "message"),
     [
-        ({"fractions": [1.5]}, ValueError, "fractions must be numbers in \\[0, 1\\]"),
+        ({"fractions": [1.5]}, ValueError, "fractions must be a non-empty list of numbers in"),
+        ({"fractions": 0.5}, ValueError, "fractions must be a non-empty list of numbers in"),
+        ({"fractions": ["a"]}, ValueError, "fractions must be a non-empty list of numbers in"),
         ({"order": "alphabetical"}, ValueError, "order must be one of"),
         ({"form": "square"}, ValueError, "form must be one of"),
         ({"parts": "middle"}, ValueError, "parts must be one of"),
@@ -147,3 +149,15 @@ def test_synthetic_curve_matches_models_and_is_nested():
     assert int(k.min()) == 1 and int(k.max()) == 56
     with pytest.raises(ValueError, match="n_neurons must be an integer >= 1"):
         random_cosine_model(0)
+
+
+def test_sampling_analyses_are_reproducible(shipped, fits):
+    one = replacement_curve(shipped, fractions=[0.5, 0.9], n_orders=3, seed=11, fits=fits)
+    again = replacement_curve(shipped, fractions=[0.5, 0.9], n_orders=3, seed=11, fits=fits)
+    other = replacement_curve(shipped, fractions=[0.5, 0.9], n_orders=3, seed=12, fits=fits)
+    assert one.accuracy == again.accuracy and one.accuracy != other.accuracy
+    a, b = random_cosine_model(64, seed=5), random_cosine_model(64, seed=5)
+    assert torch.equal(a.W_in, b.W_in) and torch.equal(a.W_out, b.W_out)
+    assert not torch.equal(a.W_in, random_cosine_model(64, seed=6).W_in)
+    assert synthetic_curve(ns=[32], seeds=[1], p=31).accuracy == \
+        synthetic_curve(ns=[32], seeds=[1], p=31).accuracy

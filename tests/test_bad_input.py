@@ -54,7 +54,7 @@ CASES = [
      "source must be one of ['input', 'a', 'b', 'out']"),
     ("fourier p", lambda m: fourier_basis(0), ValueError, "p must be an integer >= 2"),
     ("replacement fraction", lambda m: replacement_curve(m, fractions=[-0.1]), ValueError,
-     "fractions must be numbers in [0, 1]"),
+     "fractions must be a non-empty list of numbers in [0, 1]"),
     ("replacement form", lambda m: replacement_curve(m, form="x"), ValueError,
      "form must be one of ['separate', 'joint', 'study', 'harmonic']"),
     ("synthetic neurons", lambda m: random_cosine_model(-4), ValueError,

@@ -31,7 +31,7 @@ def test_train_then_info(tmp_path, capsys):
         "seed-0.safetensors", "seed-1.safetensors"]
     code, out, _ = run_cli("info", str(out_dir / "seed-1.safetensors"), "--json", capsys=capsys)
     assert code == 0
-    d = json.loads(out)
+    (d,) = json.loads(out)
     assert d["config"]["p"] == 11 and d["train_config"]["seed"] == 1
     assert d["train_config"]["epochs"] == 3 and d["metrics"]["epochs"] == 3
     assert "--seeds 0-1" in d["provenance"]["command"]

@@ -53,8 +53,14 @@ def test_r2_is_share_of_variance_and_fixed_k():
     assert float(fixed.r2[0]) == pytest.approx(0.25 / 1.25, abs=1e-5)
     with pytest.raises(ValueError, match="k must hold 1 integer frequencies in \\[1, 56\\]"):
         fit_cosines(w, torch.tensor([57]))
-    with pytest.raises(ValueError, match="w must be a 2-D tensor"):
+    with pytest.raises(ValueError, match="w must be a 2-D float tensor"):
         fit_cosines(torch.zeros(P))
+    with pytest.raises(ValueError, match="got dtype torch.float32"):
+        fit_cosines(w, torch.tensor([2.7]))
+    with pytest.raises(ValueError, match="k must hold 1 integer frequencies in \\[1, 56\\]"):
+        fit_harmonics(w, torch.tensor([0]))
+    with pytest.raises(ValueError, match="k must hold 1 integer"):
+        fit_harmonics(w, torch.tensor([3, 4]))
 
 
 def test_free_frequency_lands_on_integer_and_finds_non_integer():
@@ -64,6 +70,26 @@ def test_free_frequency_lands_on_integer_and_finds_non_integer():
     assert float(fit.freq[1]) == pytest.approx(17.3, abs=1e-3)  # not hard-wired to integers
     assert float(fit.r2[1]) > 0.999
     assert float(fit.scale[1]) == pytest.approx(0.8, abs=1e-3)
+
+
+def test_joint_fit_picks_the_least_squares_frequency():
+    # a: strong k=3 plus weaker k=5; b: only k=5. With a shared scale the squared error is
+    # smallest at k=5 (|F_a,5| + |F_b,5| beats |F_a,3| + |F_b,3|), though k=3 has the most power.
+    wa = (cosine(3, 1.0, 0.0, 0.0) + cosine(5, 0.6, 0.0, 0.0))[None].float()
+    wb = cosine(5, 0.6, 1.0, 0.0)[None].float()
+    j = fit_joint_inputs(wa, wb)
+    assert int(j.k[0]) == 5
+
+    fa, fb = j.as_fits()
+    best = float(((wa - fa.values()) ** 2).sum() + ((wb - fb.values()) ** 2).sum())
+    s3 = (float(fit_cosines(wa, torch.tensor([3])).scale[0])
+          + float(fit_cosines(wb, torch.tensor([3])).scale[0])) / 2
+    fa3 = fit_cosines(wa, torch.tensor([3]))
+    fb3 = fit_cosines(wb, torch.tensor([3]))
+    fa3.scale[:] = s3
+    fb3.scale[:] = s3
+    at3 = float(((wa - fa3.values()) ** 2).sum() + ((wb - fb3.values()) ** 2).sum())
+    assert best < at3
 
 
 def test_joint_fit_shares_k_scale_offset():

@@ -12,7 +12,6 @@ from hooked_mlp.io import (
     atomic_path,
     atomic_write_text,
     load_linear_state_dict,
-    read_model,
 )
 
 
@@ -56,7 +55,7 @@ def _corruptions(good: bytes):
         the checks behind the checksum are reached."""
         m = {**meta, **changes}
         if resign:
-            m["checksum"] = _checksum(m, good[8 + n :])
+            m["checksum"] = _checksum(m, header, good[8 + n :])
         h = json.loads(json.dumps(header))
         h["__metadata__"]["hooked_mlp"] = json.dumps(m)
         return with_header(h)
@@ -148,9 +147,20 @@ def test_import_pt_state_dict_without_pickle(tmp_path):
 
 def test_read_model_needs_no_transformer_lens(tmp_path, shipped):
     # the trainer and `hooked-mlp info` read checkpoints without building a HookedMLP
+    import subprocess
+    import sys
+
     save(shipped, tmp_path / "m.safetensors")
-    ckpt = read_model(tmp_path / "m.safetensors")
-    assert ckpt.cfg == shipped.cfg and set(ckpt.params) == {"W_in", "b_in", "W_out", "b_out"}
+    code = (
+        "import sys\n"
+        "from hooked_mlp.io import read_model\n"
+        f"ckpt = read_model({str(tmp_path / 'm.safetensors')!r})\n"
+        "assert sorted(ckpt.params) == ['W_in', 'W_out', 'b_in', 'b_out'], ckpt.params\n"
+        "assert ckpt.info.metrics['val_acc'] > 0.99\n"
+        "assert 'transformer_lens' not in sys.modules\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
 
 
 def _flip(data: bytes, pos: int, value: int) -> bytes:
@@ -194,6 +204,22 @@ def test_fuzzed_files_are_refused_or_identical(shipped, tmp_path):
         raw = json.dumps(h).encode()
         variants.append((f"edit-{label}", struct.pack("<Q", len(raw)) + raw + good[8 + n :]))
     variants.append(("appended", good + b"\x00" * 16))
+    # the tensor table: swap two same-shaped tensors' offsets, rename one, change a shape
+    table_edits = []
+    h = json.loads(json.dumps(header))
+    a, b = h["history.train_acc"], h["history.val_acc"]
+    a["data_offsets"], b["data_offsets"] = b["data_offsets"], a["data_offsets"]
+    table_edits.append(("swap-offsets", h))
+    h = json.loads(json.dumps(header))
+    h["history.val_loss"], h["history.train_loss"] = h["history.train_loss"], h["history.val_loss"]
+    table_edits.append(("swap-names", h))
+    h = json.loads(json.dumps(header))
+    h["b_in"]["shape"] = [10, 10]
+    h["b_in"]["dtype"] = "F32"
+    table_edits.append(("reshape", h))
+    for label, h in table_edits:
+        raw = json.dumps(h).encode()
+        variants.append((f"table-{label}", struct.pack("<Q", len(raw)) + raw + good[8 + n :]))
 
     refused = 0
     before = sorted(os.listdir(tmp_path))

@@ -1,4 +1,5 @@
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -104,8 +105,46 @@ def test_bad_seed_lists():
         train_many(MLPConfig(p=5, d_hidden=2), TrainConfig(epochs=1), seeds=[1, 1])
     with pytest.raises(ValueError, match="at least one seed"):
         train_many(MLPConfig(p=5, d_hidden=2), TrainConfig(epochs=1), seeds=[])
-    with pytest.raises(ValueError, match="TrainConfig.seed must be an integer"):
+    with pytest.raises(ValueError, match="seeds must be integers in \\[0, 4294967295\\]"):
         train_many(MLPConfig(p=5, d_hidden=2), TrainConfig(epochs=1), seeds=[-1])
+    with pytest.raises(TypeError, match="seeds must be a sequence of integers, got int"):
+        train_many(MLPConfig(p=5, d_hidden=2), TrainConfig(epochs=1), seeds=3)
+    with pytest.raises(TypeError, match="seeds must be integers, got 1.5"):
+        train_many(MLPConfig(p=5, d_hidden=2), TrainConfig(epochs=1), seeds=[1.5])
+    # numpy and torch integers are integers
+    runs = train_many(MLPConfig(p=5, d_hidden=2), TrainConfig(epochs=1),
+                      seeds=torch.tensor([2, 3]), progress=False)
+    assert [m.train_info.train_config.seed for m, _ in runs] == [2, 3]
+
+
+def test_four_seeds_on_two_threads_match_each_seed_alone(tiny_cfg, tiny_tcfg):
+    from hooked_mlp.training import default_threads
+
+    assert default_threads(4) == 2  # the batched run takes the two-thread path
+    many = train_many(tiny_cfg, tiny_tcfg, seeds=[0, 1, 2, 3], progress=False)
+    alone, h = train(tiny_cfg, dataclasses.replace(tiny_tcfg, seed=2), threads=1, progress=False)
+    assert torch.equal(many[2][0].W_in, alone.W_in) and torch.equal(many[2][0].W_out, alone.W_out)
+    assert many[2][1] == h
+
+
+def test_huge_logits_are_not_mistaken_for_divergence(tiny_cfg):
+    """Per-sample losses come from logits, so a confident wrong answer (logit gap > 100, where a
+    float32 probability underflows to 0) gives a large finite loss, not a false divergence."""
+    tcfg = TrainConfig(epochs=1, batch_size=32, lr=1e-6)
+    trainer = BatchedTrainer(tiny_cfg, tcfg, [0])
+    trainer.param("W_out").mul_(400.0)
+    trainer.param("W_in").mul_(40.0)
+    trainer.run_epoch()
+    loss = float(trainer.history[0, 0, 0])
+    assert math.isfinite(loss) and loss > 50
+    exact, _ = trainer.evaluate("train")
+    assert loss == pytest.approx(float(exact[0]), rel=0.05)
+
+
+def test_buffers_follow_the_data_not_the_batch_size():
+    trainer = BatchedTrainer(MLPConfig(p=5, d_hidden=3), TrainConfig(batch_size=2_000_000), [0])
+    assert trainer.max_batch == trainer.n_train == 20
+    assert trainer.dpost_buf.numel() == 20 * 3
 
 
 def test_threads_are_restored(tiny_cfg):

@@ -35,8 +35,10 @@ def test_figures_are_png(shipped):
     fits = fit_neurons(shipped, [0, 1, 2])
     png = figure_png(plot_neuron_fit(shipped, fits, 1))
     assert png.startswith(PNG) and len(png) > 10_000
-    with pytest.raises(ValueError, match="neurons must lie in"):
+    with pytest.raises(ValueError, match="neuron must lie in \\[0, 99\\]"):
         plot_neuron_fit(shipped, fits, 100)
+    with pytest.raises(ValueError, match="neuron 50 has no fit in `fits`"):
+        plot_neuron_fit(shipped, fits, 50)
 
 
 def test_circuitsvis_views_inline_the_bundle_once(shipped, tmp_path):
