@@ -66,7 +66,11 @@ def plot_training_curves(histories: Sequence[dict[str, list[float]]],
                  title="Loss (solid: train, dashed: validation)")
     ax[0, 1].set(xscale="log", xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02),
                  title="Accuracy")
-    if len(histories) <= 5:
+    if not histories:
+        for a in ax[0]:
+            a.text(0.5, 0.5, "no training record (weights only)", ha="center", va="center",
+                   transform=a.transAxes, color="#666")
+    elif len(histories) <= 5:
         ax[0, 0].legend(fontsize=7, ncol=2)
     return fig
 

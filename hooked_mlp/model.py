@@ -31,6 +31,21 @@ from hooked_mlp.params import PARAM_NAMES, TrainInfo, init_params, param_shapes
 HOOK_NAMES = ("hook_embed_a", "hook_embed_b", "hook_pre", "hook_post", "hook_logits")
 
 
+def _check_tensor_dict(name: str, d: Any, keys: tuple[str, ...], what: str = "") -> None:
+    """`d` must be a mapping holding exactly `keys`, each a tensor."""
+    if not isinstance(d, Mapping):
+        raise TypeError(f"{name} must be a mapping, got {type(d).__name__}")
+    missing = [k for k in keys if k not in d]
+    extra = sorted(set(d) - set(keys))
+    if missing or extra:
+        what = f" {what}" if what else ""
+        raise ValueError(f"{name} must hold exactly the keys {list(keys)}{what}; "
+                         f"missing {missing}, unexpected {extra}")
+    for k in keys:
+        if not isinstance(d[k], Tensor):
+            raise TypeError(f"{name}[{k!r}] must be a tensor, got {type(d[k]).__name__}")
+
+
 class HookedMLP(HookedRootModule):
     """A one-hidden-layer MLP on `(a, b)` modulo `p`, hookable like a TransformerLens model.
 
@@ -129,18 +144,10 @@ class HookedMLP(HookedRootModule):
         cls, cfg: MLPConfig, params: Mapping[str, Tensor], *, train_info: TrainInfo | None = None
     ) -> HookedMLP:
         """A model holding `params` (`W_in`, `b_in`, `W_out`, `b_out`, shapes checked)."""
-        missing = [n for n in PARAM_NAMES if n not in params]
-        extra = sorted(set(params) - set(PARAM_NAMES))
-        if missing or extra:
-            raise ValueError(
-                f"params must have exactly the keys {list(PARAM_NAMES)}; missing {missing}, "
-                f"unexpected {extra}"
-            )
+        _check_tensor_dict("params", params, PARAM_NAMES)
         model = cls(cfg)
         for name, shape in param_shapes(cfg).items():
             value = params[name]
-            if not isinstance(value, Tensor):
-                raise TypeError(f"params[{name!r}] must be a tensor, got {type(value).__name__}")
             if tuple(value.shape) != shape:
                 raise ValueError(
                     f"params[{name!r}] must have shape {list(shape)}, got {list(value.shape)}"
@@ -162,21 +169,8 @@ class HookedMLP(HookedRootModule):
         `cfg` is given, in which case they are checked against it.
         """
         keys = ("0.weight", "0.bias", "2.weight", "2.bias")
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
-        missing = [k for k in keys if k not in state_dict]
-        extra = sorted(set(state_dict) - set(keys))
-        if missing or extra:
-            raise ValueError(
-                f"state_dict must hold exactly the keys {list(keys)} of "
-                f"nn.Sequential(Linear(2p, h), ReLU(), Linear(h, p)); missing {missing}, "
-                f"unexpected {extra}"
-            )
-        for k in keys:
-            if not isinstance(state_dict[k], Tensor):
-                raise TypeError(
-                    f"state_dict[{k!r}] must be a tensor, got {type(state_dict[k]).__name__}"
-                )
+        _check_tensor_dict("state_dict", state_dict, keys,
+                           "of nn.Sequential(Linear(2p, h), ReLU(), Linear(h, p))")
         w0, w2 = state_dict["0.weight"], state_dict["2.weight"]
         if w0.ndim != 2 or w2.ndim != 2:
             raise ValueError("state_dict['0.weight'] and ['2.weight'] must be 2-D")

@@ -207,13 +207,13 @@ class BatchedTrainer:
         self.gW_out = self._block(self.grad, "W_out")
         self.gb_out = self._block(self.grad, "b_out")
         self.neg_ones = torch.full((S * self.max_batch,), -1.0, device=dev)
+        self.dpost_buf = torch.zeros(S * self.max_batch, H, device=dev)
         self.overlap = False  # set by the driver: see run_epoch
         self._eval_cache: dict[str, tuple[Tensor, Tensor]] = {}
         self._eval_bags("val")
         self._executor: ThreadPoolExecutor | None = None
         self._pending_eval: tuple[int, Future] | None = None
         self._next_schedule: tuple[int, Future] | None = None
-        self.dpost_buf = torch.zeros(S * self.max_batch, H, device=dev)
 
     # ----------------------------------------------------------------------------- layout
     def _block(self, buf: Tensor, name: str) -> Tensor:
@@ -326,13 +326,13 @@ class BatchedTrainer:
         for bags, ra, rb, tgt, bs, off in schedule:
             span = slice(off, off + S * bs)
             self._step(bags, ra, rb, tgt, bs, logit_y[span], logit_max[span], p_max[span])
-        # step layout is [step, seed, sample]: sum each seed's entries
         B = self.tcfg.batch_size
         n_full, rest = divmod(n, B)
         # Per-sample loss -log p(y) = (max logit - logit_y) - log p_max: no term can underflow
         # (p_max >= 1/p). A sample counts as right when its logit is the largest.
-        # Each seed's values are put in batch order, [S, n], before summing, so that a seed's
-        # history is bit-identical whichever seeds share its run.
+        # The buffers are laid out [step, seed, sample]; each seed's values are put back in batch
+        # order, [S, n], before summing, so that a seed's history is bit-identical whichever
+        # seeds share its run.
         def per_seed(t: Tensor) -> Tensor:
             full = t[: n_full * S * B].view(n_full, S, B).transpose(0, 1).reshape(S, -1)
             return torch.cat([full, t[n_full * S * B :].view(S, rest)], dim=1)
