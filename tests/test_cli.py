@@ -58,6 +58,8 @@ BAD = [
     (["train", "--device", "tpu", "--out", "{tmp}/x"], 1, "device must be 'cpu', 'cuda'"),
     (["train", "--resume", "{tmp}/nothing"], 1, "is not a folder"),
     (["train", "--resume", "{tmp}", "--seed", "3"], 2, "drop --seed"),
+    (["train", "--resume", "{tmp}", "--epochs", "5000", "--lr", "0.5"], 2,
+     "drop --epochs, --lr"),
     (["info", "{tmp}/missing.safetensors"], 1, "no such file"),
     (["info", "{tmp}"], 1, "no checkpoints"),
     (["frobnicate"], 2, "invalid choice: 'frobnicate'"),
