@@ -50,11 +50,6 @@ class CosineFit:
         curve = self.scale.double()[:, None] * torch.cos(2 * math.pi * freq * x / self.p + phase)
         return (curve + self.offset.double()[:, None]).float()
 
-    def select(self, neurons: list[int]) -> CosineFit:
-        idx = torch.tensor(neurons, dtype=torch.int64)
-        return replace(self, k=self.k[idx], scale=self.scale[idx], phase=self.phase[idx],
-                       offset=self.offset[idx], r2=self.r2[idx], freq=self.freq[idx])
-
     def formula(self, n: int, var: str = "x") -> str:
         """The fit of row `n` as text, e.g. `0.52·cos(2π·17x/113 + 1.05) - 0.01`."""
         (n,) = check_neurons([n], len(self.k), "n")

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from analyses._common import accuracy, to_jsonable
+from analyses._common import accuracy, to_jsonable, wrap_angle
 from analyses.activations import activation_grids
 from analyses.cosine_fit import NeuronFits, fit_harmonics, fit_neurons
 from analyses.fourier import frequency_histogram, neuron_signals
@@ -79,15 +79,13 @@ def _output_harmonic_stats(model: Any, fits: NeuronFits) -> dict[str, float]:
     h = fit_harmonics(w_out, fits.out.k, 2)
     var = (w_out.double() - w_out.double().mean(1, keepdim=True)).square().sum(1)
     share = (h.scale.double().square() * model.cfg.p / 2) / var[:, None]
-    phase2 = torch.remainder(h.phase[:, 1] - 2 * (fits.a.phase + fits.b.phase) + math.pi,
-                             2 * math.pi) - math.pi
+    # how far the 2k term's phase is from 2(phi_a + phi_b) + pi (0: exactly opposite sign)
+    off_pi = wrap_angle(h.phase[:, 1] - 2 * (fits.a.phase + fits.b.phase) - math.pi).abs()
     return {
         "share_k_median": float(share[:, 0].median()),
         "share_2k_median": float(share[:, 1].median()),
         "r2_two_harmonics_median": float(h.r2.median()),
-        # how far the 2k term's phase is from 2(phi_a + phi_b) + pi (0: exactly opposite sign)
-        "phase_2k_vs_2phi_plus_pi_abs_median": float(
-            (torch.remainder(phase2, 2 * math.pi) - math.pi).abs().median()),
+        "phase_2k_vs_2phi_plus_pi_abs_median": float(off_pi.median()),
     }
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from analyses._common import check_model, check_neurons
+from analyses._common import check_model, check_neurons, wrap_angle
 from analyses.activations import ActivationGrids, activation_grids
 from analyses.cosine_fit import NeuronFits
 from analyses.fourier import FrequencyHistogram
@@ -150,7 +150,7 @@ def plot_fit_scatter(all_fits: Sequence[NeuronFits], labels: Sequence[str] | Non
         ax[1, 0].scatter(f.a.k, f.out.k, **kw)
         ax[1, 1].scatter(f.a.scale, f.out.scale, **kw)
         ax[1, 2].scatter(f.a.offset, f.out.offset, **kw)
-        phi_in = torch.remainder(f.a.phase + f.b.phase + math.pi, 2 * math.pi) - math.pi
+        phi_in = wrap_angle(f.a.phase + f.b.phase)
         ax[1, 3].scatter(phi_in, f.out.phase, **kw)
     titles = [("frequency k", "k_a", "k_b"), ("scale s", "s_a", "s_b"),
               ("offset o", "o_a", "o_b"), ("phase φ (differs)", "φ_a", "φ_b"),

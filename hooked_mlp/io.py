@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -138,8 +137,8 @@ def _no_constants(name: str) -> Any:
 def _parse_header(data: bytes, path: str) -> dict[str, Any]:
     """Check the safetensors header and the hooked-mlp metadata of `data`; return the latter.
 
-    Also checks the checksum, which covers the metadata and every tensor byte, so a file that
-    was damaged or edited anywhere is refused.
+    Also checks the checksum, which covers the metadata, the tensor table and every tensor byte,
+    so a file that was damaged or edited anywhere is refused.
     """
     if len(data) < 8:
         raise CheckpointError(
@@ -409,7 +408,3 @@ def load_pretrained(seed: int = 0, device: str = "cpu") -> HookedMLP:
     """
     return load(pretrained_path(seed), device=device)
 
-
-def finite_or_none(x: float) -> float | None:
-    """A float for JSON: non-finite values become None."""
-    return x if math.isfinite(x) else None

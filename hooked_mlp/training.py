@@ -7,19 +7,21 @@ is simply `S = 1`. Per step of batch `B`:
 
     pre    = W_in[a] + W_in[p + b] + b_in          # [S, B, H]   one embedding_bag lookup
     post   = relu(pre)
-    logp   = log_softmax(post @ W_out + b_out)     # [S, B, p]
-    G      = (exp(logp) - onehot(y)) / B           # d(mean cross-entropy)/d(logits)
+    logits = post @ W_out + b_out                  # [S, B, p]
+    G      = (softmax(logits) - onehot(y)) / B     # d(mean cross-entropy)/d(logits)
     dW_out = post^T @ G;  db_out = sum G           # [S, H, p]
     dpre   = (G @ W_out^T) * (pre > 0)             # [S, B, H]
     dW_in  = index_add(dpre at rows a and p + b);  db_in = sum dpre
 
 which is what autograd computes for `cross_entropy(model(tokens), y)` (tests check it against an
 autograd loop). The batches are the same for a seed whether it trains alone or with others, on
-any device: see `hooked_mlp.data` for the counter-based shuffle.
+any device: see `hooked_mlp.data` for the counter-based shuffle. On the CPU a seed trained with
+others is bit-identical to the same seed trained alone.
 
-Per-epoch history: `train_loss`/`train_acc` are the means over that epoch's batches, each taken
-before its update (what a standard loop reports); `val_loss`/`val_acc` are measured on the whole
-validation split after the epoch. The final `metrics` are measured on the whole of both splits.
+Per-epoch history: `train_loss`/`train_acc` are per-sample means over that epoch, each sample
+measured in its batch before the batch's update (what a standard loop reports);
+`val_loss`/`val_acc` are measured on the whole validation split after the epoch. The final
+`metrics` are measured on the whole of both splits.
 """
 
 from __future__ import annotations
@@ -173,9 +175,8 @@ class BatchedTrainer:
         pairs, self.labels = dataset(cfg, dev)
         self.a_of, self.b_of = pairs[:, 0].contiguous(), pairs[:, 1].contiguous()
         self.row_offset = (torch.arange(S, device=dev) * 2 * p).view(S, 1)  # seed's rows in W_in
-        self.train_rows_a = self.a_of[self.train_idx] + self.row_offset  # [S, n_train]
-        self.train_rows_b = self.b_of[self.train_idx] + self.row_offset + p
-        self.train_labels = self.labels[self.train_idx]
+        # rows of W_in (flattened over seeds) and labels of each seed's pairs: [S, n]
+        self.train_rows_a, self.train_rows_b, self.train_labels = self._rows(self.train_idx)
         # index of sample i's target in a flattened [S*bs, p] logits block is i*p + y
         self.max_batch = min(tcfg.batch_size, self.n_train)
         self.target_base = torch.arange(S * self.max_batch, device=dev) * p
@@ -388,6 +389,12 @@ class BatchedTrainer:
                 self._executor = None
             self._next_schedule = None
 
+    def _rows(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """For pair indices `[S, n]`: their `W_in` rows for `a` and for `b`, and their labels."""
+        p = self.cfg.p
+        return (self.a_of[idx] + self.row_offset, self.b_of[idx] + self.row_offset + p,
+                self.labels[idx])
+
     def _eval_bags(self, split: str) -> tuple[Tensor, Tensor]:
         """Bag rows `[S, n, 2]` and labels `[S, n]` of a whole split (built once, then kept).
 
@@ -395,12 +402,11 @@ class BatchedTrainer:
         """
         cache = self._eval_cache
         if split not in cache:
-            idx = {"train": self.train_idx, "val": self.val_idx}[split]  # [S, n]
-            p = self.cfg.p
-            bags = torch.stack(
-                [self.a_of[idx] + self.row_offset, self.b_of[idx] + self.row_offset + p], -1
-            )
-            cache[split] = (bags, self.labels[idx])
+            if split == "train":
+                rows_a, rows_b, labels = self.train_rows_a, self.train_rows_b, self.train_labels
+            else:
+                rows_a, rows_b, labels = self._rows(self.val_idx)
+            cache[split] = (torch.stack([rows_a, rows_b], -1), labels)
         return cache[split]
 
     @torch.no_grad()
@@ -547,6 +553,16 @@ def _drive(
     return time.perf_counter() - start
 
 
+def _results(trainer: BatchedTrainer, threads: int, wall_s: float,
+             command: str | None) -> list[tuple[dict[str, Tensor], TrainInfo]]:
+    """Each seed's final parameters and training record (metrics measured on whole splits)."""
+    with torch_threads(threads):
+        metrics = trainer.final_metrics()
+    prov = _provenance(trainer, threads, wall_s, command)
+    return [(trainer.params_of(s), trainer.info_of(s, metrics[s], prov))
+            for s in range(trainer.S)]
+
+
 def _provenance(trainer: BatchedTrainer, threads: int, wall_s: float, command: str | None):
     return {
         "trained_by": "hooked_mlp",
@@ -591,22 +607,19 @@ def train_many(
 ) -> list[tuple[HookedMLP, dict[str, list[float]]]]:
     """Train one model per seed in a single batched run: `[(model, history), ...]`.
 
-    Each seed's model matches, to float tolerance, the one `train` gives for that seed alone
-    (same initialisation, same batches). `tcfg.seed` is ignored; `tcfg.split_seed` (if set)
-    gives every seed the same split, otherwise each seed has its own.
+    On the CPU each seed's model is bit-identical to the one `train` gives for that seed alone
+    (same initialisation, same batches, per-seed arithmetic independent of the others).
+    `tcfg.seed` is ignored; `tcfg.split_seed` (if set) gives every seed the same split,
+    otherwise each seed has its own.
     """
     from hooked_mlp.model import HookedMLP
 
     cfg, tcfg, seed_list, n_threads = _resolve(cfg, tcfg, seeds, device, threads)
     trainer = BatchedTrainer(cfg, tcfg, seed_list, device)
     wall = _drive(trainer, threads=n_threads, progress=progress)
-    with torch_threads(n_threads):
-        metrics = trainer.final_metrics()
-    prov = _provenance(trainer, n_threads, wall, None)
     out = []
-    for s in range(trainer.S):
-        info = trainer.info_of(s, metrics[s], prov)
-        model = HookedMLP.from_params(cfg, trainer.params_of(s), train_info=info).to(trainer.device)
+    for params, info in _results(trainer, n_threads, wall, None):
+        model = HookedMLP.from_params(cfg, params, train_info=info).to(trainer.device)
         out.append((model, info.history))
     return out
 
@@ -688,13 +701,11 @@ def _write_state(folder: Path, trainer: BatchedTrainer, threads: int, every: int
 
 def _finish(folder: Path, trainer: BatchedTrainer, threads: int, wall_s: float,
             command: str | None) -> list[Path]:
-    with torch_threads(threads):
-        metrics = trainer.final_metrics()
-    prov = _provenance(trainer, threads, wall_s, command)
     paths = []
-    for s, seed in enumerate(trainer.seeds):
+    results = _results(trainer, threads, wall_s, command)
+    for seed, (params, info) in zip(trainer.seeds, results, strict=True):
         path = model_path(folder, seed)
-        write_model(path, trainer.cfg, trainer.params_of(s), trainer.info_of(s, metrics[s], prov))
+        write_model(path, trainer.cfg, params, info)
         paths.append(path)
     (folder / STATE_FILE).unlink(missing_ok=True)
     return paths
@@ -809,7 +820,7 @@ def resume_run(
             raise CheckpointError(name, "corrupt metadata: 'seeds' or 'epoch' missing")
         try:
             seeds = check_seeds(seeds)
-        except ValueError as e:
+        except (TypeError, ValueError) as e:
             raise CheckpointError(name, f"invalid seeds: {e}") from None
         dev = doc.get("device", "cpu") if device is None else device
         n_threads = int(doc.get("threads", 1)) if threads is None else threads
