@@ -142,7 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "0: never)")
     g.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
     g.add_argument("--threads", type=_positive_int, default=None,
-                   help="torch CPU threads (default: 1 for one seed, 2 for 4 seeds or more)")
+                   help="CPU threads (default: one per seed up to the cores here with the C "
+                   "backend; see hooked_mlp.training.default_threads)")
+    g.add_argument("--backend", choices=("auto", "c", "torch"), default=None,
+                   help="auto (default: the C kernel on the CPU when built), c or torch; "
+                   "--resume keeps the run's own")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     info = sub.add_parser("info", help="show what a checkpoint or run folder holds",
@@ -193,7 +197,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 f"{', '.join(recipe_flags)}"
             )
         paths = resume_run(args.resume, device=args.device, threads=args.threads,
-                           progress=progress, checkpoint_every=args.checkpoint_every)
+                           progress=progress, checkpoint_every=args.checkpoint_every,
+                           backend=args.backend)
     else:
         if args.out is None:
             raise CommandLineError("train: --out DIR is required (or --resume DIR)")
@@ -205,7 +210,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         command = shlex.join([PROG, *args.argv])
         paths = train_run(args.out, cfg, tcfg, seeds, checkpoint_every=every,
                           device=args.device or "cpu", threads=args.threads, progress=progress,
-                          command=command)
+                          command=command, backend=args.backend or "auto")
 
     for path in paths:
         print(f"{path}: {_metrics_line(describe(path).get('metrics', {}))}")
@@ -292,7 +297,8 @@ def _format(d: dict[str, Any]) -> str:
     lines.append(f"  final    {_metrics_line(m)}")
     wall = pv.get("wall_s", float("nan"))
     lines.append(f"  trained  {m.get('epochs', '?')} epochs in {wall:.1f} s on "
-                 f"{pv.get('device')} ({pv.get('threads')} thread(s), batched seeds "
+                 f"{pv.get('device')} ({pv.get('backend', 'torch')} backend, "
+                 f"{pv.get('threads')} thread(s), batched seeds "
                  f"{pv.get('batched_seeds')}), torch {pv.get('torch')}, hooked-mlp "
                  f"{pv.get('hooked_mlp')}, finished {pv.get('finished')}")
     if pv.get("command"):

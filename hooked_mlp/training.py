@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hooked_mlp.config import MAX_SEED, MLPConfig, TrainConfig
+from hooked_mlp.cpu_kernel import BACKENDS, EpochKernel, resolve_backend
 from hooked_mlp.data import STREAM_SHUFFLE, dataset, n_train_pairs, permutations, split_masks
 from hooked_mlp.io import (
     HISTORY_KEYS,
@@ -81,17 +82,31 @@ def _package_version() -> str:
         return "unknown"
 
 
-def default_threads(n_seeds: int, device: str | torch.device = "cpu") -> int:
-    """Torch CPU threads the trainer uses unless told otherwise.
+def _cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
-    One to three seeds: 1 thread (the validation pass then runs on a helper thread). Their steps
-    are too small to split across cores, and with two threads the OpenMP barriers of every op
-    stall whenever another process holds a core. Four seeds or more: 2 threads, because batched
-    matmuls over seeds split across cores cleanly.
+
+def default_threads(n_seeds: int, device: str | torch.device = "cpu",
+                    backend: str = "auto") -> int:
+    """CPU threads the trainer uses unless told otherwise.
+
+    C backend: one thread per seed up to the cores this process may use (each thread trains a
+    block of seeds with no synchronisation inside an epoch); one seed alone takes one thread,
+    and its validation pass and next batch order run on a helper thread beside it.
+    Torch backend (torch's intra-op threads): one to three seeds, 1 thread (plus the helper);
+    their steps are too small to split across cores, and with two threads the OpenMP barriers
+    of every op stall whenever another process holds a core. Four seeds or more: 2 threads,
+    because batched matmuls over seeds split across cores cleanly.
     """
-    if torch.device(device).type != "cpu":
+    dev = torch.device(device)
+    if dev.type != "cpu":
         return 1
-    return 1 if n_seeds < 4 else max(1, min(2, os.cpu_count() or 1))
+    if resolve_backend(backend, dev) == "c":
+        return max(1, min(n_seeds, _cores()))
+    return 1 if n_seeds < 4 else max(1, min(2, _cores()))
 
 
 @contextlib.contextmanager
@@ -156,10 +171,12 @@ class BatchedTrainer:
         tcfg: TrainConfig,
         seeds: Sequence[int],
         device: str | torch.device = "cpu",
+        backend: str = "auto",
     ) -> None:
         self.cfg, self.tcfg = cfg, tcfg
         self.seeds = check_seeds(seeds)
         self.device = check_device(device)
+        self.backend = resolve_backend(backend, self.device)
         S, p, H = len(self.seeds), cfg.p, cfg.d_hidden
         self.S = S
         dev = self.device
@@ -189,7 +206,7 @@ class BatchedTrainer:
         # The padding stays exactly zero (zero gradient, zero moments).
         total = -(-sum(self.block_sizes) // FLAT_ALIGN) * FLAT_ALIGN
         self.flat = torch.zeros(total, device=dev)
-        self.grad = torch.zeros(total, device=dev)
+        self.grad = torch.zeros(total if self.backend == "torch" else 0, device=dev)
         self.exp_avg = torch.zeros(total, device=dev)
         self.exp_avg_sq = torch.zeros(total, device=dev)
         self.step_count = torch.zeros((), device=dev)
@@ -199,20 +216,32 @@ class BatchedTrainer:
             for name, value in init_params(cfg, seed).items():
                 self.param(name)[s].copy_(value)
 
-        self.W_in2 = self.param("W_in").view(S * 2 * p, H)
-        self.b_in3 = self.param("b_in").view(S, 1, H)
-        self.W_out3 = self.param("W_out")
-        self.b_out3 = self.param("b_out").view(S, 1, p)
-        self.gW_in2 = self._block(self.grad, "W_in").view(S * 2 * p, H)
-        self.gb_in = self._block(self.grad, "b_in")
-        self.gW_out = self._block(self.grad, "W_out")
-        self.gb_out = self._block(self.grad, "b_out")
-        self.neg_ones = torch.full((S * self.max_batch,), -1.0, device=dev)
-        self.dpost_buf = torch.zeros(S * self.max_batch, H, device=dev)
         self.overlap = False  # set by the driver: see run_epoch
+        self.workers = 1  # threads the C backend spreads the seeds over; set by the driver
         self._eval_cache: dict[str, tuple[Tensor, Tensor]] = {}
-        self._eval_bags("val")
+        if self.backend == "c":
+            starts = [sum(self.block_sizes[:i]) for i in range(len(PARAM_NAMES))]
+            self.kernel = EpochKernel(
+                offsets=tuple(starts), p=p, d_hidden=H, batch_size=tcfg.batch_size,
+                a_of=self.a_of, b_of=self.b_of, labels=self.labels, lr=tcfg.lr,
+                betas=(tcfg.beta1, tcfg.beta2), weight_decay=tcfg.weight_decay, eps=tcfg.eps,
+            )
+            self.val_pairs = self.val_idx.contiguous()
+            self.train_pairs = self.train_idx.contiguous()
+        else:
+            self.W_in2 = self.param("W_in").view(S * 2 * p, H)
+            self.b_in3 = self.param("b_in").view(S, 1, H)
+            self.W_out3 = self.param("W_out")
+            self.b_out3 = self.param("b_out").view(S, 1, p)
+            self.gW_in2 = self._block(self.grad, "W_in").view(S * 2 * p, H)
+            self.gb_in = self._block(self.grad, "b_in")
+            self.gW_out = self._block(self.grad, "W_out")
+            self.gb_out = self._block(self.grad, "b_out")
+            self.neg_ones = torch.full((S * self.max_batch,), -1.0, device=dev)
+            self.dpost_buf = torch.zeros(S * self.max_batch, H, device=dev)
+            self._eval_bags("val")
         self._executor: ThreadPoolExecutor | None = None
+        self._workers_pool: ThreadPoolExecutor | None = None
         self._pending_eval: tuple[int, Future] | None = None
         self._next_schedule: tuple[int, Future] | None = None
 
@@ -314,16 +343,63 @@ class BatchedTrainer:
         """
         if self.epoch >= self.tcfg.epochs:
             raise RuntimeError("all epochs are done")
-        S, n = self.S, self.n_train
-        logit_y, logit_max, p_max = (torch.empty(S * n, device=self.device) for _ in range(3))
+        make_schedule = self._pairs_order if self.backend == "c" else self._schedule
         if self._next_schedule is not None and self._next_schedule[0] == self.epoch:
             schedule = self._next_schedule[1].result()
         else:
-            schedule = self._schedule(self.epoch)
+            schedule = make_schedule(self.epoch)
         self._next_schedule = None
         if self.overlap and self.epoch + 1 < self.tcfg.epochs:
             self._next_schedule = (self.epoch + 1,
-                                   self._pool().submit(self._schedule, self.epoch + 1))
+                                   self._pool().submit(make_schedule, self.epoch + 1))
+        if self.backend == "c":
+            out = torch.empty(self.S, 2, dtype=torch.float64)
+            step0 = int(self.step_count)
+            self._over_seeds(self.kernel.train, self.flat, self.exp_avg, self.exp_avg_sq,
+                             schedule, step=step0, out=out, workers=self.workers)
+            self.step_count += self.steps_per_epoch
+            self.history[self.epoch, :, :2] = out.to(self.history.dtype)
+        else:
+            self._torch_epoch(schedule)
+        epoch = self.epoch
+        self.epoch += 1
+        self._check_finite(epoch, self.history[epoch, :, 0])
+        self.sync()  # the previous epoch's validation pass has had a whole epoch to finish
+        if self.overlap:
+            self._pending_eval = (epoch, self._pool().submit(self._validate, epoch,
+                                                             self.flat.clone()))
+        else:
+            self._validate(epoch, self.flat)
+            self._check_finite(epoch, self.history[epoch, :, 2])
+
+    def _pairs_order(self, epoch: int) -> Tensor:
+        """The C backend's schedule: each seed's train pairs in this epoch's order, `[S, n]`."""
+        perm = permutations(self.seeds_t, STREAM_SHUFFLE, epoch, self.n_train)
+        return self.train_idx.gather(1, perm)
+
+    def _over_seeds(self, fn: Any, *args: Any, step: int | None = None, out: Tensor,
+                    workers: int) -> None:
+        """Run a C kernel call for all seeds, a block of seeds per worker thread."""
+        S, k = self.S, max(1, min(workers, self.S))
+        blocks = [range(S * i // k, S * (i + 1) // k) for i in range(k)]
+        extra = () if step is None else (step,)
+        if k == 1:
+            fn(*args, blocks[0], *extra, out)
+            return
+        if self._workers_pool is None or self._workers_pool._max_workers != k - 1:
+            if self._workers_pool is not None:
+                self._workers_pool.shutdown()
+            self._workers_pool = ThreadPoolExecutor(max_workers=k - 1,
+                                                    thread_name_prefix="hooked-mlp-seeds")
+        futures = [self._workers_pool.submit(fn, *args, b, *extra, out) for b in blocks[1:]]
+        fn(*args, blocks[0], *extra, out)
+        for f in futures:
+            f.result()
+
+    def _torch_epoch(self, schedule: list[tuple[Tensor, Tensor, Tensor, Tensor, int, int]]) -> None:
+        """The torch backend's epoch: every step, then the history row's train columns."""
+        S, n = self.S, self.n_train
+        logit_y, logit_max, p_max = (torch.empty(S * n, device=self.device) for _ in range(3))
         for bags, ra, rb, tgt, bs, off in schedule:
             span = slice(off, off + S * bs)
             self._step(bags, ra, rb, tgt, bs, logit_y[span], logit_max[span], p_max[span])
@@ -339,23 +415,11 @@ class BatchedTrainer:
             return torch.cat([full, t[n_full * S * B :].view(S, rest)], dim=1)
 
         loss = (logit_max - logit_y).sub_(p_max.log_())
-        sums = [per_seed(loss).sum(dim=1) / n,
-                per_seed((logit_y >= logit_max).float()).sum(dim=1) / n]
-        epoch = self.epoch
-        self.history[epoch, :, 0] = sums[0]
-        self.history[epoch, :, 1] = sums[1]
-        self.epoch += 1
-        self._check_finite(epoch, self.history[epoch, :, 0])
-        self.sync()  # the previous epoch's validation pass has had a whole epoch to finish
-        if self.overlap:
-            self._pending_eval = (epoch, self._pool().submit(self._validate, epoch,
-                                                             self.flat.clone()))
-        else:
-            self._validate(epoch, self.flat)
-            self._check_finite(epoch, self.history[epoch, :, 2])
+        self.history[self.epoch, :, 0] = per_seed(loss).sum(dim=1) / n
+        self.history[self.epoch, :, 1] = per_seed((logit_y >= logit_max).float()).sum(dim=1) / n
 
     def _validate(self, epoch: int, flat: Tensor) -> None:
-        loss, acc = self.evaluate("val", flat)
+        loss, acc = self.evaluate("val", flat, parallel=not self.overlap)
         self.history[epoch, :, 2] = loss
         self.history[epoch, :, 3] = acc
 
@@ -384,9 +448,10 @@ class BatchedTrainer:
         try:
             self.sync()
         finally:
-            if self._executor is not None:
-                self._executor.shutdown(wait=True, cancel_futures=True)
-                self._executor = None
+            for pool in (self._executor, self._workers_pool):
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
+            self._executor = self._workers_pool = None
             self._next_schedule = None
 
     def _rows(self, idx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -410,14 +475,23 @@ class BatchedTrainer:
         return cache[split]
 
     @torch.no_grad()
-    def evaluate(self, split: str, flat: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def evaluate(self, split: str, flat: Tensor | None = None,
+                 parallel: bool = True) -> tuple[Tensor, Tensor]:
         """Mean cross-entropy and accuracy of every seed on a whole split: `[S]`, `[S]`.
 
-        `flat` evaluates a copy of the parameter buffer instead of the live one.
+        `flat` evaluates a copy of the parameter buffer instead of the live one. `parallel`
+        False keeps the C backend on the calling thread (the helper thread runs beside the
+        training).
         """
+        flat = self.flat if flat is None else flat
+        if self.backend == "c":
+            out = torch.empty(self.S, 2, dtype=torch.float64)
+            pairs = self.train_pairs if split == "train" else self.val_pairs
+            self._over_seeds(self.kernel.evaluate, flat, pairs, out=out,
+                             workers=self.workers if parallel else 1)
+            return out[:, 0].float(), out[:, 1].float()
         bags, labels = self._eval_bags(split)
         S, p, H = self.S, self.cfg.p, self.cfg.d_hidden
-        flat = self.flat if flat is None else flat
         W_in2 = self._block(flat, "W_in").view(S * 2 * p, H)
         b_in3 = self._block(flat, "b_in").view(S, 1, H)
         W_out3 = self._block(flat, "W_out")
@@ -520,8 +594,12 @@ def _drive(
     """Run the remaining epochs; returns the wall time spent."""
     start = time.perf_counter()
     last_post = 0.0
-    trainer.overlap = trainer.device.type == "cpu" and threads == 1 and (os.cpu_count() or 1) > 1
-    with torch_threads(threads), _progress_bar(trainer, progress) as bar, \
+    on_cpu = trainer.device.type == "cpu"
+    trainer.overlap = on_cpu and threads == 1 and _cores() > 1
+    c_backend = trainer.backend == "c"
+    trainer.workers = threads if c_backend else 1
+    # the C backend's threads are its own: torch's ops around it (the batch order) take one
+    with torch_threads(1 if c_backend else threads), _progress_bar(trainer, progress) as bar, \
             contextlib.closing(trainer):
         while trainer.epoch < trainer.tcfg.epochs:
             trainer.run_epoch()
@@ -569,6 +647,7 @@ def _provenance(trainer: BatchedTrainer, threads: int, wall_s: float, command: s
         "hooked_mlp": _package_version(),
         "torch": torch.__version__,
         "device": str(trainer.device),
+        "backend": trainer.backend,
         "threads": threads,
         "batched_seeds": trainer.seeds,
         "wall_s": round(wall_s, 3),
@@ -579,8 +658,8 @@ def _provenance(trainer: BatchedTrainer, threads: int, wall_s: float, command: s
 
 def _resolve(
     cfg: MLPConfig | None, tcfg: TrainConfig | None, seeds: Sequence[int] | None,
-    device: str | torch.device, threads: int | None,
-) -> tuple[MLPConfig, TrainConfig, list[int], int]:
+    device: str | torch.device, threads: int | None, backend: str,
+) -> tuple[MLPConfig, TrainConfig, list[int], int, str]:
     cfg = MLPConfig() if cfg is None else cfg
     tcfg = TrainConfig() if tcfg is None else tcfg
     if not isinstance(cfg, MLPConfig):
@@ -590,10 +669,11 @@ def _resolve(
     seed_list = check_seeds([tcfg.seed] if seeds is None else seeds)
     dev = check_device(device)
     n_train_pairs(cfg.p, tcfg.train_frac)  # both splits non-empty, checked before any file
-    n = default_threads(len(seed_list), dev) if threads is None else threads
+    chosen = resolve_backend(backend, dev)
+    n = default_threads(len(seed_list), dev, chosen) if threads is None else threads
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
-    return cfg, tcfg, seed_list, n
+    return cfg, tcfg, seed_list, n, chosen
 
 
 def train_many(
@@ -604,18 +684,21 @@ def train_many(
     device: str | torch.device = "cpu",
     threads: int | None = None,
     progress: bool = True,
+    backend: str = "auto",
 ) -> list[tuple[HookedMLP, dict[str, list[float]]]]:
     """Train one model per seed in a single batched run: `[(model, history), ...]`.
 
     On the CPU each seed's model is bit-identical to the one `train` gives for that seed alone
     (same initialisation, same batches, per-seed arithmetic independent of the others).
     `tcfg.seed` is ignored; `tcfg.split_seed` (if set) gives every seed the same split,
-    otherwise each seed has its own.
+    otherwise each seed has its own. `backend` is `"auto"`, `"c"` or `"torch"`: see
+    `hooked_mlp.cpu_kernel`.
     """
     from hooked_mlp.model import HookedMLP
 
-    cfg, tcfg, seed_list, n_threads = _resolve(cfg, tcfg, seeds, device, threads)
-    trainer = BatchedTrainer(cfg, tcfg, seed_list, device)
+    cfg, tcfg, seed_list, n_threads, chosen = _resolve(cfg, tcfg, seeds, device, threads,
+                                                       backend)
+    trainer = BatchedTrainer(cfg, tcfg, seed_list, device, chosen)
     wall = _drive(trainer, threads=n_threads, progress=progress)
     out = []
     for params, info in _results(trainer, n_threads, wall, None):
@@ -631,18 +714,21 @@ def train(
     device: str | torch.device = "cpu",
     threads: int | None = None,
     progress: bool = True,
+    backend: str = "auto",
 ) -> tuple[HookedMLP, dict[str, list[float]]]:
     """Train one model with the recipe `tcfg` (default: the seed recipe): `(model, history)`.
 
     `history` maps `train_loss`, `train_acc`, `val_loss`, `val_acc` to one value per epoch;
     `model.train_info` also holds the split, the final metrics and the provenance.
-    Deterministic: the same configs, device and thread count give bit-identical weights.
+    Deterministic: the same configs, device and backend give bit-identical weights (on the
+    CPU whatever the thread count).
     """
     tcfg = TrainConfig() if tcfg is None else tcfg
     if not isinstance(tcfg, TrainConfig):
         raise TypeError(f"tcfg must be a TrainConfig, got {type(tcfg).__name__}")
     return train_many(
-        cfg, tcfg, [tcfg.seed], device=device, threads=threads, progress=progress
+        cfg, tcfg, [tcfg.seed], device=device, threads=threads, progress=progress,
+        backend=backend,
     )[0]
 
 
@@ -691,6 +777,7 @@ def _write_state(folder: Path, trainer: BatchedTrainer, threads: int, every: int
         "seeds": trainer.seeds,
         "epoch": trainer.epoch,
         "device": str(trainer.device),
+        "backend": trainer.backend,
         "threads": threads,
         "checkpoint_every": every,
         "wall_s": wall_s,
@@ -756,6 +843,7 @@ def train_run(
     threads: int | None = None,
     progress: bool = True,
     command: str | None = None,
+    backend: str = "auto",
 ) -> list[Path]:
     """Train into the folder `out_dir`: one `seed-<s>.safetensors` per seed; returns their paths.
 
@@ -764,7 +852,8 @@ def train_run(
     continues with `resume_run(out_dir)` to bit-identical weights. The folder is locked while
     the run lasts; a second run into it is refused.
     """
-    cfg, tcfg, seed_list, n_threads = _resolve(cfg, tcfg, seeds, device, threads)
+    cfg, tcfg, seed_list, n_threads, chosen = _resolve(cfg, tcfg, seeds, device, threads,
+                                                       backend)
     every = _check_checkpoint_every(checkpoint_every)
     folder = Path(out_dir)
     if folder.exists() and not folder.is_dir():
@@ -780,7 +869,7 @@ def train_run(
             raise ValueError(
                 f"{existing[0]} already exists; choose another --out or remove it first"
             )
-        trainer = BatchedTrainer(cfg, tcfg, seed_list, device)
+        trainer = BatchedTrainer(cfg, tcfg, seed_list, device, chosen)
         if every:
             _write_state(folder, trainer, n_threads, every, 0.0, command)
         return _run_folder(folder, trainer, threads=n_threads, progress=progress,
@@ -794,10 +883,11 @@ def resume_run(
     threads: int | None = None,
     progress: bool = True,
     checkpoint_every: int | None = None,
+    backend: str | None = None,
 ) -> list[Path]:
     """Continue the run in `out_dir` from its last checkpoint to the end.
 
-    By default on the device and with the thread count the run started with, which makes the
+    By default on the device, backend and thread count the run started with, which makes the
     final weights bit-identical to an uninterrupted run on the CPU.
     """
     folder = Path(out_dir)
@@ -827,7 +917,10 @@ def resume_run(
         every = _check_checkpoint_every(
             doc.get("checkpoint_every", 0) if checkpoint_every is None else checkpoint_every
         )
-        trainer = BatchedTrainer(cfg, tcfg, seeds, dev)
+        chosen = doc.get("backend", "torch") if backend is None else backend
+        if chosen not in BACKENDS:
+            raise CheckpointError(name, f"unknown backend {chosen!r}")
+        trainer = BatchedTrainer(cfg, tcfg, seeds, dev, chosen)
         trainer.load_state(tensors, epoch, name)
         return _run_folder(folder, trainer, threads=n_threads, progress=progress,
                            checkpoint_every=every, wall_before=float(doc.get("wall_s", 0.0)),

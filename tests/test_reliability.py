@@ -18,7 +18,7 @@ from hooked_mlp.training import STATE_FILE, BatchedTrainer, RunLockedError, Trai
 from hooked_mlp.training import _RunLock as RunLock
 
 CLI = [sys.executable, "-m", "hooked_mlp.cli"]
-SMALL = ["--p", "61", "--d-hidden", "64", "--epochs", "300", "--batch-size", "64"]
+SMALL = ["--p", "61", "--d-hidden", "64", "--epochs", "600", "--batch-size", "16"]
 
 
 def _state_epoch(path: Path) -> int:
@@ -48,8 +48,10 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path):
     while _state_epoch(state) < 40:
         assert proc.poll() is None, "the run ended before it could be killed"
         assert time.time() < deadline, "no checkpoint appeared"
-        time.sleep(0.01)
-    # while it runs, a second training into the same folder is refused
+        time.sleep(0.005)
+    # stopped mid-run (it still holds the folder's lock), a second training into the same
+    # folder is refused; then the stopped run is killed
+    proc.send_signal(signal.SIGSTOP)
     second = subprocess.run([*CLI, "train", *SMALL, "--out", str(run), "--no-progress"],
                             capture_output=True, text=True)
     assert second.returncode == 1
@@ -58,9 +60,9 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path):
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     killed_at = _state_epoch(state)
-    assert 40 <= killed_at < 300 and not (run / "seed-5.safetensors").exists()
+    assert 40 <= killed_at < 600 and not (run / "seed-5.safetensors").exists()
     info = subprocess.run([*CLI, "info", str(run)], capture_output=True, text=True)
-    assert f"unfinished run: epoch {killed_at} of 300" in info.stdout
+    assert f"unfinished run: epoch {killed_at} of 600" in info.stdout
 
     resumed = subprocess.run([*CLI, "train", "--resume", str(run), "--no-progress"],
                              capture_output=True, text=True)
@@ -101,21 +103,26 @@ def test_resume_in_process_matches_and_keeps_history(tmp_path):
         assert len(mb.train_info.history["val_acc"]) == 12
 
 
-def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    real = BatchedTrainer._adamw
-    calls = {"n": 0}
+def _poison(monkeypatch, epochs, index: int, value: float):
+    """Put `value` into the parameters just before each epoch (numbered from 0) in `epochs`."""
+    real = BatchedTrainer.run_epoch
 
     def poisoned(self):
+        if self.epoch in epochs:
+            self.flat[index] = value
         real(self)
-        calls["n"] += 1
-        if calls["n"] == 7 * self.steps_per_epoch + 3:  # inside epoch 8
-            self.flat[0] = float("nan")
 
-    monkeypatch.setattr(BatchedTrainer, "_adamw", poisoned)
+    monkeypatch.setattr(BatchedTrainer, "run_epoch", poisoned)
+    return real
+
+
+@pytest.mark.parametrize("backend", ["c", "torch"])
+def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, backend):
+    real = _poison(monkeypatch, {7}, 0, float("nan"))  # W_in[0, 0], as epoch 8 starts
     run = tmp_path / "nan"
     cfg, tcfg = MLPConfig(p=23, d_hidden=16), TrainConfig(epochs=20, batch_size=32)
     with pytest.raises(TrainingDivergedError) as e:
-        train_run(run, cfg, tcfg, [0], checkpoint_every=3, progress=False)
+        train_run(run, cfg, tcfg, [0], checkpoint_every=3, progress=False, backend=backend)
     msg = str(e.value)
     assert "diverged at epoch 8" in msg and f"kept in {run / STATE_FILE}" in msg
     doc, tensors = read_safetensors(run / STATE_FILE, "train-state")
@@ -123,22 +130,18 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     assert bool(torch.isfinite(tensors["flat"]).all())
     assert not list(run.glob("seed-*.safetensors"))
     # the kept checkpoint resumes (the fault was injected, so the run now finishes)
-    monkeypatch.setattr(BatchedTrainer, "_adamw", real)
+    monkeypatch.setattr(BatchedTrainer, "run_epoch", real)
     (path,) = resume_run(run, progress=False)
     assert path.exists()
+    assert load(path).train_info.provenance["backend"] == backend  # resume keeps the backend
 
 
-def test_divergence_without_checkpoints_says_so(tmp_path, monkeypatch):
-    real = BatchedTrainer._adamw
-
-    def poisoned(self):
-        real(self)
-        self.flat[3] = float("inf")
-
-    monkeypatch.setattr(BatchedTrainer, "_adamw", poisoned)
+@pytest.mark.parametrize("backend", ["c", "torch"])
+def test_divergence_without_checkpoints_says_so(tmp_path, monkeypatch, backend):
+    _poison(monkeypatch, range(3), 3, float("inf"))
     with pytest.raises(TrainingDivergedError, match="no checkpoint had been written"):
         train_run(tmp_path / "r", MLPConfig(p=11, d_hidden=4), TrainConfig(epochs=3), [0],
-                  progress=False)
+                  progress=False, backend=backend)
 
 
 def test_second_run_into_locked_folder_is_refused(tmp_path):

@@ -11,10 +11,13 @@ from hooked_mlp.params import init_params
 from hooked_mlp.reference import reference_train
 from hooked_mlp.training import BatchedTrainer
 
+BOTH = pytest.mark.parametrize("backend", ["c", "torch"])
 
-def test_fast_path_matches_autograd_reference(tiny_cfg, tiny_tcfg):
+
+@BOTH
+def test_fast_path_matches_autograd_reference(tiny_cfg, tiny_tcfg, backend):
     ref = reference_train(tiny_cfg, tiny_tcfg)
-    trainer = BatchedTrainer(tiny_cfg, tiny_tcfg, [tiny_tcfg.seed])
+    trainer = BatchedTrainer(tiny_cfg, tiny_tcfg, [tiny_tcfg.seed], backend=backend)
     for _ in range(tiny_tcfg.epochs):
         trainer.run_epoch()
     got = trainer.params_of(0)
@@ -24,10 +27,13 @@ def test_fast_path_matches_autograd_reference(tiny_cfg, tiny_tcfg):
         torch.testing.assert_close(got[name], ref[name], rtol=1e-5, atol=2e-6)
 
 
-def test_batched_seeds_match_single_runs(tiny_cfg, tiny_tcfg):
-    many = train_many(tiny_cfg, tiny_tcfg, seeds=[4, 1, 9], progress=False)
+@BOTH
+def test_batched_seeds_match_single_runs(tiny_cfg, tiny_tcfg, backend):
+    many = train_many(tiny_cfg, tiny_tcfg, seeds=[4, 1, 9], progress=False, backend=backend)
     for seed, (model, history) in zip([4, 1, 9], many, strict=True):
-        alone, h_alone = train(tiny_cfg, dataclasses.replace(tiny_tcfg, seed=seed), progress=False)
+        alone, h_alone = train(tiny_cfg, dataclasses.replace(tiny_tcfg, seed=seed),
+                               progress=False, backend=backend)
+        assert model.train_info.provenance["backend"] == backend
         assert model.train_info.train_config.seed == seed
         assert torch.equal(model.train_info.train_mask, alone.train_info.train_mask)
         # bit for bit, not just to float tolerance: a seed's numbers do not depend on the
@@ -37,9 +43,10 @@ def test_batched_seeds_match_single_runs(tiny_cfg, tiny_tcfg):
         assert history == h_alone
 
 
-def test_same_seed_gives_identical_weights(tiny_cfg, tiny_tcfg):
-    m1, h1 = train(tiny_cfg, tiny_tcfg, progress=False)
-    m2, h2 = train(tiny_cfg, tiny_tcfg, progress=False)
+@BOTH
+def test_same_seed_gives_identical_weights(tiny_cfg, tiny_tcfg, backend):
+    m1, h1 = train(tiny_cfg, tiny_tcfg, progress=False, backend=backend)
+    m2, h2 = train(tiny_cfg, tiny_tcfg, progress=False, backend=backend)
     for name in ("W_in", "b_in", "W_out", "b_out"):
         assert torch.equal(getattr(m1, name), getattr(m2, name))
     assert h1 == h2
@@ -47,9 +54,10 @@ def test_same_seed_gives_identical_weights(tiny_cfg, tiny_tcfg):
     assert not torch.equal(m1.W_in, m3.W_in)
 
 
-def test_history_and_final_metrics_are_measured(tiny_cfg):
+@BOTH
+def test_history_and_final_metrics_are_measured(tiny_cfg, backend):
     tcfg = TrainConfig(epochs=40, batch_size=32, lr=1e-2, weight_decay=0.1, seed=0)
-    model, history = train(tiny_cfg, tcfg, progress=False)
+    model, history = train(tiny_cfg, tcfg, progress=False, backend=backend)
     assert set(history) == {"train_loss", "train_acc", "val_loss", "val_acc"}
     assert all(len(v) == 40 for v in history.values())
     assert history["train_loss"][-1] < 0.5 * history["train_loss"][0]
@@ -76,13 +84,21 @@ def test_split_seed_shared_across_seeds(tiny_cfg):
     assert torch.equal(m0.train_info.train_mask, split_mask(23, 0.8, 7))
 
 
-def test_partial_last_batch_and_batch_larger_than_data(tiny_cfg):
+@BOTH
+def test_partial_last_batch_and_batch_larger_than_data(tiny_cfg, backend):
     tcfg = TrainConfig(epochs=2, batch_size=1000, seed=0)  # one partial batch per epoch
-    trainer = BatchedTrainer(tiny_cfg, tcfg, [0])
+    trainer = BatchedTrainer(tiny_cfg, tcfg, [0], backend="torch")
     steps = trainer._schedule(0)
     assert len(steps) == 1 and steps[0][4] == trainer.n_train
-    _, history = train(tiny_cfg, tcfg, progress=False)
+    _, history = train(tiny_cfg, tcfg, progress=False, backend=backend)
     assert len(history["train_loss"]) == 2
+    # a batch that does not divide the split: 423 = 6 * 64 + 39, against the reference
+    tcfg = TrainConfig(epochs=3, batch_size=64, seed=1)
+    assert trainer.n_train % 64 == 39
+    model, _ = train(tiny_cfg, tcfg, progress=False, backend=backend)
+    ref = reference_train(tiny_cfg, tcfg)
+    for name in ref:
+        torch.testing.assert_close(getattr(model, name), ref[name], rtol=1e-5, atol=2e-6)
 
 
 @pytest.mark.parametrize(
@@ -90,6 +106,7 @@ def test_partial_last_batch_and_batch_larger_than_data(tiny_cfg):
     [
         ({"device": "tpu"}, ValueError, "device must be 'cpu', 'cuda' or 'cuda:N'"),
         ({"threads": 0}, ValueError, "threads must be a positive integer"),
+        ({"backend": "fast"}, ValueError, "backend must be one of 'auto', 'c', 'torch'"),
         ({"cfg": "big"}, TypeError, "cfg must be an MLPConfig"),
         ({"tcfg": {"epochs": 1}}, TypeError, "tcfg must be a TrainConfig"),
     ],
@@ -117,21 +134,87 @@ def test_bad_seed_lists():
     assert [m.train_info.train_config.seed for m, _ in runs] == [2, 3]
 
 
-def test_four_seeds_on_two_threads_match_each_seed_alone(tiny_cfg, tiny_tcfg):
-    from hooked_mlp.training import default_threads
+@pytest.mark.parametrize(("backend", "threads"), [("c", 2), ("c", 3), ("torch", 2)])
+def test_seeds_on_several_threads_match_each_seed_alone(tiny_cfg, tiny_tcfg, backend, threads):
+    many = train_many(tiny_cfg, tiny_tcfg, seeds=[0, 1, 2, 3], progress=False, threads=threads,
+                      backend=backend)
+    for s in (0, 2, 3):  # seeds from each thread's block
+        alone, h = train(tiny_cfg, dataclasses.replace(tiny_tcfg, seed=s), threads=1,
+                         progress=False, backend=backend)
+        assert torch.equal(many[s][0].W_in, alone.W_in)
+        assert torch.equal(many[s][0].W_out, alone.W_out)
+        assert many[s][1] == h
 
-    assert default_threads(4) == 2  # the batched run takes the two-thread path
-    many = train_many(tiny_cfg, tiny_tcfg, seeds=[0, 1, 2, 3], progress=False)
-    alone, h = train(tiny_cfg, dataclasses.replace(tiny_tcfg, seed=2), threads=1, progress=False)
-    assert torch.equal(many[2][0].W_in, alone.W_in) and torch.equal(many[2][0].W_out, alone.W_out)
-    assert many[2][1] == h
+
+def test_default_threads():
+    from hooked_mlp.training import _cores, default_threads
+
+    cores = _cores()
+    assert default_threads(1, backend="c") == 1
+    assert default_threads(16, backend="c") == min(16, cores)
+    assert default_threads(3, backend="torch") == 1
+    assert default_threads(4, backend="torch") == min(2, cores)
+    assert default_threads(16, device="cpu", backend="torch") == min(2, cores)
 
 
-def test_huge_logits_are_not_mistaken_for_divergence(tiny_cfg):
+@BOTH
+def test_seed_shape_matches_reference_after_one_epoch(backend):
+    """p = 113, 100 neurons, batch 128: 80 steps, against the autograd loop. The C backend sums
+    in another order than torch's (and the reference's) matmuls, and Adam magnifies last-bit
+    differences in gradients that are near zero, so its tolerance is looser."""
+    cfg, tcfg = MLPConfig(), TrainConfig(epochs=1, seed=0)
+    ref = reference_train(cfg, tcfg)
+    trainer = BatchedTrainer(cfg, tcfg, [0], backend=backend)
+    trainer.run_epoch()
+    got = trainer.params_of(0)
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], rtol=0, atol=5e-5)
+
+
+def test_c_and_torch_gradients_agree_on_one_step():
+    """One step at the seed shape from the same start: the first AdamW moment is 0.1 x the
+    gradient, so the two backends' gradients can be compared directly."""
+    cfg, tcfg = MLPConfig(), TrainConfig(epochs=1, seed=5, batch_size=10_215)  # one step
+    moments = []
+    for backend in ("c", "torch"):
+        trainer = BatchedTrainer(cfg, tcfg, [5], backend=backend)
+        trainer.run_epoch()
+        moments.append(trainer.exp_avg / (1 - tcfg.beta1))
+    scale = float(moments[1].abs().max())
+    assert scale > 1e-3
+    torch.testing.assert_close(moments[0], moments[1], rtol=0, atol=1e-5 * scale)
+
+
+def test_the_c_kernel_is_built():
+    """CI builds the extension; a checkout without a C compiler runs on the torch backend."""
+    import os
+
+    from hooked_mlp import cpu_kernel
+
+    if os.environ.get("HOOKED_MLP_BACKEND") == "torch":
+        pytest.skip("HOOKED_MLP_BACKEND=torch")
+    assert cpu_kernel.available(), cpu_kernel._load()[1]
+    assert cpu_kernel.resolve_backend("auto", torch.device("cpu")) == "c"
+    assert cpu_kernel.resolve_backend("auto", torch.device("cuda")) == "torch"
+    with pytest.raises(ValueError, match="backend='c' runs on the CPU only"):
+        cpu_kernel.resolve_backend("c", torch.device("cuda"))
+
+
+def test_backend_from_the_environment(monkeypatch, tiny_cfg):
+    monkeypatch.setenv("HOOKED_MLP_BACKEND", "torch")
+    assert BatchedTrainer(tiny_cfg, TrainConfig(), [0]).backend == "torch"
+    monkeypatch.setenv("HOOKED_MLP_BACKEND", "fastest")
+    with pytest.raises(ValueError, match="the environment variable HOOKED_MLP_BACKEND must be "
+                       "one of 'auto', 'c', 'torch', got 'fastest'"):
+        BatchedTrainer(tiny_cfg, TrainConfig(), [0])
+
+
+@BOTH
+def test_huge_logits_are_not_mistaken_for_divergence(tiny_cfg, backend):
     """Per-sample losses come from logits, so a confident wrong answer (logit gap > 100, where a
     float32 probability underflows to 0) gives a large finite loss, not a false divergence."""
     tcfg = TrainConfig(epochs=1, batch_size=32, lr=1e-6)
-    trainer = BatchedTrainer(tiny_cfg, tcfg, [0])
+    trainer = BatchedTrainer(tiny_cfg, tcfg, [0], backend=backend)
     trainer.param("W_out").mul_(400.0)
     trainer.param("W_in").mul_(40.0)
     trainer.run_epoch()
@@ -142,9 +225,14 @@ def test_huge_logits_are_not_mistaken_for_divergence(tiny_cfg):
 
 
 def test_buffers_follow_the_data_not_the_batch_size():
-    trainer = BatchedTrainer(MLPConfig(p=5, d_hidden=3), TrainConfig(batch_size=2_000_000), [0])
+    trainer = BatchedTrainer(MLPConfig(p=5, d_hidden=3), TrainConfig(batch_size=2_000_000), [0],
+                             backend="torch")
     assert trainer.max_batch == trainer.n_train == 20
     assert trainer.dpost_buf.numel() == 20 * 3
+    # the C kernel sizes its buffers the same way (a huge batch trains, one step per epoch)
+    _, history = train(MLPConfig(p=5, d_hidden=3), TrainConfig(epochs=2, batch_size=2_000_000),
+                       progress=False, backend="c")
+    assert len(history["train_loss"]) == 2
 
 
 def test_threads_are_restored(tiny_cfg):
