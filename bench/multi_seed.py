@@ -13,8 +13,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import interleaved, machine, median
@@ -22,53 +20,59 @@ from hooked_mlp import MLPConfig, TrainConfig
 from hooked_mlp.training import BatchedTrainer, default_threads, torch_threads
 
 
-def runner(n_seeds: int, epochs: int, seeds: list[int] | None = None):
+def runner(n_seeds: int, epochs: int, seeds: list[int] | None = None,
+           threads: int | None = None, backend: str = "auto"):
     seeds = list(range(n_seeds)) if seeds is None else seeds
-    trainer = BatchedTrainer(MLPConfig(), TrainConfig(epochs=epochs), seeds)
-    threads = default_threads(len(seeds))
-    trainer.overlap = threads == 1
+    trainer = BatchedTrainer(MLPConfig(), TrainConfig(epochs=epochs), seeds, backend=backend)
+    threads = default_threads(len(seeds), backend=backend) if threads is None else threads
+    torch_n = trainer.use_threads(threads)
 
     def epoch() -> None:
-        with torch_threads(threads):
+        with torch_threads(torch_n):
             trainer.run_epoch()
             trainer.sync()
 
-    return trainer, epoch
+    return trainer, epoch, threads
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[4, 8, 16])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[2, 4, 8, 16])
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--backend", default="auto", choices=("auto", "c", "torch"))
     args = ap.parse_args()
     print(f"machine: {machine()}")
-    sizes = [1, *args.sizes]
-    runs = {s: runner(s, 2 * args.repeats + 10) for s in sizes}
-    for _, epoch in runs.values():
+    epochs = 2 * args.repeats + 10
+    runs = {f"{s} seeds": runner(s, epochs, backend=args.backend) for s in args.sizes}
+    runs = {"1 seed": runner(1, epochs, backend=args.backend),
+            "1 seed, 1 thread": runner(1, epochs, threads=1, backend=args.backend), **runs}
+    for _, epoch, _ in runs.values():
         epoch()
-    times = interleaved({s: epoch for s, (_, epoch) in runs.items()}, args.repeats)
-    base = 1 / median(times[1])
-    for s in sizes:
-        rate = s / median(times[s])
-        print(f"{s:3d} seed(s), {default_threads(s)} thread(s): {1000 * median(times[s]):7.1f} "
-              f"ms/epoch, {rate:6.1f} seed-epochs/s, {rate / base:4.2f}x one seed")
+    times = interleaved({k: epoch for k, (_, epoch, _) in runs.items()}, args.repeats)
+    base = 1 / median(times["1 seed"])
+    base1 = 1 / median(times["1 seed, 1 thread"])
+    print(f"backend: {runs['1 seed'][0].backend}")
+    for key, (trainer, _, threads) in runs.items():
+        rate = trainer.S / median(times[key])
+        print(f"{key:17s} {threads} thread(s): {1000 * median(times[key]):7.1f} ms/epoch, "
+              f"{rate:6.1f} seed-epochs/s, {rate / base:4.2f}x one seed (default threads), "
+              f"{rate / base1:4.2f}x one seed on one thread")
     # each batched seed against the same seed trained alone, same number of epochs
-    biggest = max(sizes)
+    biggest = f"{max(args.sizes)} seeds"
     batched = runs[biggest][0]
     done = batched.epoch
     worst = 0.0
-    for s in (0, biggest - 1):
-        alone, epoch = runner(1, done, [s])
+    for s in (0, batched.S - 1):
+        alone, epoch, _ = runner(1, done, [s], backend=args.backend)
         for _ in range(done):
             epoch()
         for name, value in alone.params_of(0).items():
             worst = max(worst, float((batched.params_of(s)[name] - value).abs().max()))
         alone.close()
-    for trainer, _ in runs.values():
+    for trainer, _, _ in runs.values():
         trainer.close()
-    print(f"batched ({biggest} seeds) vs the same seeds alone after {done} epochs: "
+    print(f"batched ({biggest}) vs the same seeds alone after {done} epochs: "
           f"max |diff| = {worst:.2e}")
-    torch.set_num_threads(torch.get_num_threads())
 
 
 if __name__ == "__main__":

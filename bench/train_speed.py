@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -30,28 +31,38 @@ from hooked_mlp import MLPConfig, TrainConfig
 from hooked_mlp.training import BatchedTrainer, default_threads, torch_threads
 
 
+def fast_runner(backend: str, epochs: int) -> tuple[BatchedTrainer, Callable[[], None], int]:
+    """One seed with the trainer's defaults for `backend`: (trainer, one epoch, threads)."""
+    trainer = BatchedTrainer(MLPConfig(), TrainConfig(epochs=epochs), [0], backend=backend)
+    threads = default_threads(1, backend=backend)
+    torch_n = trainer.use_threads(threads)
+
+    def epoch() -> None:
+        with torch_threads(torch_n):
+            trainer.run_epoch()
+            trainer.sync()
+
+    return trainer, epoch, threads
+
+
 def per_epoch(repeats: int) -> None:
     default = torch.get_num_threads()
     plain = PlainLoop()
-    fast = BatchedTrainer(MLPConfig(), TrainConfig(epochs=2 * repeats + 10), [0])
-    threads = default_threads(1)
-    fast.overlap = threads == 1
-
-    def fast_epoch() -> None:
-        with torch_threads(threads):
-            fast.run_epoch()
-            fast.sync()
-
-    plain.epoch()
-    fast_epoch()
-    times = interleaved({"plain": plain.epoch, "fast": fast_epoch}, repeats)
-    fast.close()
-    p, f = median(times["plain"]), median(times["fast"])
-    print(f"plain loop   {1000 * p:7.1f} ms/epoch  (torch default threads: {default}; "
+    runs = {b: fast_runner(b, 2 * repeats + 10) for b in ("c", "torch")}
+    candidates = {"plain": plain.epoch, **{b: r[1] for b, r in runs.items()}}
+    for fn in candidates.values():
+        fn()
+    times = interleaved(candidates, repeats)
+    for trainer, _, _ in runs.values():
+        trainer.close()
+    p = median(times["plain"])
+    print(f"plain loop         {1000 * p:7.1f} ms/epoch  (torch default threads: {default}; "
           f"2000 epochs ~ {2000 * p:.0f} s)")
-    print(f"fast path    {1000 * f:7.1f} ms/epoch  ({threads} thread + helper thread; "
-          f"2000 epochs ~ {2000 * f:.0f} s)")
-    print(f"ratio        {p / f:7.1f}x  (median of {repeats} epochs each, interleaved)")
+    for b, label in (("c", "fast path, C"), ("torch", "fast path, torch")):
+        f = median(times[b])
+        print(f"{label:18s} {1000 * f:7.1f} ms/epoch  ({runs[b][2]} thread + helper thread; "
+              f"2000 epochs ~ {2000 * f:.0f} s)  {p / f:5.1f}x the plain loop")
+    print(f"(medians of {repeats} epochs each, interleaved in blocks of 3)")
 
 
 def full_run() -> None:
@@ -66,28 +77,30 @@ def full_run() -> None:
 
 
 def against_reference(epochs: int) -> None:
-    from hooked_mlp.reference import reference_train
-
-    cfg, tcfg = MLPConfig(), TrainConfig(epochs=epochs)
-    trainer = BatchedTrainer(cfg, tcfg, [0])
-    t0 = time.perf_counter()
-    ref = reference_train(cfg, tcfg)
-    t_ref = time.perf_counter() - t0
-    with torch_threads(1):
-        for _ in range(epochs):
-            trainer.run_epoch()
-    got = trainer.params_of(0)
-    worst = max(float((got[k] - ref[k]).abs().max()) for k in ref)
-    print(f"after {epochs} epochs, fast path vs autograd reference (same init and batches): "
-          f"max |diff| = {worst:.2e} (reference took {t_ref:.1f} s)")
     from analyses._common import accuracy
     from hooked_mlp import HookedMLP
     from hooked_mlp.params import TrainInfo
+    from hooked_mlp.reference import reference_train
 
+    cfg, tcfg = MLPConfig(), TrainConfig(epochs=epochs)
+    t0 = time.perf_counter()
+    ref = reference_train(cfg, tcfg)
+    t_ref = time.perf_counter() - t0
+    print(f"autograd reference, {epochs} epochs: {t_ref:.1f} s")
+    results = {"reference": ref}
+    for backend in ("c", "torch"):
+        trainer = BatchedTrainer(cfg, tcfg, [0], backend=backend)
+        with torch_threads(1):
+            for _ in range(epochs):
+                trainer.run_epoch()
+        got = results[f"fast path, {backend}"] = trainer.params_of(0)
+        worst = max(float((got[k] - ref[k]).abs().max()) for k in ref)
+        print(f"after {epochs} epochs, fast path ({backend}) vs autograd reference (same init "
+              f"and batches): max |diff| = {worst:.2e}")
     info = TrainInfo(tcfg, trainer.masks[0].clone())
-    for label, params in (("fast path", got), ("reference", ref)):
+    for label, params in results.items():
         m = HookedMLP.from_params(cfg, params, train_info=info)
-        print(f"  {label:10s} train acc {accuracy(m, 'train'):.4%}, "
+        print(f"  {label:17s} train acc {accuracy(m, 'train'):.4%}, "
               f"val acc {accuracy(m, 'val'):.4%}")
 
 

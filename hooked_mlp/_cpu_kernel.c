@@ -1,7 +1,7 @@
-/* The CPU training kernel: whole epochs of the seed recipe in C, one seed after another.
+/* The CPU training kernel: whole epochs of the seed recipe in C.
  *
- * Python (hooked_mlp/cpu_kernel.py) owns every buffer and the batch order; this file only runs
- * the arithmetic the torch fast path in hooked_mlp/training.py describes, step by step:
+ * Python (hooked_mlp/cpu_kernel.py) owns every buffer; this file runs the arithmetic that the
+ * torch backend in hooked_mlp/training.py describes, step by step:
  *
  *     pre    = W_in[a] + W_in[p + b] + b_in        post = relu(pre)
  *     logits = post @ W_out + b_out                G = (softmax(logits) - onehot(y)) / bs
@@ -10,19 +10,35 @@
  *
  * then one AdamW step exactly as torch.optim.AdamW defines it. The three matrix products go
  * to the BLAS that SciPy ships (its `sgemm`, handed over as a function pointer), held to one
- * thread; the rest is plain loops the compiler vectorises. Each seed is computed on its own,
- * in the same order whatever other seeds share the call, so a seed's numbers never depend on
- * its company. The GIL is released while a call runs, so Python threads can run seeds (or a
- * validation pass) side by side.
+ * thread per caller; the rest is plain loops the compiler vectorises.
+ *
+ * Determinism. Each step is computed as two half-batches (samples [0, h) and [h, bs) with
+ * h = ceil(bs / 2)): each half's gradients go to their own buffer, and AdamW adds the two. So
+ * a seed's arithmetic is fixed by the recipe alone: one thread computing both halves and two
+ * threads computing one half each give the same bits, and so does any set of seeds sharing a
+ * call (each seed is trained on its own, one after another). Loss sums are kept in double, per
+ * half, and added in a fixed order. The batch order is computed here too (see shuffle_order),
+ * equal to hooked_mlp.data.permutations.
+ *
+ * The GIL is released while a call runs, so Python threads can run other seeds, or a
+ * validation pass, side by side.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <dlfcn.h>
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __linux__
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 typedef void (*sgemm_fn)(const char *, const char *, const int *, const int *, const int *,
                          const float *, const float *, const int *, const float *, const int *,
@@ -37,17 +53,65 @@ static threads_local_fn blas_threads_local = NULL; /* OpenBLAS >= 0.3.27, per ca
 #else
 #define HOT
 #endif
+#define INLINE static inline __attribute__((always_inline))
 
-/* C = op(A) @ op(B) in BLAS's column-major terms; row-major callers swap the operands. */
+/* ------------------------------------------------------------------------------ BLAS */
+
+/* C = op(A) @ op(B) in BLAS's column-major terms. */
 static void gemm(char ta, char tb, int m, int n, int k, const float *A, int lda, const float *B,
                  int ldb, float *C, int ldc) {
     const float one = 1.0f, zero = 0.0f;
     blas_sgemm(&ta, &tb, &m, &n, &k, &one, A, &lda, B, &ldb, &zero, C, &ldc);
 }
 
+static int blas_one_thread(void) { return blas_threads_local ? blas_threads_local(1) : -1; }
+static void blas_restore(int before) {
+    if (blas_threads_local && before > 0) blas_threads_local(before);
+}
+
+/* ------------------------------------------------------------------------------ batch order */
+
+INLINE uint32_t mix32(uint32_t x) { /* the 'lowbias32' mixer, as hooked_mlp.data._mix32 */
+    x ^= x >> 16;
+    x *= 0x7FEB352Du;
+    x ^= x >> 15;
+    x *= 0x846CA68Bu;
+    x ^= x >> 16;
+    return x;
+}
+
+/* perm[0..n) sorts i by mix32(prefix ^ i): hooked_mlp.data.permutations for a seed whose draw
+ * has this prefix (the keys there start with these 32 bits, which differ for every i). An LSD
+ * radix sort, 8 bits a pass; `tmp` holds 3n words. */
+static void shuffle_order(uint32_t prefix, int n, int32_t *perm, uint32_t *tmp) {
+    uint32_t *key = tmp, *key2 = tmp + n;
+    int32_t *idx2 = (int32_t *)(tmp + 2 * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        key[i] = mix32(prefix ^ (uint32_t)i);
+        perm[i] = i;
+    }
+    uint32_t *ks = key, *kd = key2;
+    int32_t *is = perm, *id = idx2;
+    for (int shift = 0; shift < 32; shift += 8) {
+        int count[257] = {0};
+        for (int i = 0; i < n; i++) count[((ks[i] >> shift) & 255) + 1]++;
+        for (int d = 0; d < 256; d++) count[d + 1] += count[d];
+        for (int i = 0; i < n; i++) {
+            int at = count[(ks[i] >> shift) & 255]++;
+            kd[at] = ks[i];
+            id[at] = is[i];
+        }
+        uint32_t *kt = ks; ks = kd; kd = kt;
+        int32_t *it = is; is = id; id = it;
+    }
+    /* four passes: the result is back in perm */
+}
+
+/* ------------------------------------------------------------------------------ arithmetic */
+
 /* exp(x) for x <= 0 (Cody-Waite reduction and Cephes' polynomial, ~1 ulp), written so that it
- * vectorises; NaN stays NaN, and below -87 it returns exp(-87) (the softmax ignores it). */
-static inline __attribute__((always_inline)) float exp_nonpositive(float x) {
+ * vectorises; NaN stays NaN, and below -87 it returns exp(-87) < 2e-38 (a softmax ignores it). */
+INLINE float exp_nonpositive(float x) {
     x = x < -87.0f ? -87.0f : x;
     const float shift = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
     float t = x * 1.44269504088896341f + shift;
@@ -85,10 +149,10 @@ HOT static void embed(const float *W_in, const float *b_in, const int32_t *ra, c
 
 /* The logits are held class-major, L[c * ld + i] for sample i: every loop below runs along
  * the samples, so each sample's max, sum and loss are accumulated in its own lane, in the same
- * order whatever the vector width. Adds b_out; per sample, the loss -log p(y) (from the logits,
- * so it cannot underflow) and whether y's logit is the largest. With `scale` != 0, L becomes
- * the gradient (softmax - onehot(y)) * scale. NaN or inf anywhere in a sample's logits makes
- * its loss NaN. `work` holds 4 * ld floats. */
+ * order whatever the vector width. Adds b_out; adds each sample's loss -log p(y) (from the
+ * logits, so it cannot underflow) to *loss_sum and whether y's logit is the largest to *hits.
+ * With `scale` != 0, L becomes the gradient (softmax - onehot(y)) * scale. NaN or inf in a
+ * sample's logits makes its loss NaN. `work` holds 4 * ld floats. */
 HOT static void softmax_cols(float *restrict L, int ld, const float *restrict b_out,
                              const int32_t *restrict y, int bs, int P, float scale,
                              float *restrict work, double *loss_sum, double *hits) {
@@ -115,11 +179,14 @@ HOT static void softmax_cols(float *restrict L, int ld, const float *restrict b_
             s[i] += e;
         }
     }
+    double loss = 0.0, hit = 0.0;
     for (int i = 0; i < bs; i++) {
-        *loss_sum += (m[i] - ly[i]) + logf(s[i]); /* inf - inf and NaN both end up here as NaN */
-        *hits += ly[i] >= m[i];
+        loss += (m[i] - ly[i]) + logf(s[i]); /* inf - inf and NaN both end up here as NaN */
+        hit += ly[i] >= m[i];
         k[i] = scale / s[i];
     }
+    *loss_sum += loss;
+    *hits += hit;
     if (scale == 0.0f) return;
     for (int c = 0; c < P; c++) {
         float *row = L + (size_t)c * ld;
@@ -128,13 +195,14 @@ HOT static void softmax_cols(float *restrict L, int ld, const float *restrict b_
     for (int i = 0; i < bs; i++) L[(size_t)y[i] * ld + i] -= scale;
 }
 
-/* AdamW on n values, as torch.optim.AdamW(weight_decay=wd) defines one step. */
+/* AdamW on n values, as torch.optim.AdamW(weight_decay=wd) defines one step, for the gradient
+ * g1 + g2 (the two half-batches). */
 HOT static void adamw(float *restrict w, float *restrict m, float *restrict v,
-                      const float *restrict g, size_t n, float lr, float b1, float b2, float wd,
-                      float eps, float step_size, float bc2_sqrt) {
+                      const float *restrict g1, const float *restrict g2, size_t n, float lr,
+                      float b1, float b2, float wd, float eps, float step_size, float bc2_sqrt) {
     const float decay = 1.0f - lr * wd;
     for (size_t j = 0; j < n; j++) {
-        float gj = g[j];
+        float gj = g1[j] + g2[j];
         float mj = m[j] + (1.0f - b1) * (gj - m[j]);
         float vj = b2 * v[j] + (1.0f - b2) * gj * gj;
         m[j] = mj;
@@ -143,14 +211,14 @@ HOT static void adamw(float *restrict w, float *restrict m, float *restrict v,
     }
 }
 
-static inline void add_row(float *restrict dst, const float *restrict src, int w) {
+INLINE void add_row(float *restrict dst, const float *restrict src, int w) {
     for (int c = 0; c < w; c++) dst[c] += src[c];
 }
 
-/* The backward pass, once softmax_cols has turned L into the gradient G of the logits. `grad`
- * is laid out [W_in (2p, H); b_in (H); W_out (H, P); b_out (P)], so b_in is W_in's row 2p and
- * b_out is W_out's row H: post's constant column H makes the first product write db_out too,
- * and every sample's dpre is added to rows a, p + b and 2p. */
+/* The backward pass of bs samples, once softmax_cols has turned L into the gradient G of the
+ * logits. `grad` is laid out [W_in (2p, H); b_in (H); W_out (H, P); b_out (P)], so b_in is
+ * W_in's row 2p and b_out is W_out's row H: post's constant column H makes the first product
+ * write db_out too, and every sample's dpre is added to rows a, p + b and 2p. */
 HOT static void backward(const float *W_out, const float *post, const float *G, int ld,
                          const int32_t *ra, const int32_t *rb, int bs, int p, int H, int P,
                          float *dpost, float *grad) {
@@ -172,6 +240,8 @@ HOT static void backward(const float *W_out, const float *post, const float *G, 
     }
 }
 
+/* ------------------------------------------------------------------------------ buffers */
+
 typedef struct {
     float *W_in, *b_in, *W_out, *b_out;
 } Params;
@@ -185,33 +255,32 @@ static Params seed_view(float *base, const Py_ssize_t off[4], int s, int p, int 
     return q;
 }
 
-/* Buffers of one call, for batches of up to bmax samples. */
+/* One thread's buffers, for up to `rows` samples at a time. */
 typedef struct {
     float *mem, *post, *L, *dpost, *grad, *work;
     int32_t *ra, *rb, *y;
-    int ld; /* stride of L: bmax rounded up to 16 floats */
+    int ld; /* stride of L: rows rounded up to 16 floats */
 } Scratch;
 
-static int scratch_alloc(Scratch *sc, int bmax, int p, int H, int P, int with_grad) {
-    const size_t ld = ((size_t)bmax + 15) / 16 * 16;
-    const size_t n_post = (size_t)bmax * (H + 1), n_L = (size_t)P * ld;
-    const size_t n_dpost = with_grad ? (size_t)bmax * H : 0;
+static int scratch_alloc(Scratch *sc, int rows, int p, int H, int P, int with_grad) {
+    const size_t ld = ((size_t)rows + 15) / 16 * 16;
+    const size_t n_post = (size_t)rows * (H + 1), n_L = (size_t)P * ld;
+    const size_t n_dpost = with_grad ? (size_t)rows * H : 0;
     const size_t n_grad = with_grad ? (2 * (size_t)p + 1) * H + ((size_t)H + 1) * P : 0;
-    const size_t n_work = 4 * ld, n_idx = 3 * (size_t)bmax;
-    size_t total = n_post + n_L + n_dpost + n_grad + n_work + n_idx;
-    total = (total + 15) / 16 * 16;
+    const size_t n_work = 4 * ld, n_idx = 3 * (size_t)rows;
+    size_t total = (n_L + n_post + n_dpost + n_grad + n_work + n_idx + 15) / 16 * 16;
     sc->mem = aligned_alloc(64, sizeof(float) * total);
     if (!sc->mem) return 0;
     sc->ld = (int)ld;
-    sc->L = sc->mem; /* L first: 64-byte aligned, and each row of 16k floats stays aligned */
+    sc->L = sc->mem; /* first, so that it is 64-byte aligned, and so is each of its rows */
     sc->post = sc->L + n_L;
     sc->dpost = sc->post + n_post;
     sc->grad = sc->dpost + n_dpost;
     sc->work = sc->grad + n_grad;
     sc->ra = (int32_t *)(sc->work + n_work);
-    sc->rb = sc->ra + bmax;
-    sc->y = sc->rb + bmax;
-    for (int i = 0; i < bmax; i++) sc->post[(size_t)i * (H + 1) + H] = 1.0f;
+    sc->rb = sc->ra + rows;
+    sc->y = sc->rb + rows;
+    for (int i = 0; i < rows; i++) sc->post[(size_t)i * (H + 1) + H] = 1.0f;
     return 1;
 }
 
@@ -226,20 +295,162 @@ static void gather_rows(Scratch *sc, const int64_t *order, int bs, int p, const 
     }
 }
 
-/* logits of bs samples into L (class-major, without b_out) */
+/* logits of bs samples into sc->L (class-major, without b_out) */
 static void forward(const Params *w, Scratch *sc, int bs, int H, int P) {
     embed(w->W_in, w->b_in, sc->ra, sc->rb, bs, H, sc->post);
     /* L[c * ld + i] = sum_h post[i, h] W_out[h, c]: column-major [bs, P] */
     gemm('T', 'T', bs, P, H, sc->post, H + 1, w->W_out, P, sc->L, sc->ld);
 }
 
-static int parse_offsets(PyObject *obj, Py_ssize_t off[4]) {
-    return PyArg_ParseTuple(obj, "nnnn", &off[0], &off[1], &off[2], &off[3]);
+/* ------------------------------------------------------------------------------ two threads */
+
+typedef struct {
+    atomic_int count, phase, sleepers;
+} Barrier;
+
+#ifdef __linux__
+static void sleep_while(atomic_int *addr, int value) {
+    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, value, NULL, NULL, 0);
+}
+static void wake_all(atomic_int *addr) {
+    syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
+}
+#else
+static void sleep_while(atomic_int *addr, int value) { sched_yield(); }
+static void wake_all(atomic_int *addr) {}
+#endif
+
+/* Wait until n threads have arrived. A waiter spins briefly (the other half of a step is
+ * usually microseconds away), then sleeps, so that a busy machine's scheduler can give its
+ * core to the thread being waited for. */
+static void barrier_wait(Barrier *b, int n) {
+    if (n == 1) return;
+    int phase = atomic_load(&b->phase);
+    if (atomic_fetch_add(&b->count, 1) == n - 1) {
+        atomic_store(&b->count, 0);
+        atomic_store(&b->phase, phase + 1);
+        if (atomic_load(&b->sleepers) > 0) wake_all(&b->phase);
+        return;
+    }
+    for (int spins = 0; spins < 4000; spins++) {
+        if (atomic_load_explicit(&b->phase, memory_order_acquire) != phase) return;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+    }
+    atomic_fetch_add(&b->sleepers, 1);
+    while (atomic_load(&b->phase) == phase) sleep_while(&b->phase, phase);
+    atomic_fetch_sub(&b->sleepers, 1);
 }
 
-static int threads_begin(void) { return blas_threads_local ? blas_threads_local(1) : -1; }
-static void threads_end(int before) {
-    if (blas_threads_local && before > 0) blas_threads_local(before);
+/* ------------------------------------------------------------------------------ training */
+
+typedef struct {
+    /* the call */
+    int p, H, P, B, n, s_lo, s_hi, nthreads;
+    Py_ssize_t off[4];
+    float *flat, *mom, *vel;
+    const int64_t *train_idx, *prefixes, *a_of, *b_of, *lab;
+    long long step0;
+    double lr, b1, b2, wd, eps;
+    double *out;
+    /* shared between the threads */
+    Scratch half[2];
+    int64_t *order;  /* [n] this seed's pair indices in batch order */
+    int32_t *perm;   /* [n] */
+    uint32_t *keys;  /* [3n] */
+    double loss[2], hits[2];
+    Barrier bar;
+} Train;
+
+/* Samples [lo, lo + bs) of the epoch as two halves; this thread's share of the step. */
+static void half_step(Train *t, const Params *w, int h, int lo, int bs) {
+    const int first = (bs + 1) / 2, start = h ? first : 0, rows = h ? bs - first : first;
+    Scratch *sc = &t->half[h];
+    t->loss[h] = t->hits[h] = 0.0;
+    if (rows == 0) { /* a batch of one sample: the second half is empty */
+        memset(sc->grad, 0,
+               sizeof(float) * ((2 * (size_t)t->p + 1) * t->H + ((size_t)t->H + 1) * t->P));
+        return;
+    }
+    gather_rows(sc, t->order + lo + start, rows, t->p, t->a_of, t->b_of, t->lab);
+    forward(w, sc, rows, t->H, t->P);
+    softmax_cols(sc->L, sc->ld, w->b_out, sc->y, rows, t->P, 1.0f / (float)bs, sc->work,
+                 &t->loss[h], &t->hits[h]);
+    backward(w->W_out, sc->post, sc->L, sc->ld, sc->ra, sc->rb, rows, t->p, t->H, t->P,
+             sc->dpost, sc->grad);
+}
+
+/* AdamW on the values [lo, hi) of the seed's parameters, taken as W_in, b_in, W_out, b_out
+ * one after another (the layout of the gradient buffers). */
+static void adamw_span(Train *t, Params *w, Params *m, Params *v, size_t lo, size_t hi,
+                       float step_size, float bc2_sqrt) {
+    const size_t sizes[4] = {2 * (size_t)t->p * t->H, (size_t)t->H, (size_t)t->H * t->P,
+                             (size_t)t->P};
+    float *wv[4] = {w->W_in, w->b_in, w->W_out, w->b_out};
+    float *mv[4] = {m->W_in, m->b_in, m->W_out, m->b_out};
+    float *vv[4] = {v->W_in, v->b_in, v->W_out, v->b_out};
+    size_t start = 0;
+    for (int k = 0; k < 4; start += sizes[k], k++) {
+        if (hi <= start || lo >= start + sizes[k]) continue;
+        size_t a = lo > start ? lo - start : 0, b = hi < start + sizes[k] ? hi - start : sizes[k];
+        adamw(wv[k] + a, mv[k] + a, vv[k] + a, t->half[0].grad + start + a,
+              t->half[1].grad + start + a, b - a, (float)t->lr, (float)t->b1, (float)t->b2,
+              (float)t->wd, (float)t->eps, step_size, bc2_sqrt);
+    }
+}
+
+/* The whole call, run by thread `tid` of t->nthreads (1 or 2) in lock-step. */
+static void train_seeds(Train *t, int tid) {
+    const int T = t->nthreads, n = t->n;
+    const size_t total = 2 * (size_t)t->p * t->H + t->H + (size_t)t->H * t->P + t->P;
+    const size_t cut = T == 1 ? total : (total / 2 + 15) / 16 * 16;
+    int before = blas_one_thread();
+    for (int s = t->s_lo; s < t->s_hi; s++) {
+        Params w = seed_view(t->flat, t->off, s, t->p, t->H, t->P);
+        Params m = seed_view(t->mom, t->off, s, t->p, t->H, t->P);
+        Params v = seed_view(t->vel, t->off, s, t->p, t->H, t->P);
+        if (tid == 0) {
+            const int64_t *idx = t->train_idx + (size_t)s * n;
+            shuffle_order((uint32_t)t->prefixes[s], n, t->perm, t->keys);
+            for (int i = 0; i < n; i++) t->order[i] = idx[t->perm[i]];
+        }
+        barrier_wait(&t->bar, T);
+        double loss_sum = 0.0, hits = 0.0;
+        long long step = t->step0;
+        for (int lo = 0; lo < n; lo += t->B) {
+            const int bs = n - lo < t->B ? n - lo : t->B;
+            for (int h = 0; h < 2; h++)
+                if (T == 1 || h == tid) half_step(t, &w, h, lo, bs);
+            barrier_wait(&t->bar, T);
+            if (tid == 0) {
+                loss_sum += t->loss[0];
+                loss_sum += t->loss[1];
+                hits += t->hits[0] + t->hits[1];
+            }
+            step++;
+            /* torch computes the bias corrections in double, then uses them as float */
+            const double bc1 = 1.0 - pow(t->b1, (double)step), bc2 = 1.0 - pow(t->b2, (double)step);
+            const float step_size = (float)(t->lr / bc1), bc2_sqrt = (float)sqrt(bc2);
+            adamw_span(t, &w, &m, &v, tid == 0 ? 0 : cut, tid == 0 ? cut : total, step_size,
+                       bc2_sqrt);
+            barrier_wait(&t->bar, T);
+        }
+        if (tid == 0) {
+            t->out[2 * (size_t)s] = loss_sum / n;
+            t->out[2 * (size_t)s + 1] = hits / n;
+        }
+    }
+    blas_restore(before);
+}
+
+static void *train_worker(void *arg) {
+    train_seeds((Train *)arg, 1);
+    return NULL;
+}
+
+static int parse_offsets(PyObject *obj, Py_ssize_t off[4]) {
+    return PyArg_ParseTuple(obj, "nnnn", &off[0], &off[1], &off[2], &off[3]);
 }
 
 static int check_call(int ok, const char *what) {
@@ -254,116 +465,187 @@ static int check_call(int ok, const char *what) {
     return 1;
 }
 
-/* train_epoch(flat, exp_avg, exp_avg_sq, offsets, s_lo, s_hi, p, H, P, B, n, pairs, a_of, b_of,
- *             labels, step0, lr, beta1, beta2, weight_decay, eps, out)
+/* train_epoch(flat, exp_avg, exp_avg_sq, offsets, s_lo, s_hi, p, H, P, B, n, train_idx,
+ *             prefixes, a_of, b_of, labels, step0, lr, beta1, beta2, weight_decay, eps,
+ *             threads, out)
  * Pointers are addresses of contiguous tensors: float32 buffers laid out as BatchedTrainer's
- * flat buffer (offsets: where W_in, b_in, W_out, b_out start); pairs int64 [S, n], the pair
- * index of each sample in batch order; a_of, b_of, labels int64 [p*p]. Trains seeds
- * s_lo..s_hi-1 for one epoch of ceil(n/B) steps starting after AdamW step step0, and writes
- * each seed's mean train loss and accuracy to out float64 [S, 2]. */
+ * flat buffer (offsets: where W_in, b_in, W_out, b_out start, each block holding all seeds);
+ * train_idx int64 [S, n], each seed's train pairs in ascending order; prefixes int64 [S], the
+ * hash prefix of each seed's batch order this epoch (hooked_mlp.data.hash_prefix); a_of, b_of,
+ * labels int64 [p*p]. Trains seeds s_lo..s_hi-1, one after another, each with `threads` (1 or
+ * 2) threads, for one epoch of ceil(n/B) steps after AdamW step step0, and writes each seed's
+ * mean train loss and accuracy to out float64 [S, 2]. */
 static PyObject *train_epoch(PyObject *self, PyObject *args) {
-    unsigned long long flat_p, m_p, v_p, pairs_p, a_p, b_p, y_p, out_p;
+    unsigned long long flat_p, m_p, v_p, idx_p, pre_p, a_p, b_p, y_p, out_p;
     PyObject *offsets;
-    int s_lo, s_hi, p, H, P, B, n;
-    long long step0;
-    double lr, b1, b2, wd, eps;
-    Py_ssize_t off[4];
-    if (!PyArg_ParseTuple(args, "KKKOiiiiiiiKKKKLdddddK", &flat_p, &m_p, &v_p, &offsets, &s_lo,
-                          &s_hi, &p, &H, &P, &B, &n, &pairs_p, &a_p, &b_p, &y_p, &step0, &lr,
-                          &b1, &b2, &wd, &eps, &out_p) ||
-        !parse_offsets(offsets, off) ||
-        !check_call(p > 0 && H > 0 && P > 0 && B > 0 && n > 0 && s_lo >= 0 && s_hi >= s_lo &&
-                        step0 >= 0, "train_epoch"))
+    Train t;
+    memset(&t, 0, sizeof t);
+    if (!PyArg_ParseTuple(args, "KKKOiiiiiiiKKKKKLdddddiK", &flat_p, &m_p, &v_p, &offsets,
+                          &t.s_lo, &t.s_hi, &t.p, &t.H, &t.P, &t.B, &t.n, &idx_p, &pre_p, &a_p,
+                          &b_p, &y_p, &t.step0, &t.lr, &t.b1, &t.b2, &t.wd, &t.eps, &t.nthreads,
+                          &out_p) ||
+        !parse_offsets(offsets, t.off) ||
+        !check_call(t.p > 0 && t.H > 0 && t.P > 0 && t.B > 0 && t.n > 0 && t.s_lo >= 0 &&
+                        t.s_hi >= t.s_lo && t.step0 >= 0 && (t.nthreads == 1 || t.nthreads == 2),
+                    "train_epoch"))
         return NULL;
-    const int bmax = B < n ? B : n;
-    Scratch sc;
-    if (!scratch_alloc(&sc, bmax, p, H, P, 1)) return PyErr_NoMemory();
-    float *flat = (float *)(uintptr_t)flat_p, *mom = (float *)(uintptr_t)m_p,
-          *vel = (float *)(uintptr_t)v_p;
-    const int64_t *pairs = (const int64_t *)(uintptr_t)pairs_p;
-    const int64_t *a_of = (const int64_t *)(uintptr_t)a_p, *b_of = (const int64_t *)(uintptr_t)b_p,
-                  *lab = (const int64_t *)(uintptr_t)y_p;
-    double *out = (double *)(uintptr_t)out_p;
-    /* grad is laid out [W_in; b_in; W_out; b_out] */
-    const size_t sizes[4] = {2 * (size_t)p * H, (size_t)H, (size_t)H * P, (size_t)P};
-    float *gv[4] = {sc.grad, sc.grad + sizes[0], sc.grad + sizes[0] + sizes[1],
-                    sc.grad + sizes[0] + sizes[1] + sizes[2]};
+    const int bmax = t.B < t.n ? t.B : t.n, rows = (bmax + 1) / 2;
+    int ok = scratch_alloc(&t.half[0], rows, t.p, t.H, t.P, 1);
+    ok = scratch_alloc(&t.half[1], rows, t.p, t.H, t.P, 1) && ok;
+    t.order = malloc(sizeof(int64_t) * (size_t)t.n);
+    t.perm = malloc(sizeof(int32_t) * (size_t)t.n);
+    t.keys = malloc(sizeof(uint32_t) * 3 * (size_t)t.n);
+    if (!ok || !t.order || !t.perm || !t.keys) {
+        free(t.half[0].mem);
+        free(t.half[1].mem);
+        free(t.order);
+        free(t.perm);
+        free(t.keys);
+        return PyErr_NoMemory();
+    }
+    t.flat = (float *)(uintptr_t)flat_p;
+    t.mom = (float *)(uintptr_t)m_p;
+    t.vel = (float *)(uintptr_t)v_p;
+    t.train_idx = (const int64_t *)(uintptr_t)idx_p;
+    t.prefixes = (const int64_t *)(uintptr_t)pre_p;
+    t.a_of = (const int64_t *)(uintptr_t)a_p;
+    t.b_of = (const int64_t *)(uintptr_t)b_p;
+    t.lab = (const int64_t *)(uintptr_t)y_p;
+    t.out = (double *)(uintptr_t)out_p;
 
     Py_BEGIN_ALLOW_THREADS
-    int before = threads_begin();
-    for (int s = s_lo; s < s_hi; s++) {
-        Params w = seed_view(flat, off, s, p, H, P), m = seed_view(mom, off, s, p, H, P),
-               v = seed_view(vel, off, s, p, H, P);
-        float *wv[4] = {w.W_in, w.b_in, w.W_out, w.b_out};
-        float *mv[4] = {m.W_in, m.b_in, m.W_out, m.b_out};
-        float *vv[4] = {v.W_in, v.b_in, v.W_out, v.b_out};
-        double loss_sum = 0.0, hits = 0.0;
-        long long step = step0;
-        for (int lo = 0; lo < n; lo += B) {
-            const int bs = n - lo < B ? n - lo : B;
-            gather_rows(&sc, pairs + (size_t)s * n + lo, bs, p, a_of, b_of, lab);
-            forward(&w, &sc, bs, H, P);
-            softmax_cols(sc.L, sc.ld, w.b_out, sc.y, bs, P, 1.0f / (float)bs, sc.work, &loss_sum,
-                         &hits);
-            backward(w.W_out, sc.post, sc.L, sc.ld, sc.ra, sc.rb, bs, p, H, P, sc.dpost, sc.grad);
-            step++;
-            /* torch computes the bias corrections in double, then uses them as float */
-            const double bc1 = 1.0 - pow(b1, (double)step), bc2 = 1.0 - pow(b2, (double)step);
-            const float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
-            for (int k = 0; k < 4; k++)
-                adamw(wv[k], mv[k], vv[k], gv[k], sizes[k], (float)lr, (float)b1, (float)b2,
-                      (float)wd, (float)eps, step_size, bc2_sqrt);
-        }
-        out[2 * (size_t)s] = loss_sum / n;
-        out[2 * (size_t)s + 1] = hits / n;
-    }
-    threads_end(before);
+    pthread_t worker;
+    if (t.nthreads == 2 && pthread_create(&worker, NULL, train_worker, &t) != 0)
+        t.nthreads = 1; /* no second thread to be had: the same numbers on one */
+    train_seeds(&t, 0);
+    if (t.nthreads == 2) pthread_join(worker, NULL);
     Py_END_ALLOW_THREADS
 
-    free(sc.mem);
+    free(t.half[0].mem);
+    free(t.half[1].mem);
+    free(t.order);
+    free(t.perm);
+    free(t.keys);
     Py_RETURN_NONE;
 }
 
-/* evaluate(flat, offsets, s_lo, s_hi, p, H, P, n, pairs, a_of, b_of, labels, out)
+/* ------------------------------------------------------------------------------ evaluation */
+
+#define EVAL_CHUNK 512
+
+typedef struct {
+    int p, H, P, n, s_lo, s_hi, nthreads, n_chunks;
+    Py_ssize_t off[4];
+    float *flat;
+    const int64_t *pairs, *a_of, *b_of, *lab;
+    double *sums; /* [S, n_chunks, 2]: each chunk's loss and hits */
+    int failed;
+} Eval;
+
+typedef struct {
+    Eval *e;
+    int tid;
+} EvalArg;
+
+/* Thread `tid` evaluates chunks tid, tid + T, ... of every seed. */
+static void *eval_chunks(void *arg) {
+    Eval *e = ((EvalArg *)arg)->e;
+    const int tid = ((EvalArg *)arg)->tid;
+    Scratch sc;
+    if (!scratch_alloc(&sc, EVAL_CHUNK, e->p, e->H, e->P, 0)) {
+        e->failed = 1;
+        return NULL;
+    }
+    int before = blas_one_thread();
+    for (int s = e->s_lo; s < e->s_hi; s++) {
+        Params w = seed_view(e->flat, e->off, s, e->p, e->H, e->P);
+        for (int c = tid; c < e->n_chunks; c += e->nthreads) {
+            const int lo = c * EVAL_CHUNK, bs = e->n - lo < EVAL_CHUNK ? e->n - lo : EVAL_CHUNK;
+            double *out = e->sums + ((size_t)s * e->n_chunks + c) * 2;
+            out[0] = out[1] = 0.0;
+            gather_rows(&sc, e->pairs + (size_t)s * e->n + lo, bs, e->p, e->a_of, e->b_of,
+                        e->lab);
+            forward(&w, &sc, bs, e->H, e->P);
+            softmax_cols(sc.L, sc.ld, w.b_out, sc.y, bs, e->P, 0.0f, sc.work, &out[0], &out[1]);
+        }
+    }
+    blas_restore(before);
+    free(sc.mem);
+    return NULL;
+}
+
+/* evaluate(flat, offsets, s_lo, s_hi, p, H, P, n, pairs, a_of, b_of, labels, threads, out)
  * Mean cross-entropy and accuracy of seeds s_lo..s_hi-1 on n pairs each (pairs int64 [S, n]),
- * into out float64 [S, 2]. */
+ * into out float64 [S, 2]. The pairs are cut into chunks of 512 whose sums are added in chunk
+ * order, so the thread count (1 or 2) does not change the result. */
 static PyObject *evaluate(PyObject *self, PyObject *args) {
     unsigned long long flat_p, pairs_p, a_p, b_p, y_p, out_p;
     PyObject *offsets;
-    int s_lo, s_hi, p, H, P, n;
-    Py_ssize_t off[4];
-    if (!PyArg_ParseTuple(args, "KOiiiiiiKKKKK", &flat_p, &offsets, &s_lo, &s_hi, &p, &H, &P, &n,
-                          &pairs_p, &a_p, &b_p, &y_p, &out_p) ||
-        !parse_offsets(offsets, off) ||
-        !check_call(p > 0 && H > 0 && P > 0 && n > 0 && s_lo >= 0 && s_hi >= s_lo, "evaluate"))
+    Eval e;
+    memset(&e, 0, sizeof e);
+    if (!PyArg_ParseTuple(args, "KOiiiiiiKKKKiK", &flat_p, &offsets, &e.s_lo, &e.s_hi, &e.p,
+                          &e.H, &e.P, &e.n, &pairs_p, &a_p, &b_p, &y_p, &e.nthreads, &out_p) ||
+        !parse_offsets(offsets, e.off) ||
+        !check_call(e.p > 0 && e.H > 0 && e.P > 0 && e.n > 0 && e.s_lo >= 0 &&
+                        e.s_hi >= e.s_lo && (e.nthreads == 1 || e.nthreads == 2),
+                    "evaluate"))
         return NULL;
-    const int chunk = n < 512 ? n : 512;
-    Scratch sc;
-    if (!scratch_alloc(&sc, chunk, p, H, P, 0)) return PyErr_NoMemory();
-    float *flat = (float *)(uintptr_t)flat_p;
-    const int64_t *pairs = (const int64_t *)(uintptr_t)pairs_p;
-    const int64_t *a_of = (const int64_t *)(uintptr_t)a_p, *b_of = (const int64_t *)(uintptr_t)b_p,
-                  *lab = (const int64_t *)(uintptr_t)y_p;
+    e.n_chunks = (e.n + EVAL_CHUNK - 1) / EVAL_CHUNK;
+    e.sums = malloc(sizeof(double) * 2 * (size_t)e.s_hi * e.n_chunks);
+    if (!e.sums) return PyErr_NoMemory();
+    e.flat = (float *)(uintptr_t)flat_p;
+    e.pairs = (const int64_t *)(uintptr_t)pairs_p;
+    e.a_of = (const int64_t *)(uintptr_t)a_p;
+    e.b_of = (const int64_t *)(uintptr_t)b_p;
+    e.lab = (const int64_t *)(uintptr_t)y_p;
     double *out = (double *)(uintptr_t)out_p;
 
     Py_BEGIN_ALLOW_THREADS
-    int before = threads_begin();
-    for (int s = s_lo; s < s_hi; s++) {
-        Params w = seed_view(flat, off, s, p, H, P);
-        double loss_sum = 0.0, hits = 0.0;
-        for (int lo = 0; lo < n; lo += chunk) {
-            const int bs = n - lo < chunk ? n - lo : chunk;
-            gather_rows(&sc, pairs + (size_t)s * n + lo, bs, p, a_of, b_of, lab);
-            forward(&w, &sc, bs, H, P);
-            softmax_cols(sc.L, sc.ld, w.b_out, sc.y, bs, P, 0.0f, sc.work, &loss_sum, &hits);
+    EvalArg args2[2] = {{&e, 0}, {&e, 1}};
+    pthread_t worker;
+    int two = e.nthreads == 2 && e.n_chunks > 1 &&
+              pthread_create(&worker, NULL, eval_chunks, &args2[1]) == 0;
+    if (!two) e.nthreads = 1;
+    eval_chunks(&args2[0]);
+    if (two) pthread_join(worker, NULL);
+    for (int s = e.s_lo; s < e.s_hi; s++) {
+        double loss = 0.0, hits = 0.0;
+        for (int c = 0; c < e.n_chunks; c++) {
+            loss += e.sums[((size_t)s * e.n_chunks + c) * 2];
+            hits += e.sums[((size_t)s * e.n_chunks + c) * 2 + 1];
         }
-        out[2 * (size_t)s] = loss_sum / n;
-        out[2 * (size_t)s + 1] = hits / n;
+        out[2 * (size_t)s] = loss / e.n;
+        out[2 * (size_t)s + 1] = hits / e.n;
     }
-    threads_end(before);
     Py_END_ALLOW_THREADS
 
-    free(sc.mem);
+    free(e.sums);
+    if (e.failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+/* shuffle(prefix, n, out): out int64 [n] = the batch order of a draw with this prefix (for
+ * tests: it must equal hooked_mlp.data.permutations). */
+static PyObject *shuffle(PyObject *self, PyObject *args) {
+    unsigned long long prefix, out_p;
+    int n;
+    if (!PyArg_ParseTuple(args, "KiK", &prefix, &n, &out_p)) return NULL;
+    if (n <= 0 || prefix > 0xFFFFFFFFull) {
+        PyErr_SetString(PyExc_ValueError, "shuffle: n must be positive, prefix 32-bit");
+        return NULL;
+    }
+    int32_t *perm = malloc(sizeof(int32_t) * (size_t)n);
+    uint32_t *tmp = malloc(sizeof(uint32_t) * 3 * (size_t)n);
+    if (!perm || !tmp) {
+        free(perm);
+        free(tmp);
+        return PyErr_NoMemory();
+    }
+    shuffle_order((uint32_t)prefix, n, perm, tmp);
+    int64_t *out = (int64_t *)(uintptr_t)out_p;
+    for (int i = 0; i < n; i++) out[i] = perm[i];
+    free(perm);
+    free(tmp);
     Py_RETURN_NONE;
 }
 
@@ -393,6 +675,7 @@ static PyMethodDef methods[] = {
     {"init", init, METH_O, "Hand the kernel SciPy's sgemm capsule."},
     {"train_epoch", train_epoch, METH_VARARGS, "Train seeds for one epoch (see the source)."},
     {"evaluate", evaluate, METH_VARARGS, "Loss and accuracy of seeds on a split."},
+    {"shuffle", shuffle, METH_VARARGS, "The batch order of a draw (for tests)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -112,28 +112,47 @@ class EpochKernel:
                              f"out {tuple(out.shape)}")
         return pairs.shape[1]
 
-    def train(self, flat: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, pairs: Tensor,
-              seeds: range, step0: int, out: Tensor) -> None:
+    def train(self, flat: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, train_idx: Tensor,
+              prefixes: Tensor, seeds: range, step0: int, threads: int, out: Tensor) -> None:
         """One epoch for seeds `seeds` (a range of rows) after AdamW step `step0`.
 
-        Writes each seed's mean train loss and accuracy (measured in its batch, before the
+        `train_idx` `[S, n]` holds each seed's train pairs in ascending order and `prefixes`
+        `[S]` the hash prefix of this epoch's batch order (`hooked_mlp.data.hash_prefix`).
+        Each seed runs on `threads` threads (1 or 2; the same numbers either way). Writes each
+        seed's mean train loss and accuracy (each sample measured in its batch, before the
         batch's update) into `out` float64 `[S, 2]`.
         """
-        n = self._check(pairs, seeds, out)
+        n = self._check(train_idx, seeds, out)
+        if prefixes.shape != (train_idx.shape[0],):
+            raise ValueError(f"prefixes must be [{train_idx.shape[0]}], got "
+                             f"{tuple(prefixes.shape)}")
         self._k.train_epoch(
             _ptr(flat, torch.float32), _ptr(exp_avg, torch.float32),
             _ptr(exp_avg_sq, torch.float32), self.offsets, seeds.start, seeds.stop,
-            self.p, self.H, self.p, self.B, n, _ptr(pairs, torch.int64),
-            _ptr(self.a_of, torch.int64), _ptr(self.b_of, torch.int64),
-            _ptr(self.labels, torch.int64), int(step0), *self.recipe, _ptr(out, torch.float64),
+            self.p, self.H, self.p, self.B, n, _ptr(train_idx, torch.int64),
+            _ptr(prefixes, torch.int64), _ptr(self.a_of, torch.int64),
+            _ptr(self.b_of, torch.int64), _ptr(self.labels, torch.int64), int(step0),
+            *self.recipe, int(threads), _ptr(out, torch.float64),
         )
 
-    def evaluate(self, flat: Tensor, pairs: Tensor, seeds: range, out: Tensor) -> None:
-        """Mean cross-entropy and accuracy on `pairs` for seeds `seeds`, into `out` `[S, 2]`."""
+    def evaluate(self, flat: Tensor, pairs: Tensor, seeds: range, threads: int,
+                 out: Tensor) -> None:
+        """Mean cross-entropy and accuracy on `pairs` for seeds `seeds`, into `out` `[S, 2]`
+        (`threads` 1 or 2: the same numbers either way)."""
         n = self._check(pairs, seeds, out)
         self._k.evaluate(
             _ptr(flat, torch.float32), self.offsets, seeds.start, seeds.stop, self.p, self.H,
             self.p, n, _ptr(pairs, torch.int64), _ptr(self.a_of, torch.int64),
-            _ptr(self.b_of, torch.int64), _ptr(self.labels, torch.int64),
+            _ptr(self.b_of, torch.int64), _ptr(self.labels, torch.int64), int(threads),
             _ptr(out, torch.float64),
         )
+
+
+def shuffle(prefix: int, n: int) -> Tensor:
+    """The C kernel's batch order for a draw with hash prefix `prefix`: int64 `[n]`."""
+    module, why = _load()
+    if module is None:
+        raise RuntimeError(why)
+    out = torch.empty(n, dtype=torch.int64)
+    module.shuffle(prefix, n, out.data_ptr())
+    return out

@@ -63,17 +63,22 @@ def _mix32_int(x: int) -> int:
     return x ^ (x >> 16)
 
 
+def hash_prefix(seed: int, stream: int, epoch: int) -> int:
+    """The 32-bit hash of `(seed, stream, epoch)` that every key of that draw starts from."""
+    h = _mix32_int((seed & _MASK32) ^ 0x9E3779B9)
+    h = _mix32_int(h ^ (stream & _MASK32))
+    h = _mix32_int(h ^ (epoch & _MASK32))
+    return _mix32_int(h ^ ((epoch >> 32) & _MASK32))
+
+
 def hash_keys(seeds: Tensor, stream: int, epoch: int, n: int) -> Tensor:
     """Pseudo-random sort keys in `[0, 2^62)`: int64 `[len(seeds), n]`.
 
-    Key `[s, i]` depends only on `(seeds[s], stream, epoch, i)`.
+    Key `[s, i]` depends only on `(seeds[s], stream, epoch, i)`. Its top 32 bits,
+    `mix32(prefix ^ i)`, already differ for every `i` (`mix32` is a bijection), so the order of
+    the keys is the order of those bits; the C kernel sorts by them alone.
     """
-    prefix = []
-    for seed in seeds.tolist():
-        h = _mix32_int((seed & _MASK32) ^ 0x9E3779B9)
-        h = _mix32_int(h ^ (stream & _MASK32))
-        h = _mix32_int(h ^ (epoch & _MASK32))
-        prefix.append(_mix32_int(h ^ ((epoch >> 32) & _MASK32)))
+    prefix = [hash_prefix(seed, stream, epoch) for seed in seeds.tolist()]
     h_t = torch.tensor(prefix, dtype=torch.int64, device=seeds.device).reshape(-1, 1)
     idx = torch.arange(n, device=seeds.device, dtype=torch.int64).reshape(1, -1)
     k1 = _mix32(h_t ^ idx)

@@ -17,11 +17,20 @@ from hooked_mlp.params import init_params
 
 
 def reference_train(
-    cfg: MLPConfig, tcfg: TrainConfig, epochs: int | None = None
+    cfg: MLPConfig, tcfg: TrainConfig, epochs: int | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> dict[str, Tensor]:
-    """Train with autograd for `epochs` (default `tcfg.epochs`); returns the parameters."""
+    """Train with autograd for `epochs` (default `tcfg.epochs`); returns the parameters.
+
+    `dtype=torch.float64` runs the same steps in double precision (from the same float32
+    initialisation): a yardstick for how far any float32 implementation drifts from the exact
+    steps, since Adam magnifies last-bit differences in gradients that are near zero.
+    """
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
     p = cfg.p
-    params = {k: v.clone().requires_grad_(True) for k, v in init_params(cfg, tcfg.seed).items()}
+    params = {k: v.to(dtype).clone().requires_grad_(True)
+              for k, v in init_params(cfg, tcfg.seed).items()}
     opt = torch.optim.AdamW(list(params.values()), lr=tcfg.lr, weight_decay=tcfg.weight_decay,
                             betas=(tcfg.beta1, tcfg.beta2), eps=tcfg.eps)
     pairs, labels = dataset(cfg)
@@ -31,7 +40,7 @@ def reference_train(
         order = train_idx[perm]
         for lo in range(0, len(order), tcfg.batch_size):
             idx = order[lo : lo + tcfg.batch_size]
-            x = torch.cat([F.one_hot(pairs[idx, 0], p), F.one_hot(pairs[idx, 1], p)], 1).float()
+            x = torch.cat([F.one_hot(pairs[idx, 0], p), F.one_hot(pairs[idx, 1], p)], 1).to(dtype)
             hidden = torch.relu(x @ params["W_in"] + params["b_in"])
             loss = F.cross_entropy(hidden @ params["W_out"] + params["b_out"], labels[idx])
             opt.zero_grad()

@@ -45,7 +45,14 @@ from torch import Tensor
 
 from hooked_mlp.config import MAX_SEED, MLPConfig, TrainConfig
 from hooked_mlp.cpu_kernel import BACKENDS, EpochKernel, resolve_backend
-from hooked_mlp.data import STREAM_SHUFFLE, dataset, n_train_pairs, permutations, split_masks
+from hooked_mlp.data import (
+    STREAM_SHUFFLE,
+    dataset,
+    hash_prefix,
+    n_train_pairs,
+    permutations,
+    split_masks,
+)
 from hooked_mlp.io import (
     HISTORY_KEYS,
     CheckpointError,
@@ -94,8 +101,8 @@ def default_threads(n_seeds: int, device: str | torch.device = "cpu",
     """CPU threads the trainer uses unless told otherwise.
 
     C backend: one thread per seed up to the cores this process may use (each thread trains a
-    block of seeds with no synchronisation inside an epoch); one seed alone takes one thread,
-    and its validation pass and next batch order run on a helper thread beside it.
+    block of seeds with no synchronisation inside an epoch); a seed alone takes two threads
+    (each computes one half of every batch).
     Torch backend (torch's intra-op threads): one to three seeds, 1 thread (plus the helper);
     their steps are too small to split across cores, and with two threads the OpenMP barriers
     of every op stall whenever another process holds a core. Four seeds or more: 2 threads,
@@ -105,7 +112,7 @@ def default_threads(n_seeds: int, device: str | torch.device = "cpu",
     if dev.type != "cpu":
         return 1
     if resolve_backend(backend, dev) == "c":
-        return max(1, min(n_seeds, _cores()))
+        return max(1, min(max(n_seeds, 2), _cores()))
     return 1 if n_seeds < 4 else max(1, min(2, _cores()))
 
 
@@ -156,6 +163,37 @@ def check_seeds(seeds: Sequence[int]) -> list[int]:
     if len(set(out)) != len(out):
         raise ValueError(f"seeds must be distinct, got {out}")
     return out
+
+
+class _PerSeedThreads:
+    """Chooses one or two threads per seed for the C kernel by timing its epochs.
+
+    Two threads (one half of every batch each) are about 1.45x faster on an idle machine, but
+    they meet at two barriers per step, so when another process holds a core they can be twice
+    as slow as one. Both give bit-identical numbers, so the choice is made by measurement: each
+    is timed, the faster one is used, and the other is tried again every `PROBE_EVERY` epochs.
+    """
+
+    PROBE_EVERY = 16
+
+    def __init__(self) -> None:
+        self.seconds: dict[int, float] = {}
+        self.calls = 0
+
+    def pick(self) -> int:
+        self.calls += 1
+        for n in (2, 1):
+            if n not in self.seconds:
+                return n
+        best = self.best()
+        return 3 - best if self.calls % self.PROBE_EVERY == 0 else best
+
+    def best(self) -> int:
+        return min(self.seconds, key=self.seconds.__getitem__) if self.seconds else 2
+
+    def record(self, n: int, seconds: float) -> None:
+        before = self.seconds.get(n)
+        self.seconds[n] = seconds if before is None else 0.5 * before + 0.5 * seconds
 
 
 class BatchedTrainer:
@@ -242,8 +280,22 @@ class BatchedTrainer:
             self._eval_bags("val")
         self._executor: ThreadPoolExecutor | None = None
         self._workers_pool: ThreadPoolExecutor | None = None
+        self._per_seed = _PerSeedThreads()
         self._pending_eval: tuple[int, Future] | None = None
         self._next_schedule: tuple[int, Future] | None = None
+
+    def use_threads(self, threads: int) -> int:
+        """Spread the work over `threads` CPU threads; returns the torch thread count to set.
+
+        C backend: `threads` worker threads, each training a block of seeds. Torch backend:
+        torch's intra-op threads. Either way, with one thread on a machine with more than one
+        core, the validation pass and the next batch order run on a helper thread (`overlap`).
+        """
+        on_cpu = self.device.type == "cpu"
+        self.overlap = on_cpu and threads == 1 and _cores() > 1
+        self.workers = threads if self.backend == "c" else 1
+        # the C backend's threads are its own: torch's ops around it (the batch order) take one
+        return 1 if self.backend == "c" else threads
 
     # ----------------------------------------------------------------------------- layout
     def _block(self, buf: Tensor, name: str) -> Tensor:
@@ -343,23 +395,24 @@ class BatchedTrainer:
         """
         if self.epoch >= self.tcfg.epochs:
             raise RuntimeError("all epochs are done")
-        make_schedule = self._pairs_order if self.backend == "c" else self._schedule
-        if self._next_schedule is not None and self._next_schedule[0] == self.epoch:
-            schedule = self._next_schedule[1].result()
-        else:
-            schedule = make_schedule(self.epoch)
-        self._next_schedule = None
-        if self.overlap and self.epoch + 1 < self.tcfg.epochs:
-            self._next_schedule = (self.epoch + 1,
-                                   self._pool().submit(make_schedule, self.epoch + 1))
-        if self.backend == "c":
+        if self.backend == "c":  # the batch order is computed in C, from these prefixes
+            prefixes = torch.tensor([hash_prefix(s, STREAM_SHUFFLE, self.epoch)
+                                     for s in self.seeds], dtype=torch.int64)
             out = torch.empty(self.S, 2, dtype=torch.float64)
-            step0 = int(self.step_count)
             self._over_seeds(self.kernel.train, self.flat, self.exp_avg, self.exp_avg_sq,
-                             schedule, step=step0, out=out, workers=self.workers)
+                             self.train_pairs, prefixes, step=int(self.step_count), out=out,
+                             workers=self.workers)
             self.step_count += self.steps_per_epoch
             self.history[self.epoch, :, :2] = out.to(self.history.dtype)
         else:
+            if self._next_schedule is not None and self._next_schedule[0] == self.epoch:
+                schedule = self._next_schedule[1].result()
+            else:
+                schedule = self._schedule(self.epoch)
+            self._next_schedule = None
+            if self.overlap and self.epoch + 1 < self.tcfg.epochs:
+                self._next_schedule = (self.epoch + 1,
+                                       self._pool().submit(self._schedule, self.epoch + 1))
             self._torch_epoch(schedule)
         epoch = self.epoch
         self.epoch += 1
@@ -372,27 +425,38 @@ class BatchedTrainer:
             self._validate(epoch, self.flat)
             self._check_finite(epoch, self.history[epoch, :, 2])
 
-    def _pairs_order(self, epoch: int) -> Tensor:
-        """The C backend's schedule: each seed's train pairs in this epoch's order, `[S, n]`."""
-        perm = permutations(self.seeds_t, STREAM_SHUFFLE, epoch, self.n_train)
-        return self.train_idx.gather(1, perm)
-
     def _over_seeds(self, fn: Any, *args: Any, step: int | None = None, out: Tensor,
                     workers: int) -> None:
-        """Run a C kernel call for all seeds, a block of seeds per worker thread."""
-        S, k = self.S, max(1, min(workers, self.S))
+        """Run a C kernel call for all seeds over `workers` threads: a block of seeds per
+        thread, or, with fewer seeds than threads, up to two threads per seed (the C kernel
+        splits each step in two halves; the numbers are the same either way). Whether two
+        threads per seed pay is measured as the run goes (`_PerSeedThreads`)."""
+        S, choose = self.S, workers >= 2 * self.S
+        training = step is not None
+        inner = 1
+        if choose:
+            inner = self._per_seed.pick() if training else self._per_seed.best()
+        k = max(1, min(workers // inner, S))
         blocks = [range(S * i // k, S * (i + 1) // k) for i in range(k)]
         extra = () if step is None else (step,)
+        start = time.perf_counter()
+        self._run_blocks(k, fn, args, blocks, extra, inner, out)
+        if choose and training:
+            self._per_seed.record(inner, time.perf_counter() - start)
+
+    def _run_blocks(self, k: int, fn: Any, args: tuple, blocks: list[range], extra: tuple,
+                    inner: int, out: Tensor) -> None:
         if k == 1:
-            fn(*args, blocks[0], *extra, out)
+            fn(*args, blocks[0], *extra, inner, out)
             return
         if self._workers_pool is None or self._workers_pool._max_workers != k - 1:
             if self._workers_pool is not None:
                 self._workers_pool.shutdown()
             self._workers_pool = ThreadPoolExecutor(max_workers=k - 1,
                                                     thread_name_prefix="hooked-mlp-seeds")
-        futures = [self._workers_pool.submit(fn, *args, b, *extra, out) for b in blocks[1:]]
-        fn(*args, blocks[0], *extra, out)
+        futures = [self._workers_pool.submit(fn, *args, b, *extra, inner, out)
+                   for b in blocks[1:]]
+        fn(*args, blocks[0], *extra, inner, out)
         for f in futures:
             f.result()
 
@@ -594,12 +658,7 @@ def _drive(
     """Run the remaining epochs; returns the wall time spent."""
     start = time.perf_counter()
     last_post = 0.0
-    on_cpu = trainer.device.type == "cpu"
-    trainer.overlap = on_cpu and threads == 1 and _cores() > 1
-    c_backend = trainer.backend == "c"
-    trainer.workers = threads if c_backend else 1
-    # the C backend's threads are its own: torch's ops around it (the batch order) take one
-    with torch_threads(1 if c_backend else threads), _progress_bar(trainer, progress) as bar, \
+    with torch_threads(trainer.use_threads(threads)), _progress_bar(trainer, progress) as bar, \
             contextlib.closing(trainer):
         while trainer.epoch < trainer.tcfg.epochs:
             trainer.run_epoch()

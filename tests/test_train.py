@@ -150,7 +150,7 @@ def test_default_threads():
     from hooked_mlp.training import _cores, default_threads
 
     cores = _cores()
-    assert default_threads(1, backend="c") == 1
+    assert default_threads(1, backend="c") == min(2, cores)  # two halves of each batch
     assert default_threads(16, backend="c") == min(16, cores)
     assert default_threads(3, backend="torch") == 1
     assert default_threads(4, backend="torch") == min(2, cores)
@@ -183,6 +183,26 @@ def test_c_and_torch_gradients_agree_on_one_step():
     scale = float(moments[1].abs().max())
     assert scale > 1e-3
     torch.testing.assert_close(moments[0], moments[1], rtol=0, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("batch_size", [64, 1, 1000])
+def test_one_seed_on_two_threads_is_bit_identical_to_one_thread(tiny_cfg, batch_size):
+    """The C kernel computes every batch as two halves; two threads take one half each."""
+    tcfg = TrainConfig(epochs=3, batch_size=batch_size, seed=2)
+    runs = [train(tiny_cfg, tcfg, threads=t, progress=False, backend="c") for t in (1, 2)]
+    for name in ("W_in", "b_in", "W_out", "b_out"):
+        assert torch.equal(getattr(runs[0][0], name), getattr(runs[1][0], name)), name
+    assert runs[0][1] == runs[1][1]
+    assert runs[0][0].train_info.metrics == runs[1][0].train_info.metrics
+
+
+def test_c_batch_order_is_the_documented_one():
+    from hooked_mlp.cpu_kernel import shuffle
+    from hooked_mlp.data import STREAM_SHUFFLE, hash_prefix, permutations
+
+    for seed, epoch, n in [(0, 0, 10_215), (7, 1999, 423), (2**32 - 1, 5, 1), (3, 2**33, 300)]:
+        want = permutations(torch.tensor([seed]), STREAM_SHUFFLE, epoch, n)[0]
+        assert torch.equal(shuffle(hash_prefix(seed, STREAM_SHUFFLE, epoch), n), want)
 
 
 def test_the_c_kernel_is_built():
