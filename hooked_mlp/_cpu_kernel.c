@@ -195,19 +195,37 @@ HOT static void softmax_cols(float *restrict L, int ld, const float *restrict b_
     for (int i = 0; i < bs; i++) L[(size_t)y[i] * ld + i] -= scale;
 }
 
+/* The scalars of one AdamW step, each computed in double and then rounded once, as torch
+ * does (1 - beta2 from a float beta2 would be off by 1e-5 of itself). */
+typedef struct {
+    float decay, b2, one_minus_b1, one_minus_b2, eps, step_size, bc2_sqrt;
+} AdamScalars;
+
+static AdamScalars adam_scalars(double lr, double b1, double b2, double wd, double eps,
+                                long long step) {
+    AdamScalars a;
+    a.decay = (float)(1.0 - lr * wd);
+    a.b2 = (float)b2;
+    a.one_minus_b1 = (float)(1.0 - b1);
+    a.one_minus_b2 = (float)(1.0 - b2);
+    a.eps = (float)eps;
+    a.step_size = (float)(lr / (1.0 - pow(b1, (double)step)));
+    a.bc2_sqrt = (float)sqrt(1.0 - pow(b2, (double)step));
+    return a;
+}
+
 /* AdamW on n values, as torch.optim.AdamW(weight_decay=wd) defines one step, for the gradient
  * g1 + g2 (the two half-batches). */
 HOT static void adamw(float *restrict w, float *restrict m, float *restrict v,
-                      const float *restrict g1, const float *restrict g2, size_t n, float lr,
-                      float b1, float b2, float wd, float eps, float step_size, float bc2_sqrt) {
-    const float decay = 1.0f - lr * wd;
+                      const float *restrict g1, const float *restrict g2, size_t n,
+                      AdamScalars a) {
     for (size_t j = 0; j < n; j++) {
         float gj = g1[j] + g2[j];
-        float mj = m[j] + (1.0f - b1) * (gj - m[j]);
-        float vj = b2 * v[j] + (1.0f - b2) * gj * gj;
+        float mj = m[j] + a.one_minus_b1 * (gj - m[j]);
+        float vj = a.b2 * v[j] + a.one_minus_b2 * gj * gj;
         m[j] = mj;
         v[j] = vj;
-        w[j] = w[j] * decay - step_size * mj / (sqrtf(vj) / bc2_sqrt + eps);
+        w[j] = w[j] * a.decay - a.step_size * mj / (sqrtf(vj) / a.bc2_sqrt + a.eps);
     }
 }
 
@@ -384,7 +402,7 @@ static void half_step(Train *t, const Params *w, int h, int lo, int bs) {
 /* AdamW on the values [lo, hi) of the seed's parameters, taken as W_in, b_in, W_out, b_out
  * one after another (the layout of the gradient buffers). */
 static void adamw_span(Train *t, Params *w, Params *m, Params *v, size_t lo, size_t hi,
-                       float step_size, float bc2_sqrt) {
+                       AdamScalars adam) {
     const size_t sizes[4] = {2 * (size_t)t->p * t->H, (size_t)t->H, (size_t)t->H * t->P,
                              (size_t)t->P};
     float *wv[4] = {w->W_in, w->b_in, w->W_out, w->b_out};
@@ -395,8 +413,7 @@ static void adamw_span(Train *t, Params *w, Params *m, Params *v, size_t lo, siz
         if (hi <= start || lo >= start + sizes[k]) continue;
         size_t a = lo > start ? lo - start : 0, b = hi < start + sizes[k] ? hi - start : sizes[k];
         adamw(wv[k] + a, mv[k] + a, vv[k] + a, t->half[0].grad + start + a,
-              t->half[1].grad + start + a, b - a, (float)t->lr, (float)t->b1, (float)t->b2,
-              (float)t->wd, (float)t->eps, step_size, bc2_sqrt);
+              t->half[1].grad + start + a, b - a, adam);
     }
 }
 
@@ -429,11 +446,8 @@ static void train_seeds(Train *t, int tid) {
                 hits += t->hits[0] + t->hits[1];
             }
             step++;
-            /* torch computes the bias corrections in double, then uses them as float */
-            const double bc1 = 1.0 - pow(t->b1, (double)step), bc2 = 1.0 - pow(t->b2, (double)step);
-            const float step_size = (float)(t->lr / bc1), bc2_sqrt = (float)sqrt(bc2);
-            adamw_span(t, &w, &m, &v, tid == 0 ? 0 : cut, tid == 0 ? cut : total, step_size,
-                       bc2_sqrt);
+            adamw_span(t, &w, &m, &v, tid == 0 ? 0 : cut, tid == 0 ? cut : total,
+                       adam_scalars(t->lr, t->b1, t->b2, t->wd, t->eps, step));
             barrier_wait(&t->bar, T);
         }
         if (tid == 0) {

@@ -1,6 +1,6 @@
 """Regenerate the shipped models: the seed recipe, seeds 0-4, trained by `hooked-mlp train`.
 
-    .venv/bin/python scripts/make_pretrained.py            # about 3-4 minutes on 2 cores
+    .venv/bin/python scripts/make_pretrained.py            # about a minute on 2 cores
 
 Trains into a temporary folder with the CLI (one batched run), copies the checkpoints into
 `hooked_mlp/pretrained/`, and rewrites `hooked_mlp/pretrained/README.md` from their metadata.
@@ -55,16 +55,17 @@ model's own seed. Accuracies and losses are measured from the weights on the who
 {chr(10).join(rows)}
 
 Provenance (also in each file's metadata, shown by `hooked-mlp info`): hooked-mlp
-{pv['hooked_mlp']}, torch {pv['torch']}, {pv['device']}, {pv['threads']} thread(s), seeds
+{pv['hooked_mlp']}, torch {pv['torch']}, {pv['device']}, {pv.get('backend', 'torch')} backend,
+{pv['threads']} thread(s), seeds
 {pv['batched_seeds']} trained in one batched run in {pv['wall_s']:.0f} s, finished
 {pv['finished']}. Command (the output folder was a temporary one):
 
     {pv['command']}
 
 Regenerate all of them with `python scripts/make_pretrained.py`. The same command on another
-machine or torch build gives the same recipe, splits and batch order but not bit-identical
-weights (floating-point matmul kernels differ); on the same machine and thread count it is
-bit-identical.
+machine, BLAS or torch build gives the same recipe, splits and batch order but not
+bit-identical weights (floating-point matrix kernels differ); on the same machine and backend
+it is bit-identical, whatever the thread count.
 """
     atomic_write_text(DEST / "README.md", text)
     print(f"wrote {len(rows)} models and {DEST / 'README.md'}")
