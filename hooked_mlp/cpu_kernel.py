@@ -2,10 +2,12 @@
 
 The trainer has two backends that compute the same steps (see `hooked_mlp.training`):
 
-- `"c"`: whole epochs in C, one seed after another, with the three matrix products in the BLAS
-  that SciPy ships (called through `scipy.linalg.cython_blas`, held to one thread per call).
-  Several seeds run on several threads, a block of seeds per thread, with no synchronisation
-  inside an epoch. CPU only; the extension is built when the package is installed.
+- `"c"`: whole epochs in C (batch order, forward, backward, AdamW, validation), one seed after
+  another, with the three matrix products in the BLAS that SciPy ships (called through
+  `scipy.linalg.cython_blas`, one BLAS thread per caller). Several seeds run on several
+  threads, a block of seeds per thread, with no synchronisation inside an epoch; a seed alone
+  can use two threads, one half of every batch each, with the same numbers as one thread.
+  CPU only; the extension is built when the package is installed.
 - `"torch"`: the same steps as batched torch ops; any device. The CPU falls back to it when the
   extension is missing (installed without a C compiler).
 
@@ -105,11 +107,21 @@ class EpochKernel:
         self.recipe = (float(lr), float(betas[0]), float(betas[1]), float(weight_decay),
                        float(eps))
 
-    def _check(self, pairs: Tensor, seeds: range, out: Tensor) -> int:
+    def _check(self, pairs: Tensor, seeds: range, out: Tensor, *flats: Tensor) -> int:
+        """Shapes the C code relies on: it reads and writes through raw pointers."""
         S = pairs.shape[0]
         if pairs.ndim != 2 or not 0 <= seeds.start <= seeds.stop <= S or out.shape != (S, 2):
             raise ValueError(f"the C kernel got pairs {tuple(pairs.shape)}, seeds {seeds} and "
                              f"out {tuple(out.shape)}")
+        end = self.offsets[3] + S * self.p  # b_out, the last block, holds S * p values
+        for flat in flats:
+            if flat.numel() < end:
+                raise ValueError(f"the C kernel needs parameter buffers of at least {end} "
+                                 f"values for {S} seeds, got {flat.numel()}")
+        if pairs.numel():
+            lo, hi = torch.aminmax(pairs)
+            if int(lo) < 0 or int(hi) >= self.a_of.numel():
+                raise ValueError(f"pair indices must be in [0, {self.a_of.numel()})")
         return pairs.shape[1]
 
     def train(self, flat: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, train_idx: Tensor,
@@ -122,7 +134,7 @@ class EpochKernel:
         seed's mean train loss and accuracy (each sample measured in its batch, before the
         batch's update) into `out` float64 `[S, 2]`.
         """
-        n = self._check(train_idx, seeds, out)
+        n = self._check(train_idx, seeds, out, flat, exp_avg, exp_avg_sq)
         if prefixes.shape != (train_idx.shape[0],):
             raise ValueError(f"prefixes must be [{train_idx.shape[0]}], got "
                              f"{tuple(prefixes.shape)}")
@@ -139,7 +151,7 @@ class EpochKernel:
                  out: Tensor) -> None:
         """Mean cross-entropy and accuracy on `pairs` for seeds `seeds`, into `out` `[S, 2]`
         (`threads` 1 or 2: the same numbers either way)."""
-        n = self._check(pairs, seeds, out)
+        n = self._check(pairs, seeds, out, flat)
         self._k.evaluate(
             _ptr(flat, torch.float32), self.offsets, seeds.start, seeds.stop, self.p, self.H,
             self.p, n, _ptr(pairs, torch.int64), _ptr(self.a_of, torch.int64),

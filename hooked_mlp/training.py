@@ -32,6 +32,7 @@ import operator
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
@@ -168,32 +169,35 @@ def check_seeds(seeds: Sequence[int]) -> list[int]:
 class _PerSeedThreads:
     """Chooses one or two threads per seed for the C kernel by timing its epochs.
 
-    Two threads (one half of every batch each) are about 1.45x faster on an idle machine, but
+    Two threads (one half of every batch each) are about 1.4x faster on an idle machine, but
     they meet at two barriers per step, so when another process holds a core they can be twice
     as slow as one. Both give bit-identical numbers, so the choice is made by measurement: each
-    is timed, the faster one is used, and the other is tried again every `PROBE_EVERY` epochs.
+    is timed on two epochs first, then the one with the fastest of its last three epochs is
+    used, and the other is tried again every `PROBE_EVERY` epochs. (The fastest, not the mean:
+    a first epoch or a passing hiccup must not condemn an option for long; a lasting slowdown
+    fills the window within three epochs.)
     """
 
     PROBE_EVERY = 16
 
     def __init__(self) -> None:
-        self.seconds: dict[int, float] = {}
+        self.recent: dict[int, deque[float]] = {1: deque(maxlen=3), 2: deque(maxlen=3)}
         self.calls = 0
+
+    def best(self) -> int:
+        measured = {n: min(v) for n, v in self.recent.items() if v}
+        return min(measured, key=measured.__getitem__) if measured else 2
 
     def pick(self) -> int:
         self.calls += 1
         for n in (2, 1):
-            if n not in self.seconds:
+            if len(self.recent[n]) < 2:
                 return n
         best = self.best()
         return 3 - best if self.calls % self.PROBE_EVERY == 0 else best
 
-    def best(self) -> int:
-        return min(self.seconds, key=self.seconds.__getitem__) if self.seconds else 2
-
     def record(self, n: int, seconds: float) -> None:
-        before = self.seconds.get(n)
-        self.seconds[n] = seconds if before is None else 0.5 * before + 0.5 * seconds
+        self.recent[n].append(seconds)
 
 
 class BatchedTrainer:

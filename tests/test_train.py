@@ -269,3 +269,36 @@ def test_threads_are_restored(tiny_cfg):
     before = torch.get_num_threads()
     train(tiny_cfg, TrainConfig(epochs=1), threads=2, progress=False)
     assert torch.get_num_threads() == before
+
+
+def test_c_kernel_refuses_buffers_it_would_overrun(tiny_cfg):
+    trainer = BatchedTrainer(tiny_cfg, TrainConfig(epochs=1), [0, 1], backend="c")
+    k, out = trainer.kernel, torch.empty(2, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="parameter buffers of at least"):
+        k.evaluate(trainer.flat[:100], trainer.val_pairs, range(2), 1, out)
+    with pytest.raises(ValueError, match=r"pair indices must be in \[0, 529\)"):
+        k.evaluate(trainer.flat, trainer.val_pairs + 529, range(2), 1, out)
+    with pytest.raises(ValueError, match="the C kernel got pairs"):
+        k.evaluate(trainer.flat, trainer.val_pairs, range(3), 1, out)
+    with pytest.raises(ValueError, match="contiguous CPU torch.int64"):
+        k.evaluate(trainer.flat, trainer.val_pairs.int(), range(2), 1, out)
+    k.evaluate(trainer.flat, trainer.val_pairs, range(2), 1, out)  # and the real thing works
+    assert torch.isfinite(out).all()
+
+
+def test_per_seed_thread_choice_follows_the_measurements():
+    from hooked_mlp.training import _PerSeedThreads
+
+    choice = _PerSeedThreads()
+    seen = []
+    for epoch in range(60):
+        n = choice.pick()
+        seen.append(n)
+        slow_two = 20 <= epoch < 40  # another process holds a core: two threads are slower
+        choice.record(n, {1: 10.0, 2: 20.0 if slow_two else 7.0}[n] + (50.0 if epoch == 0 else 0))
+    assert seen[:4] == [2, 2, 1, 1]  # each measured twice (the first epoch is slow: warm-up)
+    assert seen[4:20].count(2) >= 14  # then two threads, the faster
+    assert seen[24:40].count(1) >= 14  # within three slow epochs, back to one
+    # and the next probe (every 16th epoch: the 48th) finds two threads fast again
+    assert seen[40:47] == [1] * 7 and seen[47:] == [2] * 13
+    assert choice.best() == 2
