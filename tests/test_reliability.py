@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _backends import BACKENDS
 
 from hooked_mlp import MLPConfig, TrainConfig, load, resume_run, train_run
 from hooked_mlp.io import read_safetensors
@@ -116,7 +117,7 @@ def _poison(monkeypatch, epochs, index: int, value: float):
     return real
 
 
-@pytest.mark.parametrize("backend", ["c", "torch"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, backend):
     real = _poison(monkeypatch, {7}, 0, float("nan"))  # W_in[0, 0], as epoch 8 starts
     run = tmp_path / "nan"
@@ -136,7 +137,7 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch, 
     assert load(path).train_info.provenance["backend"] == backend  # resume keeps the backend
 
 
-@pytest.mark.parametrize("backend", ["c", "torch"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_divergence_without_checkpoints_says_so(tmp_path, monkeypatch, backend):
     _poison(monkeypatch, range(3), 3, float("inf"))
     with pytest.raises(TrainingDivergedError, match="no checkpoint had been written"):

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from _backends import BACKENDS, needs_c
 
 from hooked_mlp import MLPConfig, TrainConfig, train, train_many
 from hooked_mlp.data import dataset, split_mask
@@ -11,7 +12,7 @@ from hooked_mlp.params import init_params
 from hooked_mlp.reference import reference_train
 from hooked_mlp.training import BatchedTrainer
 
-BOTH = pytest.mark.parametrize("backend", ["c", "torch"])
+BOTH = pytest.mark.parametrize("backend", BACKENDS)
 
 
 @BOTH
@@ -134,7 +135,9 @@ def test_bad_seed_lists():
     assert [m.train_info.train_config.seed for m, _ in runs] == [2, 3]
 
 
-@pytest.mark.parametrize(("backend", "threads"), [("c", 2), ("c", 3), ("torch", 2)])
+@pytest.mark.parametrize(("backend", "threads"), [pytest.param("c", 2, marks=needs_c),
+                                                  pytest.param("c", 3, marks=needs_c),
+                                                  ("torch", 2)])
 def test_seeds_on_several_threads_match_each_seed_alone(tiny_cfg, tiny_tcfg, backend, threads):
     many = train_many(tiny_cfg, tiny_tcfg, seeds=[0, 1, 2, 3], progress=False, threads=threads,
                       backend=backend)
@@ -146,6 +149,7 @@ def test_seeds_on_several_threads_match_each_seed_alone(tiny_cfg, tiny_tcfg, bac
         assert many[s][1] == h
 
 
+@needs_c
 def test_default_threads():
     from hooked_mlp.training import _cores, default_threads
 
@@ -181,6 +185,7 @@ def test_seed_shape_matches_reference_after_one_epoch(backend):
         torch.testing.assert_close(got[name], ref[name], rtol=0, atol=3e-6)
 
 
+@needs_c
 def test_c_and_torch_gradients_agree_on_one_step():
     """One step at the seed shape from the same start: the first AdamW moment is 0.1 x the
     gradient, so the two backends' gradients can be compared directly."""
@@ -195,6 +200,7 @@ def test_c_and_torch_gradients_agree_on_one_step():
     torch.testing.assert_close(moments[0], moments[1], rtol=0, atol=1e-5 * scale)
 
 
+@needs_c
 @pytest.mark.parametrize("batch_size", [64, 1, 1000])
 def test_one_seed_on_two_threads_is_bit_identical_to_one_thread(tiny_cfg, batch_size):
     """The C kernel computes every batch as two halves; two threads take one half each."""
@@ -206,6 +212,7 @@ def test_one_seed_on_two_threads_is_bit_identical_to_one_thread(tiny_cfg, batch_
     assert runs[0][0].train_info.metrics == runs[1][0].train_info.metrics
 
 
+@needs_c
 def test_c_batch_order_is_the_documented_one():
     from hooked_mlp.cpu_kernel import shuffle
     from hooked_mlp.data import STREAM_SHUFFLE, hash_prefix, permutations
@@ -254,6 +261,7 @@ def test_huge_logits_are_not_mistaken_for_divergence(tiny_cfg, backend):
     assert loss == pytest.approx(float(exact[0]), rel=0.05)
 
 
+@needs_c
 def test_buffers_follow_the_data_not_the_batch_size():
     trainer = BatchedTrainer(MLPConfig(p=5, d_hidden=3), TrainConfig(batch_size=2_000_000), [0],
                              backend="torch")
@@ -271,6 +279,7 @@ def test_threads_are_restored(tiny_cfg):
     assert torch.get_num_threads() == before
 
 
+@needs_c
 def test_c_kernel_refuses_buffers_it_would_overrun(tiny_cfg):
     trainer = BatchedTrainer(tiny_cfg, TrainConfig(epochs=1), [0, 1], backend="c")
     k, out = trainer.kernel, torch.empty(2, 2, dtype=torch.float64)
