@@ -1,9 +1,11 @@
 """The trainer: the seed recipe, fast, for one seed or many at once, resumable.
 
-The fast path writes the forward and backward pass of the one-hidden-layer MLP by hand, for `S`
-seeds stacked along a leading dimension (batched matmuls), on one flat parameter buffer updated
-by torch's own fused AdamW kernel (`torch.optim.AdamW(fused=True)` calls the same op). One seed
-is simply `S = 1`. Per step of batch `B`:
+Two backends compute the same steps (`hooked_mlp.cpu_kernel` chooses): `"c"`, a C extension
+that runs whole epochs on the CPU (the default there), and `"torch"`, below, for any device.
+The torch backend writes the forward and backward pass of the one-hidden-layer MLP by hand,
+for `S` seeds stacked along a leading dimension (batched matmuls), on one flat parameter buffer
+updated by torch's own fused AdamW kernel (`torch.optim.AdamW(fused=True)` calls the same op).
+One seed is simply `S = 1`. Per step of batch `B`:
 
     pre    = W_in[a] + W_in[p + b] + b_in          # [S, B, H]   one embedding_bag lookup
     post   = relu(pre)
@@ -13,10 +15,12 @@ is simply `S = 1`. Per step of batch `B`:
     dpre   = (G @ W_out^T) * (pre > 0)             # [S, B, H]
     dW_in  = index_add(dpre at rows a and p + b);  db_in = sum dpre
 
-which is what autograd computes for `cross_entropy(model(tokens), y)` (tests check it against an
-autograd loop). The batches are the same for a seed whether it trains alone or with others, on
-any device: see `hooked_mlp.data` for the counter-based shuffle. On the CPU a seed trained with
-others is bit-identical to the same seed trained alone.
+which is what autograd computes for `cross_entropy(model(tokens), y)` (tests check both backends
+against an autograd loop). The C kernel computes the same per seed, each step as two
+half-batches whose gradients AdamW adds (`hooked_mlp/_cpu_kernel.c`). The batches are the same
+for a seed whether it trains alone or with others, on any device and backend: see
+`hooked_mlp.data` for the counter-based shuffle. On the CPU a seed trained with others is
+bit-identical to the same seed trained alone with the same backend.
 
 Per-epoch history: `train_loss`/`train_acc` are per-sample means over that epoch, each sample
 measured in its batch before the batch's update (what a standard loop reports);
@@ -393,9 +397,10 @@ class BatchedTrainer:
     def run_epoch(self) -> None:
         """Train one epoch for every seed and record its history row.
 
-        With `overlap` on (a CPU run on one torch thread), the next epoch's batch schedule and
-        this epoch's validation pass run on a helper thread, on a snapshot of the parameters,
-        while the next epoch trains; the numbers are the same either way. `sync()` waits for it.
+        With `overlap` on (a CPU run on one thread), this epoch's validation pass (and, with the
+        torch backend, the next epoch's batch schedule) runs on a helper thread, on a snapshot
+        of the parameters, while the next epoch trains; the numbers are the same either way.
+        `sync()` waits for it.
         """
         if self.epoch >= self.tcfg.epochs:
             raise RuntimeError("all epochs are done")
