@@ -47,3 +47,23 @@ def interleaved(
 
 def median(xs: list[float]) -> float:
     return statistics.median(xs)
+
+
+def epoch_runner(seeds: list[int], epochs: int, threads: int | None = None,
+                 backend: str = "auto"):
+    """A trainer for `seeds` (the seed recipe, `epochs` long) set up as `hooked-mlp train`
+    would run it: returns (trainer, a function that trains one epoch and waits for its
+    validation, the thread count)."""
+    from hooked_mlp import MLPConfig, TrainConfig
+    from hooked_mlp.training import BatchedTrainer, default_threads, torch_threads
+
+    trainer = BatchedTrainer(MLPConfig(), TrainConfig(epochs=epochs), seeds, backend=backend)
+    threads = default_threads(len(seeds), backend=backend) if threads is None else threads
+    torch_n = trainer.use_threads(threads)
+
+    def epoch() -> None:
+        with torch_threads(torch_n):
+            trainer.run_epoch()
+            trainer.sync()
+
+    return trainer, epoch, threads

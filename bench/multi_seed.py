@@ -15,24 +15,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import interleaved, machine, median
-from hooked_mlp import MLPConfig, TrainConfig
-from hooked_mlp.training import BatchedTrainer, default_threads, torch_threads
+from bench._common import epoch_runner, interleaved, machine, median
 
 
 def runner(n_seeds: int, epochs: int, seeds: list[int] | None = None,
            threads: int | None = None, backend: str = "auto"):
-    seeds = list(range(n_seeds)) if seeds is None else seeds
-    trainer = BatchedTrainer(MLPConfig(), TrainConfig(epochs=epochs), seeds, backend=backend)
-    threads = default_threads(len(seeds), backend=backend) if threads is None else threads
-    torch_n = trainer.use_threads(threads)
-
-    def epoch() -> None:
-        with torch_threads(torch_n):
-            trainer.run_epoch()
-            trainer.sync()
-
-    return trainer, epoch, threads
+    return epoch_runner(list(range(n_seeds)) if seeds is None else seeds, epochs, threads,
+                        backend)
 
 
 def main() -> None:

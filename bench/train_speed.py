@@ -19,37 +19,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import interleaved, machine, median
+from bench._common import epoch_runner, interleaved, machine, median
 from bench.plain_loop import PlainLoop
 from hooked_mlp import MLPConfig, TrainConfig
 from hooked_mlp.training import BatchedTrainer, default_threads, torch_threads
 
 
-def fast_runner(backend: str, epochs: int) -> tuple[BatchedTrainer, Callable[[], None], int]:
-    """One seed with the trainer's defaults for `backend`: (trainer, one epoch, threads)."""
-    trainer = BatchedTrainer(MLPConfig(), TrainConfig(epochs=epochs), [0], backend=backend)
-    threads = default_threads(1, backend=backend)
-    torch_n = trainer.use_threads(threads)
-
-    def epoch() -> None:
-        with torch_threads(torch_n):
-            trainer.run_epoch()
-            trainer.sync()
-
-    return trainer, epoch, threads
-
-
 def per_epoch(repeats: int) -> None:
     default = torch.get_num_threads()
     plain = PlainLoop()
-    runs = {b: fast_runner(b, 2 * repeats + 10) for b in ("c", "torch")}
+    runs = {b: epoch_runner([0], 2 * repeats + 10, backend=b) for b in ("c", "torch")}
     candidates = {"plain": plain.epoch, **{b: r[1] for b, r in runs.items()}}
     for fn in candidates.values():
         fn()
