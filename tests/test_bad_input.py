@@ -87,6 +87,8 @@ CLI_CASES = [
     (["train", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
     (["report", "--threads", "zero"], "expected a positive integer, got 'zero'"),
     (["info", "--bogus"], "unrecognized arguments: --bogus"),
+    (["train", "--backend", "fast"],
+     "argument --backend: invalid choice: 'fast' (choose from 'auto', 'c', 'torch')"),
 ]
 
 
