@@ -8,7 +8,9 @@
  *     dW_out = post^T @ G      db_out = sum_i G    dpre = (G @ W_out^T) * (pre > 0)
  *     dW_in  = rows a and p + b of dpre, added     db_in = sum_i dpre
  *
- * then one AdamW step exactly as torch.optim.AdamW defines it. The three matrix products go
+ * then one step of torch.optim.AdamW's formula (torch rounds two of its lines with a fused
+ * multiply-add, this file rounds each operation, so the last bits can differ; AdamW's scalars
+ * are computed in double and rounded once, as torch does). The three matrix products go
  * to the BLAS that SciPy ships (its `sgemm`, handed over as a function pointer), held to one
  * thread per caller; the rest is plain loops the compiler vectorises.
  *
@@ -34,21 +36,31 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef __linux__
+#if defined(__linux__) && __has_include(<linux/futex.h>)
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#define HAVE_FUTEX 1
 #endif
 
 typedef void (*sgemm_fn)(const char *, const char *, const int *, const int *, const int *,
                          const float *, const float *, const int *, const float *, const int *,
                          const float *, float *, const int *);
-typedef int (*threads_local_fn)(int);
+typedef int (*threads_fn)(int);
+typedef int (*get_threads_fn)(void);
 
 static sgemm_fn blas_sgemm = NULL;
-static threads_local_fn blas_threads_local = NULL; /* OpenBLAS >= 0.3.27, per calling thread */
+/* OpenBLAS >= 0.3.27 sets its thread count per calling thread; older ones only globally. */
+static threads_fn blas_threads_local = NULL;
+static threads_fn blas_threads_global = NULL; /* returns nothing useful; see blas_one_thread */
+static get_threads_fn blas_get_threads = NULL;
+static pthread_mutex_t blas_lock = PTHREAD_MUTEX_INITIALIZER;
+static int blas_callers = 0, blas_saved = 0;
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+/* One build per instruction set for the hot loops, picked at load time (GCC >= 11 knows the
+ * x86-64-v3/v4 names; the dispatch needs glibc's ifunc). */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 && defined(__x86_64__) && \
+    defined(__GLIBC__)
 #define HOT __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define HOT
@@ -64,9 +76,30 @@ static void gemm(char ta, char tb, int m, int n, int k, const float *A, int lda,
     blas_sgemm(&ta, &tb, &m, &n, &k, &one, A, &lda, B, &ldb, &zero, C, &ldc);
 }
 
-static int blas_one_thread(void) { return blas_threads_local ? blas_threads_local(1) : -1; }
+/* Hold the BLAS to one thread for the calling thread (each of ours runs its own products):
+ * per thread where OpenBLAS can, else globally while any of our calls runs. */
+static int blas_one_thread(void) {
+    if (blas_threads_local) return blas_threads_local(1);
+    if (blas_threads_global && blas_get_threads) {
+        pthread_mutex_lock(&blas_lock);
+        if (blas_callers++ == 0) {
+            blas_saved = blas_get_threads();
+            blas_threads_global(1);
+        }
+        pthread_mutex_unlock(&blas_lock);
+    }
+    return -1;
+}
 static void blas_restore(int before) {
-    if (blas_threads_local && before > 0) blas_threads_local(before);
+    if (blas_threads_local) {
+        if (before > 0) blas_threads_local(before);
+        return;
+    }
+    if (blas_threads_global && blas_get_threads) {
+        pthread_mutex_lock(&blas_lock);
+        if (--blas_callers == 0 && blas_saved > 0) blas_threads_global(blas_saved);
+        pthread_mutex_unlock(&blas_lock);
+    }
 }
 
 /* ------------------------------------------------------------------------------ batch order */
@@ -127,9 +160,9 @@ INLINE float exp_nonpositive(float x) {
     float y = q * r * r + r + 1.0f;
     union {
         float f;
-        int32_t i;
+        uint32_t i;
     } bits = {t};
-    bits.i = (bits.i - 0x4B400000 + 127) << 23; /* t's low mantissa bits hold n: make 2^n */
+    bits.i = (bits.i - 0x4B400000u + 127u) << 23; /* t's low mantissa bits hold n: make 2^n */
     return y * bits.f;
 }
 
@@ -214,7 +247,7 @@ static AdamScalars adam_scalars(double lr, double b1, double b2, double wd, doub
     return a;
 }
 
-/* AdamW on n values, as torch.optim.AdamW(weight_decay=wd) defines one step, for the gradient
+/* AdamW on n values, torch.optim.AdamW(weight_decay=wd)'s formula for one step, for the gradient
  * g1 + g2 (the two half-batches). */
 HOT static void adamw(float *restrict w, float *restrict m, float *restrict v,
                       const float *restrict g1, const float *restrict g2, size_t n,
@@ -326,7 +359,7 @@ typedef struct {
     atomic_int count, phase, sleepers;
 } Barrier;
 
-#ifdef __linux__
+#ifdef HAVE_FUTEX
 static void sleep_while(atomic_int *addr, int value) {
     syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, value, NULL, NULL, 0);
 }
@@ -605,7 +638,7 @@ static PyObject *evaluate(PyObject *self, PyObject *args) {
                     "evaluate"))
         return NULL;
     e.n_chunks = (e.n + EVAL_CHUNK - 1) / EVAL_CHUNK;
-    e.sums = malloc(sizeof(double) * 2 * (size_t)e.s_hi * e.n_chunks);
+    e.sums = malloc(sizeof(double) * 2 * ((size_t)e.s_hi * e.n_chunks + 1));
     if (!e.sums) return PyErr_NoMemory();
     e.flat = (float *)(uintptr_t)flat_p;
     e.pairs = (const int64_t *)(uintptr_t)pairs_p;
@@ -622,7 +655,7 @@ static PyObject *evaluate(PyObject *self, PyObject *args) {
     if (!two) e.nthreads = 1;
     eval_chunks(&args2[0]);
     if (two) pthread_join(worker, NULL);
-    for (int s = e.s_lo; s < e.s_hi; s++) {
+    for (int s = e.s_lo; s < e.s_hi && !e.failed; s++) {
         double loss = 0.0, hits = 0.0;
         for (int c = 0; c < e.n_chunks; c++) {
             loss += e.sums[((size_t)s * e.n_chunks + c) * 2];
@@ -664,7 +697,9 @@ static PyObject *shuffle(PyObject *self, PyObject *args) {
 }
 
 /* init(sgemm_capsule): take BLAS's sgemm from SciPy's cython_blas capsule, and OpenBLAS's
- * per-thread thread count from the same library when it has one. Returns whether it has. */
+ * thread-count setters from the same library when it has them. Returns how the BLAS will be
+ * held to one thread per caller: "local" (per thread), "global" (while a call runs) or
+ * "none" (not an OpenBLAS: then its own threading applies). */
 static PyObject *init(PyObject *self, PyObject *capsule) {
     if (!PyCapsule_CheckExact(capsule)) {
         PyErr_SetString(PyExc_TypeError, "init() takes scipy.linalg.cython_blas's sgemm capsule");
@@ -673,16 +708,30 @@ static PyObject *init(PyObject *self, PyObject *capsule) {
     void *fn = PyCapsule_GetPointer(capsule, PyCapsule_GetName(capsule));
     if (!fn) return NULL;
     blas_sgemm = (sgemm_fn)fn;
-    blas_threads_local = NULL;
+    blas_threads_local = blas_threads_global = NULL;
+    blas_get_threads = NULL;
     Dl_info info;
     if (dladdr(fn, &info) && info.dli_fname) {
         void *lib = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD);
         if (lib) {
-            blas_threads_local = (threads_local_fn)dlsym(lib, "openblas_set_num_threads_local");
+            /* OpenBLAS's names, bare or with the prefix SciPy's build gives them */
+            static const char *prefixes[] = {"", "scipy_"};
+            for (int i = 0; i < 2 && !blas_threads_local && !blas_get_threads; i++) {
+                char name[64];
+                snprintf(name, sizeof name, "%sopenblas_set_num_threads_local", prefixes[i]);
+                blas_threads_local = (threads_fn)dlsym(lib, name);
+                snprintf(name, sizeof name, "%sopenblas_set_num_threads", prefixes[i]);
+                blas_threads_global = (threads_fn)dlsym(lib, name);
+                snprintf(name, sizeof name, "%sopenblas_get_num_threads", prefixes[i]);
+                blas_get_threads = (get_threads_fn)dlsym(lib, name);
+            }
             dlclose(lib);
         }
     }
-    return PyBool_FromLong(blas_threads_local != NULL);
+    /* "local", "global" or "none": how the BLAS is held to one thread per caller */
+    return PyUnicode_FromString(blas_threads_local ? "local"
+                                : (blas_threads_global && blas_get_threads) ? "global"
+                                                                              : "none");
 }
 
 static PyMethodDef methods[] = {

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from types import ModuleType
 
 import torch
@@ -44,7 +45,12 @@ def _load() -> tuple[ModuleType | None, str]:
         capsule = cython_blas.__pyx_capi__["sgemm"]
     except (ImportError, AttributeError, KeyError) as e:
         return None, f"SciPy's BLAS (scipy.linalg.cython_blas.sgemm) is not reachable ({e})"
-    _cpu_kernel.init(capsule)
+    if _cpu_kernel.init(capsule) == "none":
+        warnings.warn(
+            "SciPy's BLAS is not OpenBLAS, so the C kernel cannot hold it to one thread per "
+            "caller; if training is slow, set its own thread count to 1 (e.g. OMP_NUM_THREADS=1)",
+            RuntimeWarning, stacklevel=3,
+        )
     return _cpu_kernel, ""
 
 

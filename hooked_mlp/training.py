@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from hooked_mlp import cpu_kernel
 from hooked_mlp.config import MAX_SEED, MLPConfig, TrainConfig
 from hooked_mlp.cpu_kernel import BACKENDS, EpochKernel, resolve_backend
 from hooked_mlp.data import (
@@ -174,34 +175,44 @@ class _PerSeedThreads:
     """Chooses one or two threads per seed for the C kernel by timing its epochs.
 
     Two threads (one half of every batch each) are about 1.4x faster on an idle machine, but
-    they meet at two barriers per step, so when another process holds a core they can be twice
-    as slow as one. Both give bit-identical numbers, so the choice is made by measurement: each
-    is timed on two epochs first, then the one with the fastest of its last three epochs is
-    used, and the other is tried again every `PROBE_EVERY` epochs. (The fastest, not the mean:
-    a first epoch or a passing hiccup must not condemn an option for long; a lasting slowdown
-    fills the window within three epochs.)
+    they meet at two barriers per step, so when another process holds a core they can be two or
+    more times slower than one. Both give bit-identical numbers, so the choice is made by
+    measurement: each is timed on two epochs first, then the one with the fastest of its last
+    three epochs is used, and the other is tried again after `PROBE_EVERY` epochs, twice as long
+    after each try that loses (up to `PROBE_MAX`). (The fastest, not the mean: a first epoch or
+    a passing hiccup must not condemn an option for long; a lasting slowdown fills the window
+    within three epochs.)
     """
 
     PROBE_EVERY = 16
+    PROBE_MAX = 256
 
     def __init__(self) -> None:
         self.recent: dict[int, deque[float]] = {1: deque(maxlen=3), 2: deque(maxlen=3)}
-        self.calls = 0
+        self.interval = self.PROBE_EVERY
+        self.until_probe = self.PROBE_EVERY
+        self.probing: int | None = None
 
     def best(self) -> int:
         measured = {n: min(v) for n, v in self.recent.items() if v}
         return min(measured, key=measured.__getitem__) if measured else 2
 
     def pick(self) -> int:
-        self.calls += 1
         for n in (2, 1):
             if len(self.recent[n]) < 2:
                 return n
-        best = self.best()
-        return 3 - best if self.calls % self.PROBE_EVERY == 0 else best
+        self.until_probe -= 1
+        if self.until_probe <= 0:
+            self.probing = 3 - self.best()
+            return self.probing
+        return self.best()
 
     def record(self, n: int, seconds: float) -> None:
         self.recent[n].append(seconds)
+        if self.probing is not None:
+            won = self.best() == self.probing
+            self.interval = self.PROBE_EVERY if won else min(2 * self.interval, self.PROBE_MAX)
+            self.until_probe, self.probing = self.interval, None
 
 
 class BatchedTrainer:
@@ -702,7 +713,7 @@ def _drive(
 def _results(trainer: BatchedTrainer, threads: int, wall_s: float,
              command: str | None) -> list[tuple[dict[str, Tensor], TrainInfo]]:
     """Each seed's final parameters and training record (metrics measured on whole splits)."""
-    with torch_threads(threads):
+    with torch_threads(threads), contextlib.closing(trainer):  # no worker threads left behind
         metrics = trainer.final_metrics()
     prov = _provenance(trainer, threads, wall_s, command)
     return [(trainer.params_of(s), trainer.info_of(s, metrics[s], prov))
@@ -988,6 +999,13 @@ def resume_run(
         chosen = doc.get("backend", "torch") if backend is None else backend
         if chosen not in BACKENDS:
             raise CheckpointError(name, f"unknown backend {chosen!r}")
+        if backend is None and chosen == "c" and (
+            check_device(dev).type != "cpu" or not cpu_kernel.available()
+        ):
+            # the run's own backend cannot run here: continue on torch's (the weights then
+            # match an uninterrupted run to float tolerance, not bit for bit; the provenance
+            # records the backend that finished the run)
+            chosen = "torch"
         trainer = BatchedTrainer(cfg, tcfg, seeds, dev, chosen)
         trainer.load_state(tensors, epoch, name)
         return _run_folder(folder, trainer, threads=n_threads, progress=progress,

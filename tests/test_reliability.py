@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from _backends import BACKENDS
+from _backends import BACKENDS, needs_c
 
 from hooked_mlp import MLPConfig, TrainConfig, load, resume_run, train_run
 from hooked_mlp.io import read_safetensors
@@ -176,3 +176,28 @@ def test_no_temporary_files_left_behind(tmp_path):
     train_run(folder, MLPConfig(p=7, d_hidden=3), TrainConfig(epochs=4), [0, 1],
               checkpoint_every=1, progress=False)
     assert sorted(os.listdir(folder)) == [".lock", "seed-0.safetensors", "seed-1.safetensors"]
+
+
+@needs_c
+def test_resume_where_the_run_backend_cannot_run_continues_on_torch(tmp_path, monkeypatch):
+    from hooked_mlp import cpu_kernel
+
+    run = tmp_path / "c-run"
+    cfg, tcfg = MLPConfig(p=11, d_hidden=8), TrainConfig(epochs=6)
+
+    def stop_after_three(self):
+        if self.epoch == 3:
+            raise KeyboardInterrupt
+        real(self)
+
+    real = BatchedTrainer.run_epoch
+    monkeypatch.setattr(BatchedTrainer, "run_epoch", stop_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(run, cfg, tcfg, [0], checkpoint_every=1, progress=False, backend="c")
+    monkeypatch.setattr(BatchedTrainer, "run_epoch", real)
+    # here the C kernel is missing (no compiler at install time)
+    monkeypatch.setattr(cpu_kernel, "_load", lambda: (None, "the C kernel is not built"))
+    with pytest.raises(ValueError, match="backend='c' was asked for but the C kernel is not"):
+        resume_run(run, progress=False, backend="c")
+    (path,) = resume_run(run, progress=False)  # by default it continues on torch's
+    assert load(path).train_info.provenance["backend"] == "torch"
