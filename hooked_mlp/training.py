@@ -299,6 +299,7 @@ class BatchedTrainer:
             self._eval_bags("val")
         self._executor: ThreadPoolExecutor | None = None
         self._workers_pool: ThreadPoolExecutor | None = None
+        self._workers_size = 0
         self._per_seed = _PerSeedThreads()
         self._pending_eval: tuple[int, Future] | None = None
         self._next_schedule: tuple[int, Future] | None = None
@@ -306,9 +307,9 @@ class BatchedTrainer:
     def use_threads(self, threads: int) -> int:
         """Spread the work over `threads` CPU threads; returns the torch thread count to set.
 
-        C backend: `threads` worker threads, each training a block of seeds. Torch backend:
-        torch's intra-op threads. Either way, with one thread on a machine with more than one
-        core, the validation pass and the next batch order run on a helper thread (`overlap`).
+        C backend: `threads` worker threads, each training a block of seeds (or two per seed).
+        Torch backend: torch's intra-op threads. Either way, with one thread on a machine with
+        more than one core, the validation pass runs on a helper thread (`overlap`).
         """
         on_cpu = self.device.type == "cpu"
         self.overlap = on_cpu and threads == 1 and _cores() > 1
@@ -469,11 +470,12 @@ class BatchedTrainer:
         if k == 1:
             fn(*args, blocks[0], *extra, inner, out)
             return
-        if self._workers_pool is None or self._workers_pool._max_workers != k - 1:
+        if self._workers_pool is None or self._workers_size != k - 1:
             if self._workers_pool is not None:
                 self._workers_pool.shutdown()
             self._workers_pool = ThreadPoolExecutor(max_workers=k - 1,
                                                     thread_name_prefix="hooked-mlp-seeds")
+            self._workers_size = k - 1
         futures = [self._workers_pool.submit(fn, *args, b, *extra, inner, out)
                    for b in blocks[1:]]
         fn(*args, blocks[0], *extra, inner, out)
