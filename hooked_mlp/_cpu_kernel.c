@@ -306,6 +306,11 @@ static Params seed_view(float *base, const Py_ssize_t off[4], int s, int p, int 
     return q;
 }
 
+/* Values in one seed's parameters, and in a gradient buffer: W_in, b_in, W_out, b_out. */
+static size_t n_params(int p, int H, int P) {
+    return (2 * (size_t)p + 1) * H + ((size_t)H + 1) * P;
+}
+
 /* One thread's buffers, for up to `rows` samples at a time. */
 typedef struct {
     float *mem, *post, *L, *dpost, *grad, *work;
@@ -317,7 +322,7 @@ static int scratch_alloc(Scratch *sc, int rows, int p, int H, int P, int with_gr
     const size_t ld = ((size_t)rows + 15) / 16 * 16;
     const size_t n_post = (size_t)rows * (H + 1), n_L = (size_t)P * ld;
     const size_t n_dpost = with_grad ? (size_t)rows * H : 0;
-    const size_t n_grad = with_grad ? (2 * (size_t)p + 1) * H + ((size_t)H + 1) * P : 0;
+    const size_t n_grad = with_grad ? n_params(p, H, P) : 0;
     const size_t n_work = 4 * ld, n_idx = 3 * (size_t)rows;
     size_t total = (n_L + n_post + n_dpost + n_grad + n_work + n_idx + 15) / 16 * 16;
     sc->mem = aligned_alloc(64, sizeof(float) * total);
@@ -420,8 +425,7 @@ static void half_step(Train *t, const Params *w, int h, int lo, int bs) {
     Scratch *sc = &t->half[h];
     t->loss[h] = t->hits[h] = 0.0;
     if (rows == 0) { /* a batch of one sample: the second half is empty */
-        memset(sc->grad, 0,
-               sizeof(float) * ((2 * (size_t)t->p + 1) * t->H + ((size_t)t->H + 1) * t->P));
+        memset(sc->grad, 0, sizeof(float) * n_params(t->p, t->H, t->P));
         return;
     }
     gather_rows(sc, t->order + lo + start, rows, t->p, t->a_of, t->b_of, t->lab);
@@ -453,7 +457,7 @@ static void adamw_span(Train *t, Params *w, Params *m, Params *v, size_t lo, siz
 /* The whole call, run by thread `tid` of t->nthreads (1 or 2) in lock-step. */
 static void train_seeds(Train *t, int tid) {
     const int T = t->nthreads, n = t->n;
-    const size_t total = 2 * (size_t)t->p * t->H + t->H + (size_t)t->H * t->P + t->P;
+    const size_t total = n_params(t->p, t->H, t->P);
     const size_t cut = T == 1 ? total : (total / 2 + 15) / 16 * 16;
     int before = blas_one_thread();
     for (int s = t->s_lo; s < t->s_hi; s++) {
