@@ -244,8 +244,9 @@ class BatchedTrainer:
         self.n_train = int(self.masks[0].sum())
         self.n_val = p * p - self.n_train
         self.steps_per_epoch = -(-self.n_train // tcfg.batch_size)
-        self.train_idx = self.masks.nonzero()[:, 1].view(S, self.n_train)  # pair indices, sorted
-        self.val_idx = (~self.masks).nonzero()[:, 1].view(S, self.n_val)
+        # each seed's pair indices, ascending: [S, n] (contiguous: the C kernel reads them)
+        self.train_idx = self.masks.nonzero()[:, 1].contiguous().view(S, self.n_train)
+        self.val_idx = (~self.masks).nonzero()[:, 1].contiguous().view(S, self.n_val)
         pairs, self.labels = dataset(cfg, dev)
         self.a_of, self.b_of = pairs[:, 0].contiguous(), pairs[:, 1].contiguous()
         self.row_offset = (torch.arange(S, device=dev) * 2 * p).view(S, 1)  # seed's rows in W_in
@@ -283,8 +284,6 @@ class BatchedTrainer:
                 a_of=self.a_of, b_of=self.b_of, labels=self.labels, lr=tcfg.lr,
                 betas=(tcfg.beta1, tcfg.beta2), weight_decay=tcfg.weight_decay, eps=tcfg.eps,
             )
-            self.val_pairs = self.val_idx.contiguous()
-            self.train_pairs = self.train_idx.contiguous()
         else:
             self.W_in2 = self.param("W_in").view(S * 2 * p, H)
             self.b_in3 = self.param("b_in").view(S, 1, H)
@@ -421,7 +420,7 @@ class BatchedTrainer:
                                      for s in self.seeds], dtype=torch.int64)
             out = torch.empty(self.S, 2, dtype=torch.float64)
             self._over_seeds(self.kernel.train, self.flat, self.exp_avg, self.exp_avg_sq,
-                             self.train_pairs, prefixes, step=int(self.step_count), out=out,
+                             self.train_idx, prefixes, step=int(self.step_count), out=out,
                              workers=self.workers)
             self.step_count += self.steps_per_epoch
             self.history[self.epoch, :, :2] = out.to(self.history.dtype)
@@ -572,7 +571,7 @@ class BatchedTrainer:
         flat = self.flat if flat is None else flat
         if self.backend == "c":
             out = torch.empty(self.S, 2, dtype=torch.float64)
-            pairs = self.train_pairs if split == "train" else self.val_pairs
+            pairs = self.train_idx if split == "train" else self.val_idx
             self._over_seeds(self.kernel.evaluate, flat, pairs, out=out,
                              workers=self.workers if parallel else 1)
             return out[:, 0].float(), out[:, 1].float()

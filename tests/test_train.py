@@ -298,14 +298,14 @@ def test_c_kernel_refuses_buffers_it_would_overrun(tiny_cfg):
     trainer = BatchedTrainer(tiny_cfg, TrainConfig(epochs=1), [0, 1], backend="c")
     k, out = trainer.kernel, torch.empty(2, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match="parameter buffers of at least"):
-        k.evaluate(trainer.flat[:100], trainer.val_pairs, range(2), 1, out)
+        k.evaluate(trainer.flat[:100], trainer.val_idx, range(2), 1, out)
     with pytest.raises(ValueError, match=r"pair indices must be in \[0, 529\)"):
-        k.evaluate(trainer.flat, trainer.val_pairs + 529, range(2), 1, out)
+        k.evaluate(trainer.flat, trainer.val_idx + 529, range(2), 1, out)
     with pytest.raises(ValueError, match="the C kernel got pairs"):
-        k.evaluate(trainer.flat, trainer.val_pairs, range(3), 1, out)
+        k.evaluate(trainer.flat, trainer.val_idx, range(3), 1, out)
     with pytest.raises(ValueError, match="contiguous CPU torch.int64"):
-        k.evaluate(trainer.flat, trainer.val_pairs.int(), range(2), 1, out)
-    k.evaluate(trainer.flat, trainer.val_pairs, range(2), 1, out)  # and the real thing works
+        k.evaluate(trainer.flat, trainer.val_idx.int(), range(2), 1, out)
+    k.evaluate(trainer.flat, trainer.val_idx, range(2), 1, out)  # and the real thing works
     assert torch.isfinite(out).all()
 
 
@@ -336,11 +336,11 @@ def test_c_evaluation_on_two_threads_matches_one():
     """Evaluation sums chunks of 512 pairs in chunk order, whichever thread computed them."""
     cfg = MLPConfig(p=61, d_hidden=16)
     trainer = BatchedTrainer(cfg, TrainConfig(epochs=1), [0, 1, 2], backend="c")
-    assert trainer.train_pairs.shape[1] > 5 * 512
+    assert trainer.train_idx.shape[1] > 5 * 512
     results = []
     for threads in (1, 2):
         out = torch.empty(3, 2, dtype=torch.float64)
-        trainer.kernel.evaluate(trainer.flat, trainer.train_pairs, range(3), threads, out)
+        trainer.kernel.evaluate(trainer.flat, trainer.train_idx, range(3), threads, out)
         results.append(out)
     assert torch.equal(results[0], results[1])
     loss, acc = trainer.evaluate("train")  # and the trainer's own evaluation agrees with torch's
