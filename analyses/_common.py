@@ -1,4 +1,12 @@
-"""Small helpers shared by the analyses: argument checks, JSON conversion, evaluation."""
+"""Small helpers shared by the analyses: argument checks, JSON conversion, evaluation.
+
+Which analyses see hooks: an analysis that runs the model (`accuracy`, `activation_grids`,
+`dead_neurons`, the views of activations) runs its forward, permanent hooks included, as
+`model(tokens)` does; an analysis that reads the weights (spectra, fits) describes the
+parameters, which hooks do not change; and an analysis that computes a model's behaviour from
+its weights (`replacement_curve`, `replace_neurons`) refuses a model that carries permanent
+hooks, whose effect it would silently leave out (`check_no_hooks`).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +18,49 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hooked_mlp.data import dataset
+from hooked_mlp.data import all_pairs, dataset, labels_of, split_indices
 
 
-def check_model(model: Any) -> None:
+def check_model(model: Any, *, finite: bool = True) -> None:
+    """`model` must be a `HookedMLP` (with finite weights, unless `finite=False`)."""
     from hooked_mlp.model import HookedMLP
 
     if not isinstance(model, HookedMLP):
         raise TypeError(f"model must be a HookedMLP, got {type(model).__name__}")
+    if finite:
+        for name, value in model.state_tensors().items():
+            if not bool(torch.isfinite(value).all()):
+                raise ValueError(f"model.{name} holds NaN or infinite values: no analysis of "
+                                 "it would mean anything")
+
+
+def check_one_layer(model: Any, what: str) -> None:
+    """Refuse a deeper model in an analysis of one hidden layer's input and output weights."""
+    L = model.cfg.n_layers
+    if L != 1:
+        raise ValueError(
+            f"{what} reads each neuron's input weights (W_in) and output weights (W_out), which "
+            f"belong to the same neurons only with one hidden layer; this model has "
+            f"n_layers={L} (fit its first layer's inputs with fit_cosines(model.W_a.T), or "
+            "study each layer through the cache)")
+
+
+def check_no_hooks(model: Any, what: str) -> None:
+    """Refuse a model with permanent hooks in an analysis that computes from its weights."""
+    hooked = sorted(name for name, hp in model.hook_dict.items() if hp.fwd_hooks or hp.bwd_hooks)
+    if hooked:
+        raise ValueError(
+            f"{what} computes the model's behaviour from its weights, so it would leave out the "
+            f"permanent hooks on {hooked}; remove them (model.reset_hooks(including_permanent="
+            "True)) or write their effect into the weights first")
+
+
+def phase_sign(cfg: Any) -> int | None:
+    """`s` in the predicted `phi_out = phi_a + s * phi_b` for `cfg`'s operation, or None where
+    no such relation over residues is predicted (see `hooked_mlp.family.OPERATIONS`)."""
+    from hooked_mlp.family import OPERATIONS
+
+    return OPERATIONS[cfg.operation].phase_sign
 
 
 def check_neurons(neurons: Iterable[int] | None, d_hidden: int, name: str = "neurons") -> list[int]:
@@ -81,21 +124,27 @@ def to_jsonable(x: Any) -> Any:
 
 @torch.no_grad()
 def accuracy(model: Any, split: str = "all") -> float:
-    """Fraction of pairs whose top logit is the right answer.
+    """Fraction of pairs whose top logit is the right answer (through the model's forward,
+    hooks included).
 
-    `split` is `"all"` (every one of the p^2 pairs), or `"train"` / `"val"` for a model that
-    carries its training record.
+    `split` is `"all"` (every pair of the dataset: the `p^2` pairs, or `p (p - 1)` for `div`),
+    or `"train"` / `"val"` for a model that carries its training record.
     """
-    check_model(model)
-    tokens, labels = dataset(model.cfg, model.device)
-    if split != "all":
-        if split not in ("train", "val"):
-            raise ValueError(f"split must be one of ['all', 'train', 'val'], got {split!r}")
+    check_model(model, finite=False)
+    if split not in ("all", "train", "val"):
+        raise ValueError(f"split must be one of ['all', 'train', 'val'], got {split!r}")
+    if split == "all":
+        tokens, labels = dataset(model.cfg, model.device)
+    else:
         if model.train_info is None:
             raise ValueError(f"split={split!r} needs a model with a training record")
-        mask = model.train_info.train_mask.to(model.device)
-        mask = mask if split == "train" else ~mask
-        tokens, labels = tokens[mask], labels[mask]
+        train_idx, val_idx = split_indices(model.cfg, model.train_info.train_mask)
+        idx = (train_idx if split == "train" else val_idx).to(model.device)
+        if not len(idx):
+            raise ValueError(f"this model has no {split!r} pairs (it was trained with "
+                             f"train_frac={model.train_info.train_config.train_frac})")
+        pairs = all_pairs(model.cfg.p, model.device)[idx]
+        tokens, labels = pairs, labels_of(pairs, model.cfg)
     return float((model(tokens).argmax(-1) == labels).float().mean())
 
 

@@ -11,7 +11,7 @@ from torch import Tensor
 from analyses._common import check_model, check_neurons, to_jsonable
 from hooked_mlp.data import all_pairs
 
-HOOKS = ("hook_embed_a", "hook_embed_b", "hook_pre", "hook_post")
+DEFAULT_HOOK = "blocks.0.mlp.hook_post"
 
 
 @dataclass
@@ -38,13 +38,21 @@ class ActivationGrids:
 
 @torch.no_grad()
 def activation_grids(
-    model: Any, neurons: list[int] | int | None = None, hook: str = "hook_post"
+    model: Any, neurons: list[int] | int | None = None, hook: str = DEFAULT_HOOK
 ) -> ActivationGrids:
-    """Every chosen neuron's activation on all `p^2` pairs, as `[n, p, p]` grids (rows: `a`)."""
-    check_model(model)
-    if hook not in HOOKS:
-        raise ValueError(f"hook must be one of {list(HOOKS)}, got {hook!r}")
-    chosen = check_neurons(neurons, model.cfg.d_hidden)
+    """Every chosen unit's value at `hook` on all `p^2` pairs, as `[n, p, p]` grids (rows: `a`,
+    columns: `b`), read through `run_with_cache` (hooks included).
+
+    `hook` is any of the model's hook points (`model.hook_dict`: the hidden layers'
+    `blocks.{l}.mlp.hook_pre` / `hook_post`, `hook_embed_a`, `hook_embed_b`, `hook_logits`, for
+    which the units are the residues). For `div`, the pairs with `b = 0` are in the grid too (the
+    model is defined there; they have no label).
+    """
+    check_model(model, finite=False)
+    if not isinstance(hook, str) or hook not in model.hook_dict:
+        raise ValueError(f"hook must be one of {list(model.hook_dict)}, got {hook!r}")
+    width = model.cfg.d_output if hook == "hook_logits" else model.cfg.d_hidden
+    chosen = check_neurons(neurons, width)
     p = model.cfg.p
     _, cache = model.run_with_cache(all_pairs(p, model.device), names_filter=hook)
     acts = cache[hook][:, chosen].cpu()  # [p^2, n]

@@ -23,7 +23,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from analyses._common import check_neurons, to_jsonable, wrap_angle
+from analyses._common import (
+    check_model,
+    check_neurons,
+    check_one_layer,
+    phase_sign,
+    to_jsonable,
+    wrap_angle,
+)
 from analyses.fourier import dft, n_frequencies, neuron_signals
 
 
@@ -69,6 +76,8 @@ def _check_w(w: Any) -> tuple[int, int]:
     if not isinstance(w, Tensor) or w.ndim != 2 or not w.is_floating_point():
         raise ValueError(f"w must be a 2-D float tensor [n, p], got "
                          f"{getattr(w, 'dtype', type(w).__name__)} {list(getattr(w, 'shape', []))}")
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError("w holds NaN or infinite values: no fit of it would mean anything")
     n, p = w.shape
     if p < 3 or n < 1:
         raise ValueError(f"w must have at least one row and p >= 3 columns, got {list(w.shape)}")
@@ -88,10 +97,13 @@ def _check_k(k: Any, n: int, K: int) -> Tensor:
 
 
 def _r2(w: Tensor, fitted: Tensor) -> Tensor:
+    """Share of each row's variance the fit explains; NaN for a constant row (no variance to
+    explain: its fit says nothing), never a flattering 1."""
     w = w.double()
     sst = (w - w.mean(dim=1, keepdim=True)).square().sum(dim=1)
     sse = (w - fitted.double()).square().sum(dim=1)
-    return torch.where(sst > 0, 1 - sse / sst.clamp_min(1e-300), torch.ones_like(sst)).float()
+    return torch.where(sst > 0, 1 - sse / sst.clamp_min(1e-300),
+                       torch.full_like(sst, float("nan"))).float()
 
 
 def fit_cosines(w: Tensor, k: Tensor | None = None) -> CosineFit:
@@ -259,7 +271,13 @@ def fit_joint_inputs(w_a: Tensor, w_b: Tensor) -> JointInputFit:
 
 @dataclass
 class NeuronFits:
-    """Cosine fits of every neuron's `W_a`, `W_b` (separately and jointly) and `W_out`."""
+    """Cosine fits of every neuron's `W_a`, `W_b` (separately and jointly) and `W_out`.
+
+    `phase_sign` is `s` in the predicted `phi_out = phi_a + s * phi_b` for the model's
+    operation (+1 for `a + b`, -1 for `a - b`), None where no such relation over residues is
+    predicted (`mul`, `div`, `a^2 + ab + b^2`). `tied`: the model has one input weight for `a`
+    and `b` (so `a` and `b` have the same fit, and the relation reads `phi_out = 2 phi`).
+    """
 
     p: int
     neurons: list[int]
@@ -269,77 +287,120 @@ class NeuronFits:
     joint: JointInputFit
     refined: bool = False
     dead: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
+    phase_sign: int | None = 1
+    tied: bool = False
+    weights_digest: str = ""
 
     @property
     def phase_error(self) -> Tensor:
-        """`phi_out - (phi_a + phi_b)` wrapped to `[-pi, pi)`, per neuron."""
-        return wrap_angle(self.out.phase - (self.a.phase + self.b.phase))
+        """`phi_out - (phi_a + s phi_b)` wrapped to `[-pi, pi)`, per neuron (`s`:
+        `phase_sign`)."""
+        if self.phase_sign is None:
+            raise ValueError("no phase relation over residues is predicted for this model's "
+                             "operation (phase_sign is None)")
+        return wrap_angle(self.out.phase - (self.a.phase + self.phase_sign * self.b.phase))
 
     @property
     def shared_frequency(self) -> Tensor:
         """Neurons whose `a`, `b` and output fits have the same integer frequency."""
         return (self.a.k == self.b.k) & (self.b.k == self.out.k)
 
+    @property
+    def defined(self) -> Tensor:
+        """Neurons whose three weight vectors all vary (a constant vector has no fit)."""
+        return self.a.r2.isfinite() & self.b.r2.isfinite() & self.out.r2.isfinite()
+
     def summary(self) -> dict[str, Any]:
-        """The study's relations as measured numbers (fractions are over all fitted neurons)."""
-        a, b, out = self.a, self.b, self.out
+        """The study's relations as measured numbers, over the neurons whose fits are defined
+        (`n_constant` neurons have a constant weight vector and no fit; phase entries are None
+        where the operation predicts no phase relation)."""
+        ok = self.defined
+        a, b, out = (_rows_of(f, ok) for f in (self.a, self.b, self.out))
+        nan = float("nan")
+
+        def med(x: Tensor) -> float:
+            return float(x.median()) if x.numel() else nan
+
+        def frac(x: Tensor) -> float:
+            return float(x.float().mean()) if x.numel() else nan
+
         mean_scale = (a.scale + b.scale) / 2
         rel_scale = (a.scale - b.scale).abs() / mean_scale.clamp_min(1e-12)
         rel_offset = (a.offset - b.offset).abs() / mean_scale.clamp_min(1e-12)
-        shared = self.shared_frequency
-        err = self.phase_error.abs()
-        err_shared = err[shared] if bool(shared.any()) else torch.full((1,), float("nan"))
+        shared = (a.k == b.k) & (b.k == out.k)
         s: dict[str, Any] = {
             "n_neurons": len(self.neurons),
             "n_dead": int(self.dead.sum()) if self.dead.numel() else 0,
-            "frac_k_a_eq_b": float((a.k == b.k).float().mean()),
-            "frac_k_out_eq_a": float((out.k == a.k).float().mean()),
-            "frac_k_all_equal": float(shared.float().mean()),
-            "scale_rel_diff_median": float(rel_scale.median()),
-            "frac_scale_within_10pct": float((rel_scale <= 0.10).float().mean()),
-            "offset_diff_over_scale_median": float(rel_offset.median()),
-            "offset_over_scale_median": float((a.offset.abs() / a.scale.clamp_min(1e-12))
-                                              .median()),
-            "phase_a_minus_b_abs_median": float(wrap_angle(a.phase - b.phase).abs().median()),
-            "phase_error_abs_median": float(err_shared.median()),
-            "phase_error_abs_mean": float(err_shared.mean()),
-            "frac_phase_error_below_pi_8": float((err_shared < math.pi / 8).float().mean()),
-            "phase_error_abs_median_all": float(err.median()),
-            "r2_a_median": float(a.r2.median()),
-            "r2_b_median": float(b.r2.median()),
-            "r2_out_median": float(out.r2.median()),
-            "r2_joint_median": float(((self.joint.r2_a + self.joint.r2_b) / 2).median()),
+            "n_constant": int((~ok).sum()),
+            "frac_k_a_eq_b": frac(a.k == b.k),
+            "frac_k_out_eq_a": frac(out.k == a.k),
+            "frac_k_all_equal": frac(shared),
+            "scale_rel_diff_median": med(rel_scale),
+            "frac_scale_within_10pct": frac(rel_scale <= 0.10),
+            "offset_diff_over_scale_median": med(rel_offset),
+            "offset_over_scale_median": med(a.offset.abs() / a.scale.clamp_min(1e-12)),
+            "phase_a_minus_b_abs_median": med(wrap_angle(a.phase - b.phase).abs()),
+            "r2_a_median": med(a.r2),
+            "r2_b_median": med(b.r2),
+            "r2_out_median": med(out.r2),
+            "r2_joint_median": med(((self.joint.r2_a + self.joint.r2_b) / 2)[ok]),
             "n_distinct_k": int(torch.unique(a.k).numel()),
+            "phase_sign": self.phase_sign,
         }
+        if self.phase_sign is None:
+            s.update(phase_error_abs_median=None, phase_error_abs_mean=None,
+                     frac_phase_error_below_pi_8=None, phase_error_abs_median_all=None)
+        else:
+            err = self.phase_error.abs()[ok]
+            err_shared = err[shared]
+            s.update(
+                phase_error_abs_median=med(err_shared),
+                phase_error_abs_mean=float(err_shared.mean()) if err_shared.numel() else nan,
+                frac_phase_error_below_pi_8=frac(err_shared < math.pi / 8),
+                phase_error_abs_median_all=med(err),
+            )
         if self.refined:
             dev = torch.cat([(f.freq - f.k.double()).abs() for f in (a, b, out)])
-            s.update(free_freq_abs_dev_median=float(dev.median()),
-                     free_freq_abs_dev_max=float(dev.max()),
-                     frac_free_freq_within_0_05=float((dev < 0.05).double().mean()))
+            s.update(free_freq_abs_dev_median=med(dev),
+                     free_freq_abs_dev_max=float(dev.max()) if dev.numel() else nan,
+                     frac_free_freq_within_0_05=frac(dev < 0.05))
         return s
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable({
             "p": self.p, "neurons": self.neurons, "refined": self.refined,
             "a": self.a.to_dict(), "b": self.b.to_dict(), "out": self.out.to_dict(),
-            "joint": self.joint.to_dict(), "phase_error": self.phase_error,
+            "joint": self.joint.to_dict(),
+            "phase_error": None if self.phase_sign is None else self.phase_error,
+            "phase_sign": self.phase_sign, "tied": self.tied,
             "dead": self.dead, "summary": self.summary(),
         })
 
 
+def _rows_of(fit: CosineFit, keep: Tensor) -> CosineFit:
+    return replace(fit, k=fit.k[keep], scale=fit.scale[keep], phase=fit.phase[keep],
+                   offset=fit.offset[keep], r2=fit.r2[keep], freq=fit.freq[keep])
+
+
 def dead_neurons(model: Any) -> Tensor:
-    """Neurons whose pre-activation is <= 0 on every pair (bool `[d_hidden]`)."""
+    """Neurons of the first hidden layer whose activation is the same on every pair, so that
+    they carry no information about `(a, b)` (for ReLU: the pre-activation is <= 0
+    everywhere): bool `[d_hidden]`. Read through the cache, hooks included."""
     from hooked_mlp.data import all_pairs
 
+    name = "blocks.0.mlp.hook_post"
     with torch.no_grad():
-        _, cache = model.run_with_cache(all_pairs(model.cfg.p, model.device),
-                                        names_filter="hook_pre")
-    return (cache["hook_pre"].amax(dim=0) <= 0).cpu()
+        _, cache = model.run_with_cache(all_pairs(model.cfg.p, model.device), names_filter=name)
+    post = cache[name]
+    return (post.amax(dim=0) == post.amin(dim=0)).cpu()
 
 
 def fit_neurons(model: Any, neurons: list[int] | None = None, refine: bool = False) -> NeuronFits:
     """Fit every neuron's `W_a`, `W_b` and `W_out` with a cosine (closed form; `refine=True`
-    also fits a free frequency with `curve_fit`, as the study did)."""
+    also fits a free frequency with `curve_fit`, as the study did). One hidden layer only: a
+    deeper model's output weights belong to other neurons."""
+    check_model(model)
+    check_one_layer(model, "fit_neurons")
     signals = neuron_signals(model)
     chosen = check_neurons(neurons, model.cfg.d_hidden)
     if not chosen:
@@ -351,4 +412,17 @@ def fit_neurons(model: Any, neurons: list[int] | None = None, refine: bool = Fal
         fits = {name: refine_free_frequency(w[name], fit) for name, fit in fits.items()}
     joint = fit_joint_inputs(w["a"], w["b"])
     return NeuronFits(model.cfg.p, chosen, fits["a"], fits["b"], fits["out"], joint,
-                      refined=refine, dead=dead_neurons(model)[idx])
+                      refined=refine, dead=dead_neurons(model)[idx],
+                      phase_sign=phase_sign(model.cfg), tied=model.cfg.tied_inputs,
+                      weights_digest=weights_digest(model))
+
+
+def weights_digest(model: Any) -> str:
+    """A fingerprint of a model's weights (SHA-256 of `W_in` and `W_out`), so that fits are
+    never applied to a model they were not fitted on."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in ("W_in", "W_out"):
+        h.update(getattr(model, name).detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

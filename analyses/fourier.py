@@ -59,13 +59,16 @@ def frequency_power(w: Tensor) -> Tensor:
 
 
 def neuron_signals(model: Any) -> dict[str, Tensor]:
-    """Each neuron's three weight vectors over `0..p-1`: `{'a','b','out'}` -> `[d_hidden, p]`."""
+    """Each neuron's weight vectors over `0..p-1`: `{'a','b','out'}` -> `[d_hidden, p]`.
+
+    With tied inputs `a` and `b` are the same vector. In a deeper model the output weights
+    belong to the last layer's neurons, not to the first layer's: only `a` and `b` are given.
+    """
     check_model(model)
-    return {
-        "a": model.W_a.detach().t().cpu(),
-        "b": model.W_b.detach().t().cpu(),
-        "out": model.W_out.detach().cpu(),
-    }
+    out = {"a": model.W_a.detach().t().cpu(), "b": model.W_b.detach().t().cpu()}
+    if model.cfg.n_layers == 1:
+        out["out"] = model.W_out.detach().cpu()
+    return out
 
 
 @dataclass
@@ -84,7 +87,8 @@ class NeuronSpectra:
     @property
     def input_frequency(self) -> Tensor:
         """Each neuron's frequency read from `a` and `b` together (most power summed)."""
-        return (self.power["a"] + self.power["b"]).argmax(dim=1) + 1
+        pw = self.power["a"] + self.power["b"]
+        return torch.where(pw.sum(dim=1) > 0, pw.argmax(dim=1) + 1, 0)
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable({
@@ -100,9 +104,11 @@ def neuron_spectra(model: Any) -> NeuronSpectra:
     for name, w in signals.items():
         pw = frequency_power(w)  # [n, K]
         power[name] = pw
-        dominant[name] = pw.argmax(dim=1) + 1
+        dominant[name] = torch.where(pw.sum(dim=1) > 0, pw.argmax(dim=1) + 1, 0)
         total = pw.sum(dim=1)
-        top[name] = torch.where(total > 0, pw.max(dim=1).values / total, torch.zeros_like(total))
+        # a constant vector has no frequency: its share is undefined, not 0
+        top[name] = torch.where(total > 0, pw.max(dim=1).values / total.clamp_min(1e-300),
+                                torch.full_like(total, float("nan")))
     return NeuronSpectra(model.cfg.p, power, dominant, top)
 
 
@@ -113,7 +119,9 @@ class FrequencyHistogram:
     `counts[k - 1]` neurons have frequency `k`; `n_distinct` frequencies are used at all;
     `effective_number` is `exp(entropy)` of the distribution (equal to `n_distinct` when the
     neurons spread evenly, near 1 when one frequency dominates); `top_fraction_median` is the
-    median share of a neuron's variance that its own frequency explains.
+    median share of a neuron's variance that its own frequency explains. Neurons whose weights
+    are constant (no variance: dead or never trained) have no frequency: they are counted in
+    `n_without_frequency`, not in `counts`.
     """
 
     p: int
@@ -126,6 +134,7 @@ class FrequencyHistogram:
     most_common_count: int
     effective_number: float
     top_fraction_median: float
+    n_without_frequency: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self.__dict__)
@@ -139,19 +148,28 @@ def frequency_histogram(model: Any, source: str = "input") -> FrequencyHistogram
     if source not in ("input", *SIGNALS):
         raise ValueError(f"source must be one of ['input', 'a', 'b', 'out'], got {source!r}")
     spectra = neuron_spectra(model)
+    if source not in ("input", *spectra.power):
+        raise ValueError(f"source={source!r}: the output weights of this {model.cfg.n_layers}-"
+                         "layer model belong to its last layer, not to the first layer's "
+                         "neurons; use 'input', 'a' or 'b'")
     if source == "input":
         freq = spectra.input_frequency
         pw = spectra.power["a"] + spectra.power["b"]
-        top = pw.max(dim=1).values / pw.sum(dim=1).clamp_min(1e-300)
+        total = pw.sum(dim=1)
+        top = torch.where(total > 0, pw.max(dim=1).values / total.clamp_min(1e-300),
+                          torch.full_like(total, float("nan")))
     else:
         freq, top = spectra.dominant[source], spectra.top_fraction[source]
     K = n_frequencies(model.cfg.p)
-    counts = torch.bincount(freq - 1, minlength=K)
-    probs = counts[counts > 0].double() / counts.sum()
+    has = freq > 0  # a neuron whose weights are constant has no frequency
+    counts = torch.bincount(freq[has] - 1, minlength=K)
+    probs = counts[counts > 0].double() / counts.sum().clamp_min(1)
     return FrequencyHistogram(
         p=model.cfg.p, source=source, counts=counts.tolist(), n_neurons=int(counts.sum()),
         n_distinct=int((counts > 0).sum()), n_available=K,
-        most_common=int(counts.argmax()) + 1, most_common_count=int(counts.max()),
+        most_common=int(counts.argmax()) + 1 if bool(has.any()) else 0,
+        most_common_count=int(counts.max()),
         effective_number=float(torch.exp(-(probs * probs.log()).sum())),
-        top_fraction_median=float(top.median()),
+        top_fraction_median=float(top[has].median()) if bool(has.any()) else float("nan"),
+        n_without_frequency=int((~has).sum()),
     )

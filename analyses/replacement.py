@@ -2,9 +2,11 @@
 
 `replace_neurons` builds a new `HookedMLP` whose chosen neurons have their input weights (the
 columns of `W_a` and `W_b`) and output weights (the row of `W_out`) replaced by cosine fits;
-biases and every other neuron are kept. `replacement_curve` measures accuracy over all `p^2`
-pairs as the replaced fraction grows from 0 to 1, over several random neuron orders (with
-spread) or in a fixed order (best- or worst-fitting neurons first).
+biases and every other neuron are kept. `replacement_curve` measures accuracy over all pairs of
+the dataset as the replaced fraction grows from 0 to 1, over several random neuron orders (with
+spread) or in a fixed order (best- or worst-fitting neurons first). Both need one hidden layer
+(a neuron's input and output weights), and compute from the weights: a model that carries
+permanent hooks is refused rather than measured without them.
 
 The fit form is a choice the study left implicit, so it is an argument:
 - `"separate"`: `a`, `b` and the output each have their own `k`, scale, phase, offset;
@@ -25,8 +27,22 @@ from typing import Any
 
 import torch
 
-from analyses._common import check_fractions, check_model, check_neurons, to_jsonable
-from analyses.cosine_fit import CosineFit, NeuronFits, fit_cosines, fit_harmonics, fit_neurons
+from analyses._common import (
+    check_fractions,
+    check_model,
+    check_neurons,
+    check_no_hooks,
+    check_one_layer,
+    to_jsonable,
+)
+from analyses.cosine_fit import (
+    CosineFit,
+    NeuronFits,
+    fit_cosines,
+    fit_harmonics,
+    fit_neurons,
+    weights_digest,
+)
 from hooked_mlp.data import dataset
 
 FORMS = ("separate", "joint", "study", "harmonic")
@@ -42,7 +58,11 @@ def _study_output_fit(fits: NeuronFits, w_out: torch.Tensor) -> CosineFit:
     j = fits.joint
     p = fits.p
     x = torch.arange(p, dtype=torch.float64)
-    phase = (j.phase_a + j.phase_b).double()
+    if fits.phase_sign is None:
+        raise ValueError("form='study' forces the output phase to phi_a + phi_b (or phi_a - phi_b "
+                         "for a - b); no such relation is predicted for this model's operation: "
+                         "use form='separate', 'joint' or 'harmonic'")
+    phase = (j.phase_a + fits.phase_sign * j.phase_b).double()
     basis = torch.cos(2 * math.pi * j.k.double()[:, None] * x / p + phase[:, None])  # [n, p]
     bc = basis - basis.mean(dim=1, keepdim=True)
     wc = w_out.double() - w_out.double().mean(dim=1, keepdim=True)
@@ -60,6 +80,9 @@ def _check_fits(model: Any, fits: Any) -> None:
         raise ValueError(f"fits do not belong to this model: fitted with p={fits.p} on neurons "
                          f"{fits.neurons[:5]}..., the model has p={model.cfg.p} and "
                          f"{model.cfg.d_hidden} neurons")
+    if fits.weights_digest and fits.weights_digest != weights_digest(model):
+        raise ValueError("fits do not belong to this model: they were fitted on other weights "
+                         "(fit_neurons(model) fits this one)")
 
 
 def fitted_weights(model: Any, fits: NeuronFits, form: str = "separate") -> dict[str, torch.Tensor]:
@@ -89,10 +112,13 @@ def replace_neurons(
     parts: str = "both",
     _weights: dict[str, torch.Tensor] | None = None,
 ) -> Any:
-    """A new `HookedMLP` with `neurons`' weights replaced by their cosine fits."""
+    """A new `HookedMLP` with `neurons`' weights replaced by their cosine fits (one hidden
+    layer; the new model has no hooks, so a model carrying permanent hooks is refused)."""
     from hooked_mlp.model import HookedMLP
 
     check_model(model)
+    check_one_layer(model, "replace_neurons")
+    check_no_hooks(model, "replace_neurons")
     if parts not in PARTS:
         raise ValueError(f"parts must be one of {list(PARTS)}, got {parts!r}")
     chosen = check_neurons(neurons, model.cfg.d_hidden)
@@ -104,17 +130,28 @@ def replace_neurons(
     missing = [n for n in chosen if n not in col]
     if missing:
         raise ValueError(f"neurons {missing} have no fit in `fits` (fitted: {fits.neurons})")
-    p = model.cfg.p
     params = {k: v.detach().cpu().clone() for k, v in model.state_tensors().items()}
     if chosen:
         idx = torch.tensor(chosen)
         fidx = torch.tensor([col[n] for n in chosen])
         if parts in ("both", "inputs"):
-            params["W_in"][:p, idx] = weights["W_a"][:, fidx]
-            params["W_in"][p:, idx] = weights["W_b"][:, fidx]
+            _put_inputs(model.cfg, params["W_in"], idx, weights["W_a"][:, fidx],
+                        weights["W_b"][:, fidx])
         if parts in ("both", "outputs"):
             params["W_out"][idx] = weights["W_out"][fidx]
-    return HookedMLP.from_params(model.cfg, params).to(model.device)
+    return HookedMLP.from_params(model.cfg, params)
+
+
+def _put_inputs(cfg: Any, W_in: torch.Tensor, idx: torch.Tensor, W_a: torch.Tensor,
+                W_b: torch.Tensor) -> None:
+    """Write input weights into columns `idx` of `W_in` (with tied inputs `a` and `b` share the
+    one weight, and their fits are the same: `W_a` is written)."""
+    p = cfg.p
+    if cfg.tied_inputs:
+        W_in[:, idx] = W_a
+    else:
+        W_in[:p, idx] = W_a
+        W_in[p:, idx] = W_b
 
 
 @dataclass
@@ -177,7 +214,11 @@ def replacement_curve(
     their three fits (one order).
     """
     check_model(model)
+    check_one_layer(model, "replacement_curve")
+    check_no_hooks(model, "replacement_curve")
     fracs = check_fractions(fractions)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if order not in ORDERS:
         raise ValueError(f"order must be one of {list(ORDERS)}, got {order!r}")
     if parts not in PARTS:
@@ -210,20 +251,25 @@ def _accuracy_along_orders(
     """Accuracy after replacing the first `round(f * H)` neurons of each order, for each `f`.
 
     Replacing a neuron changes the logits only through its own term `post_n * W_out[n]`, so the
-    logits are updated neuron block by neuron block instead of re-running the model; the result
-    equals `accuracy(replace_neurons(...))` up to float rounding (tests check it).
+    logits are updated neuron block by neuron block instead of re-running the model; the
+    activations come from `hooked_mlp.functional` (the model's definition) for the original and
+    for the fitted input weights, and the result equals `accuracy(replace_neurons(...))` up to
+    float rounding (tests check it).
     """
-    p, H = model.cfg.p, model.cfg.d_hidden
-    tokens, labels = dataset(model.cfg)
-    a, b = tokens[:, 0], tokens[:, 1]
-    W_in, b_in, W_out, b_out = (t.detach().cpu() for t in model.state_tensors().values())
-    post_old = torch.relu(W_in[a] + W_in[p + b] + b_in)  # [p^2, H]
-    post_new, W_out_new = post_old, W_out
+    from hooked_mlp.functional import hidden_activations
+
+    cfg, H = model.cfg, model.cfg.d_hidden
+    tokens, labels = dataset(cfg)
+    params = {k: v.detach().cpu() for k, v in model.state_tensors().items()}
+    post_old = hidden_activations(cfg, params, tokens)  # [n_pairs, H]
+    post_new, W_out, W_out_new = post_old, params["W_out"], params["W_out"]
     if parts in ("both", "inputs"):
-        post_new = torch.relu(weights["W_a"][a] + weights["W_b"][b] + b_in)
+        fitted = dict(params, W_in=params["W_in"].clone())
+        _put_inputs(cfg, fitted["W_in"], torch.arange(H), weights["W_a"], weights["W_b"])
+        post_new = hidden_activations(cfg, fitted, tokens)
     if parts in ("both", "outputs"):
         W_out_new = weights["W_out"]
-    base = torch.addmm(b_out, post_old, W_out)
+    base = torch.addmm(params["b_out"], post_old, W_out) if cfg.bias else post_old @ W_out
     counts = [round(f * H) for f in fracs]
     curves = []
     for neuron_order in orders:

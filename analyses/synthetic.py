@@ -25,7 +25,7 @@ from torch import Tensor
 
 from analyses._common import to_jsonable
 from hooked_mlp.config import MAX_SEED, MLPConfig
-from hooked_mlp.data import all_pairs, apply_operation, hash_keys
+from hooked_mlp.data import hash_keys
 
 STREAM_K, STREAM_PHI_A, STREAM_PHI_B = 101, 102, 103
 
@@ -34,6 +34,18 @@ def _check_positive_int(name: str, value: Any, low: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return value
+
+
+def _check_operation(operation: Any) -> int:
+    """The phase sign of an operation a random cosine model can compute (`add`, `sub`)."""
+    from hooked_mlp.family import OPERATIONS
+
+    op = OPERATIONS.get(operation) if isinstance(operation, str) else None
+    if op is None or op.phase_sign is None:
+        usable = [k for k, o in OPERATIONS.items() if o.phase_sign is not None]
+        raise ValueError(f"operation must be one of {usable} (a random cosine model computes "
+                         f"a + b or a - b), got {operation!r}")
+    return op.phase_sign
 
 
 def random_cosine_params(n_neurons: int, p: int = 113, seed: int = 0) -> dict[str, Tensor]:
@@ -54,25 +66,32 @@ def random_cosine_params(n_neurons: int, p: int = 113, seed: int = 0) -> dict[st
 def cosine_weights(
     k: Tensor, phi_a: Tensor, phi_b: Tensor, p: int, phi_out: Tensor | None = None
 ) -> dict[str, Tensor]:
-    """Unit cosine weights `W_in` `[2p, N]` and `W_out` `[N, p]`, zero biases."""
+    """Unit cosine weights `W_in` `[2p, N]` and `W_out` `[N, p]` (a model without biases)."""
     x = torch.arange(p, dtype=torch.float64)
     w = 2 * math.pi * k.double() / p  # [N]
     phi_out = phi_a + phi_b if phi_out is None else phi_out
     W_a = torch.cos(x[:, None] * w + phi_a)  # [p, N]
     W_b = torch.cos(x[:, None] * w + phi_b)
     W_out = torch.cos(w[:, None] * x + phi_out[:, None])  # [N, p]
-    n = k.numel()
-    return {"W_in": torch.cat([W_a, W_b]).float(), "b_in": torch.zeros(n),
-            "W_out": W_out.float(), "b_out": torch.zeros(p)}
+    return {"W_in": torch.cat([W_a, W_b]).float(), "W_out": W_out.float()}
 
 
-def random_cosine_model(n_neurons: int, p: int = 113, seed: int = 0) -> Any:
-    """A `HookedMLP` of `n_neurons` random cosine neurons (no training involved)."""
+def random_cosine_config(n_neurons: int, p: int = 113, operation: str = "add") -> MLPConfig:
+    """The configuration of a random cosine model: one hidden ReLU layer, no biases."""
+    return MLPConfig(p=p, d_hidden=n_neurons, operation=operation, bias=False)
+
+
+def random_cosine_model(n_neurons: int, p: int = 113, seed: int = 0,
+                        operation: str = "add") -> Any:
+    """A `HookedMLP` of `n_neurons` random cosine neurons (no training involved), without
+    biases; for `operation="sub"` the output phase is `phi_a - phi_b`."""
     from hooked_mlp.model import HookedMLP
 
+    sign = _check_operation(operation)
     prm = random_cosine_params(n_neurons, p, seed)
-    weights = cosine_weights(prm["k"], prm["phi_a"], prm["phi_b"], p)
-    return HookedMLP.from_params(MLPConfig(p=p, d_hidden=n_neurons), weights)
+    weights = cosine_weights(prm["k"], prm["phi_a"], prm["phi_b"], p,
+                             prm["phi_a"] + sign * prm["phi_b"])
+    return HookedMLP.from_params(random_cosine_config(n_neurons, p, operation), weights)
 
 
 @dataclass
@@ -83,6 +102,7 @@ class SyntheticCurve:
     ns: list[int]
     seeds: list[int]
     accuracy: list[list[float]]  # [len(ns)][len(seeds)]
+    operation: str = "add"
 
     @property
     def mean(self) -> list[float]:
@@ -106,8 +126,8 @@ class SyntheticCurve:
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable({"p": self.p, "ns": self.ns, "seeds": self.seeds,
-                            "accuracy": self.accuracy, "mean": self.mean, "std": self.std,
-                            "min": self.min})
+                            "operation": self.operation, "accuracy": self.accuracy,
+                            "mean": self.mean, "std": self.std, "min": self.min})
 
 
 @torch.no_grad()
@@ -116,36 +136,42 @@ def synthetic_curve(
     seeds: Sequence[int] = range(5),
     p: int = 113,
     chunk: int = 256,
+    operation: str = "add",
 ) -> SyntheticCurve:
-    """Accuracy of `random_cosine_model(N, p, seed)` for every `N` in `ns` and seed.
+    """Accuracy of `random_cosine_model(N, p, seed, operation)` for every `N` in `ns` and seed.
 
-    Evaluated in one pass per seed: the logits of the first `N` neurons are a running sum over
-    neurons, so each `N` is read off on the way to the largest. The numbers equal evaluating
-    each model separately (tests check it).
+    Evaluated in one pass per seed: without biases the logits are a sum over neurons, so the
+    model of `N` neurons is the running sum of `functional.forward` over blocks of `chunk`
+    neurons (each block a model of its own), read off on the way to the largest `N`. The
+    numbers equal evaluating each model separately (tests check it).
     """
-    ns = sorted({_check_positive_int("ns", int(n)) for n in ns})
-    seeds = [int(s) for s in seeds]
+    from hooked_mlp.data import dataset
+    from hooked_mlp.functional import forward
+
+    sign = _check_operation(operation)
+    if isinstance(ns, (str, bytes)) or not hasattr(ns, "__iter__"):
+        raise ValueError(f"ns must be a list of integers >= 1, got {ns!r}")
+    ns = sorted({_check_positive_int("ns", n) for n in ns})
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise ValueError(f"seeds must be a list of integers >= 0, got {seeds!r}")
+    seeds = [_check_positive_int("seeds", s, 0) for s in seeds]
+    _check_positive_int("p", p, 3)
+    _check_positive_int("chunk", chunk)
     if not ns or not seeds:
         raise ValueError("ns and seeds must each name at least one value")
-    pairs = all_pairs(p)
-    labels = apply_operation(pairs, p).view(p, p)
+    tokens, labels = dataset(random_cosine_config(1, p, operation))
     acc: list[list[float]] = [[0.0] * len(seeds) for _ in ns]
-    x = torch.arange(p, dtype=torch.float64)
     for j, seed in enumerate(seeds):
         prm = random_cosine_params(ns[-1], p, seed)
-        w = 2 * math.pi * prm["k"].double() / p
-        logits = torch.zeros(p * p, p)
+        logits = torch.zeros(len(tokens), p)
         done = 0
         for i, n in enumerate(ns):
             for lo in range(done, n, chunk):
                 hi = min(n, lo + chunk)
-                W_a = torch.cos(x[:, None] * w[lo:hi] + prm["phi_a"][lo:hi]).float()  # [p, c]
-                W_b = torch.cos(x[:, None] * w[lo:hi] + prm["phi_b"][lo:hi]).float()
-                phi_out = prm["phi_a"][lo:hi] + prm["phi_b"][lo:hi]
-                W_out = torch.cos(w[lo:hi, None] * x + phi_out[:, None]).float()  # [c, p]
-                post = (W_a[:, None, :] + W_b[None, :, :]).relu_().view(p * p, hi - lo)
-                logits.addmm_(post, W_out)
+                block = cosine_weights(prm["k"][lo:hi], prm["phi_a"][lo:hi],
+                                       prm["phi_b"][lo:hi], p,
+                                       prm["phi_a"][lo:hi] + sign * prm["phi_b"][lo:hi])
+                logits += forward(random_cosine_config(hi - lo, p, operation), block, tokens)
             done = n
-            pred = logits.argmax(dim=1).view(p, p)
-            acc[i][j] = float((pred == labels).float().mean())
-    return SyntheticCurve(p, ns, seeds, acc)
+            acc[i][j] = float((logits.argmax(dim=1) == labels).float().mean())
+    return SyntheticCurve(p, ns, seeds, acc, operation)

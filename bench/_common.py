@@ -55,7 +55,7 @@ def epoch_runner(seeds: list[int], epochs: int, threads: int | None = None,
     would run it: returns (trainer, a function that trains one epoch and waits for its
     validation, the thread count)."""
     from hooked_mlp import MLPConfig, TrainConfig
-    from hooked_mlp.training import BatchedTrainer, default_threads, torch_threads
+    from hooked_mlp.trainer import BatchedTrainer, default_threads, torch_threads
 
     trainer = BatchedTrainer(MLPConfig(), TrainConfig(epochs=epochs), seeds, backend=backend)
     threads = default_threads(len(seeds), backend=backend) if threads is None else threads

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import epoch_runner, interleaved, machine, median
 from bench.plain_loop import PlainLoop
 from hooked_mlp import MLPConfig, TrainConfig
-from hooked_mlp.training import BatchedTrainer, default_threads, torch_threads
+from hooked_mlp.trainer import BatchedTrainer, default_threads, torch_threads
 
 
 def per_epoch(repeats: int) -> None:
@@ -68,8 +68,8 @@ def against_reference(epochs: int) -> None:
     float64 (the reference with dtype=float64): how far each float32 implementation drifts."""
     from analyses._common import accuracy
     from hooked_mlp import HookedMLP
-    from hooked_mlp.params import TrainInfo
     from hooked_mlp.reference import reference_train
+    from hooked_mlp.train_info import TrainInfo
 
     cfg, tcfg = MLPConfig(), TrainConfig(epochs=epochs)
     t0 = time.perf_counter()

@@ -16,47 +16,37 @@ from typing import TYPE_CHECKING, Any
 from hooked_mlp.config import MLPConfig, TrainConfig
 
 if TYPE_CHECKING:
-    from hooked_mlp.io import (
-        CheckpointError,
-        load,
-        load_linear_state_dict,
-        load_pretrained,
-        pretrained_seeds,
-        save,
-    )
+    from hooked_mlp.importers import import_mlp, load_linear_state_dict
+    from hooked_mlp.io import CheckpointError, load, load_pretrained, pretrained_seeds, save
     from hooked_mlp.model import HookedMLP
-    from hooked_mlp.params import TrainInfo
-    from hooked_mlp.training import (
-        RunLockedError,
-        TrainingDivergedError,
-        resume_run,
-        train,
-        train_many,
-        train_run,
-    )
+    from hooked_mlp.runs import RunLockedError, resume_run, train_run
+    from hooked_mlp.train_info import TrainInfo
+    from hooked_mlp.trainer import TrainingDivergedError
+    from hooked_mlp.training import train, train_many
 
 _LAZY = {
     "HookedMLP": "hooked_mlp.model",
-    "TrainInfo": "hooked_mlp.params",
+    "TrainInfo": "hooked_mlp.train_info",
     "train": "hooked_mlp.training",
     "train_many": "hooked_mlp.training",
-    "train_run": "hooked_mlp.training",
-    "resume_run": "hooked_mlp.training",
-    "TrainingDivergedError": "hooked_mlp.training",
-    "RunLockedError": "hooked_mlp.training",
+    "train_run": "hooked_mlp.runs",
+    "resume_run": "hooked_mlp.runs",
+    "TrainingDivergedError": "hooked_mlp.trainer",
+    "RunLockedError": "hooked_mlp.runs",
     "save": "hooked_mlp.io",
     "load": "hooked_mlp.io",
     "load_pretrained": "hooked_mlp.io",
-    "load_linear_state_dict": "hooked_mlp.io",
     "pretrained_seeds": "hooked_mlp.io",
     "CheckpointError": "hooked_mlp.io",
+    "import_mlp": "hooked_mlp.importers",
+    "load_linear_state_dict": "hooked_mlp.importers",
 }
 
 __all__ = [  # noqa: RUF022 - grouped by module
     "MLPConfig", "TrainConfig", "HookedMLP", "TrainInfo",
     "train", "train_many", "train_run", "resume_run", "TrainingDivergedError", "RunLockedError",
-    "save", "load", "load_pretrained", "load_linear_state_dict", "pretrained_seeds",
-    "CheckpointError",
+    "save", "load", "load_pretrained", "pretrained_seeds", "CheckpointError",
+    "import_mlp", "load_linear_state_dict",
 ]
 __version__ = "0.1.0"
 

@@ -1,7 +1,8 @@
 /* The CPU training kernel: whole epochs of the seed recipe in C.
  *
- * Python (hooked_mlp/cpu_kernel.py) owns every buffer; this file runs the arithmetic that the
- * torch backend in hooked_mlp/training.py describes, step by step:
+ * An optional accelerator for one configuration family: a one-hidden-layer ReLU MLP with biases
+ * and one-hot inputs (hooked_mlp/cpu_kernel.py says which configurations it accepts). Per sample
+ * (a, b) with label y, p residues and H hidden neurons (x @ W orientation):
  *
  *     pre    = W_in[a] + W_in[p + b] + b_in        post = relu(pre)
  *     logits = post @ W_out + b_out                G = (softmax(logits) - onehot(y)) / bs
@@ -10,38 +11,44 @@
  *
  * then one step of torch.optim.AdamW's formula (torch rounds two of its lines with a fused
  * multiply-add, this file rounds each operation, so the last bits can differ; AdamW's scalars
- * are computed in double and rounded once, as torch does). The three matrix products go
- * to the BLAS that SciPy ships (its `sgemm`, handed over as a function pointer), held to one
+ * are computed in double and rounded once, as torch does). The three matrix products go to the
+ * BLAS that SciPy ships (its `sgemm`, handed over as a function pointer by init()), held to one
  * thread per caller; the rest is plain loops the compiler vectorises.
  *
- * Determinism. Each step is computed as two half-batches (samples [0, h) and [h, bs) with
- * h = ceil(bs / 2)): each half's gradients go to their own buffer, and AdamW adds the two. So
- * a seed's arithmetic is fixed by the recipe alone: one thread computing both halves and two
- * threads computing one half each give the same bits, and so does any set of seeds sharing a
- * call (each seed is trained on its own, one after another). Loss sums are kept in double, per
- * half, and added in a fixed order. The batch order is computed here too (see shuffle_order),
- * equal to hooked_mlp.data.permutations.
+ * Interface. `Kernel(...)` is built once per trainer: it checks and keeps the static description
+ * (p, H, batch size, where the four parameter blocks start, the AdamW recipe, and the pair
+ * tables, copied in). Its methods take the per-call buffers through the buffer protocol (NumPy
+ * arrays, or anything else that exports C-contiguous memory with a format), check each one's
+ * item type, contiguity, writability and length, and raise ValueError naming the argument
+ * rather than ever reading or writing outside it:
  *
- * The GIL is released while a call runs, so Python threads can run other seeds, or a
- * validation pass, side by side.
+ *     Kernel.train_epoch(params, exp_avg, exp_avg_sq, train_idx, prefixes, s_lo, s_hi, step0, out)
+ *     Kernel.evaluate(params, pairs, s_lo, s_hi, out)
+ *
+ * (evaluate refuses zero pairs per seed, whose mean is undefined: the Python wrapper answers NaN
+ * for them without calling in.)
+ *
+ * Threads. A call runs on the calling thread only, with the GIL released; the kernel keeps no
+ * mutable state of its own (a Kernel is read-only once built), so Python runs several seeds in
+ * parallel by calling it from several threads, each on its own block of seeds. Each call's
+ * working memory follows the batch size and the number of pairs, never the number of seeds.
+ *
+ * Determinism. A seed's arithmetic depends on the recipe and its data alone: seeds are trained
+ * one after another with the same scratch memory, so a seed trained alone, with others in one
+ * call, or in another thread gives the same bits. Loss sums are kept in double and added in
+ * sample order within a batch and batch order within the epoch. The batch order is computed
+ * here too (see shuffle_order), equal to hooked_mlp.data.permutations.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <dlfcn.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
-#include <sched.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__linux__) && __has_include(<linux/futex.h>)
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-#define HAVE_FUTEX 1
-#endif
 
 typedef void (*sgemm_fn)(const char *, const char *, const int *, const int *, const int *,
                          const float *, const float *, const int *, const float *, const int *,
@@ -49,11 +56,13 @@ typedef void (*sgemm_fn)(const char *, const char *, const int *, const int *, c
 typedef int (*threads_fn)(int);
 typedef int (*get_threads_fn)(void);
 
+/* The only static state: set once by init() (under the GIL, before any call), read afterwards. */
 static sgemm_fn blas_sgemm = NULL;
 /* OpenBLAS >= 0.3.27 sets its thread count per calling thread; older ones only globally. */
 static threads_fn blas_threads_local = NULL;
 static threads_fn blas_threads_global = NULL; /* returns nothing useful; see blas_one_thread */
 static get_threads_fn blas_get_threads = NULL;
+/* ... and, for the global setter only, how many of our calls are running (under the lock). */
 static pthread_mutex_t blas_lock = PTHREAD_MUTEX_INITIALIZER;
 static int blas_callers = 0, blas_saved = 0;
 
@@ -76,8 +85,34 @@ static void gemm(char ta, char tb, int m, int n, int k, const float *A, int lda,
     blas_sgemm(&ta, &tb, &m, &n, &k, &one, A, &lda, B, &ldb, &zero, C, &ldc);
 }
 
-/* Hold the BLAS to one thread for the calling thread (each of ours runs its own products):
- * per thread where OpenBLAS can, else globally while any of our calls runs. */
+/* OpenBLAS computes a product of at most 100^3 multiply-adds with its small-matrix kernels,
+ * which skip copying the operands into packed panels: at this model's shapes (a batch of 128,
+ * 100 neurons, 113 classes: 1.4 million each) cutting every product in two is ~1.3x faster.
+ * So each product is cut along one dimension of its result, never the summed one (every sum is
+ * the same, only fewer at a time), into blocks below that size, whole multiples of 16 (a
+ * vector's width) unless the dimension is smaller. Other BLAS lose one call per block. */
+#define SMALL_GEMM 1000000
+
+/* C = A^T @ B^T (the only form used here), cut into blocks of rows of C (`by_rows`: rows i..
+ * read A + i * lda and write C + i) or of columns (columns j.. read B + j, write C + j * ldc). */
+static void gemm_tt(int by_rows, int m, int n, int k, const float *A, int lda, const float *B,
+                    int ldb, float *C, int ldc) {
+    const int dim = by_rows ? m : n;
+    const size_t rest = (size_t)(by_rows ? n : m) * (size_t)k; /* multiply-adds per row/column */
+    size_t block = rest ? SMALL_GEMM / rest / 16 * 16 : (size_t)dim;
+    block = block < 16 ? 16 : block > (size_t)dim ? (size_t)dim : block;
+    for (size_t i = 0; i < (size_t)dim; i += block) {
+        const int w = (int)((size_t)dim - i < block ? (size_t)dim - i : block);
+        if (by_rows)
+            gemm('T', 'T', w, n, k, A + (size_t)i * lda, lda, B, ldb, C + i, ldc);
+        else
+            gemm('T', 'T', m, w, k, A, lda, B + i, ldb, C + (size_t)i * ldc, ldc);
+    }
+}
+
+/* Hold the BLAS to one thread for the calling thread (the parallelism is across our callers,
+ * one block of seeds each; the products are too small to split): per thread where OpenBLAS
+ * can, else globally while any of our calls runs. */
 static int blas_one_thread(void) {
     if (blas_threads_local) return blas_threads_local(1);
     if (blas_threads_global && blas_get_threads) {
@@ -172,7 +207,7 @@ HOT static void embed(const float *W_in, const float *b_in, const int32_t *ra, c
                       int bs, int H, float *post) {
     for (int i = 0; i < bs; i++) {
         const float *wa = W_in + (size_t)ra[i] * H, *wb = W_in + (size_t)rb[i] * H;
-        float *o = post + (size_t)i * (H + 1);
+        float *o = post + (size_t)i * ((size_t)H + 1);
         for (int h = 0; h < H; h++) {
             float v = (wa[h] + wb[h]) + b_in[h];
             o[h] = v < 0.0f ? 0.0f : v; /* NaN stays NaN, as in torch.relu */
@@ -189,7 +224,7 @@ HOT static void embed(const float *W_in, const float *b_in, const int32_t *ra, c
 HOT static void softmax_cols(float *restrict L, int ld, const float *restrict b_out,
                              const int32_t *restrict y, int bs, int P, float scale,
                              float *restrict work, double *loss_sum, double *hits) {
-    float *m = work, *s = work + ld, *ly = work + 2 * ld, *k = work + 3 * ld;
+    float *m = work, *s = work + ld, *ly = work + 2 * (size_t)ld, *k = work + 3 * (size_t)ld;
     for (int i = 0; i < bs; i++) {
         m[i] = -INFINITY;
         s[i] = 0.0f;
@@ -247,13 +282,11 @@ static AdamScalars adam_scalars(double lr, double b1, double b2, double wd, doub
     return a;
 }
 
-/* AdamW on n values, torch.optim.AdamW(weight_decay=wd)'s formula for one step, for the gradient
- * g1 + g2 (the two half-batches). */
+/* AdamW on n values with gradient g: torch.optim.AdamW(weight_decay=wd)'s formula for one step. */
 HOT static void adamw(float *restrict w, float *restrict m, float *restrict v,
-                      const float *restrict g1, const float *restrict g2, size_t n,
-                      AdamScalars a) {
+                      const float *restrict g, size_t n, AdamScalars a) {
     for (size_t j = 0; j < n; j++) {
-        float gj = g1[j] + g2[j];
+        float gj = g[j];
         float mj = m[j] + a.one_minus_b1 * (gj - m[j]);
         float vj = a.b2 * v[j] + a.one_minus_b2 * gj * gj;
         m[j] = mj;
@@ -276,9 +309,9 @@ HOT static void backward(const float *W_out, const float *post, const float *G, 
     const int H1 = H + 1;
     float *gW_in = grad, *gW_out = grad + (2 * (size_t)p + 1) * H;
     /* dW_out[h, c] = sum_i post[i, h] G[i, c] for h <= H: column-major [P, H + 1] */
-    gemm('T', 'T', P, H1, bs, G, ld, post, H1, gW_out, P);
+    gemm_tt(0, P, H1, bs, G, ld, post, H1, gW_out, P);
     /* dpost[i, h] = sum_c G[i, c] W_out[h, c]: column-major [H, bs] */
-    gemm('T', 'T', H, bs, P, W_out, P, G, ld, dpost, H);
+    gemm_tt(0, H, bs, P, W_out, P, G, ld, dpost, H);
     memset(gW_in, 0, sizeof(float) * (2 * (size_t)p + 1) * H);
     float *gb_in = gW_in + 2 * (size_t)p * H;
     for (int i = 0; i < bs; i++) {
@@ -291,41 +324,72 @@ HOT static void backward(const float *W_out, const float *post, const float *G, 
     }
 }
 
-/* ------------------------------------------------------------------------------ buffers */
+/* ------------------------------------------------------------------------------ the kernel */
+
+/* One pair's W_in rows and label, all three fetched with one cache line. */
+typedef struct {
+    int32_t ra, rb, y; /* a, p + b, (a op b) mod p */
+} Pair;
+
+/* The static description of a trainer's model and recipe, fixed when the Kernel is built. */
+typedef struct {
+    int p, H, B;            /* residues (= inputs per token = classes), neurons, batch size */
+    Py_ssize_t off[4];      /* where W_in, b_in, W_out, b_out start in a parameter buffer */
+    Py_ssize_t size[4];     /* one seed's values in each block: 2pH, H, Hp, p */
+    Py_ssize_t n_seed;      /* their sum: one seed's values, and a gradient buffer's */
+    double lr, b1, b2, wd, eps;
+    Py_ssize_t n_pairs;     /* entries of `pairs`: the range of a pair index */
+    Pair *pairs;
+} Spec;
 
 typedef struct {
     float *W_in, *b_in, *W_out, *b_out;
 } Params;
 
-static Params seed_view(float *base, const Py_ssize_t off[4], int s, int p, int H, int P) {
+/* Seed s's parameters in a buffer laid out as `off` says (the caller checked its length). */
+static Params seed_view(const Spec *k, float *base, Py_ssize_t s) {
     Params q;
-    q.W_in = base + off[0] + (size_t)s * 2 * p * H;
-    q.b_in = base + off[1] + (size_t)s * H;
-    q.W_out = base + off[2] + (size_t)s * H * P;
-    q.b_out = base + off[3] + (size_t)s * P;
+    q.W_in = base + k->off[0] + s * k->size[0];
+    q.b_in = base + k->off[1] + s * k->size[1];
+    q.W_out = base + k->off[2] + s * k->size[2];
+    q.b_out = base + k->off[3] + s * k->size[3];
     return q;
 }
 
-/* Values in one seed's parameters, and in a gradient buffer: W_in, b_in, W_out, b_out. */
-static size_t n_params(int p, int H, int P) {
-    return (2 * (size_t)p + 1) * H + ((size_t)H + 1) * P;
+/* ------------------------------------------------------------------------------ scratch */
+
+/* a * b + c in size_t, or 0 on overflow (*ok cleared); every size below goes through it. */
+static size_t mad(size_t a, size_t b, size_t c, int *ok) {
+    size_t r;
+    if (__builtin_mul_overflow(a, b, &r) || __builtin_add_overflow(r, c, &r)) {
+        *ok = 0;
+        return 0;
+    }
+    return r;
 }
 
-/* One thread's buffers, for up to `rows` samples at a time. */
+/* One call's working memory, for up to `rows` samples at a time. */
 typedef struct {
-    float *mem, *post, *L, *dpost, *grad, *work;
+    float *mem, *L, *post, *dpost, *grad, *work;
     int32_t *ra, *rb, *y;
     int ld; /* stride of L: rows rounded up to 16 floats */
 } Scratch;
 
-static int scratch_alloc(Scratch *sc, int rows, int p, int H, int P, int with_grad) {
-    const size_t ld = ((size_t)rows + 15) / 16 * 16;
-    const size_t n_post = (size_t)rows * (H + 1), n_L = (size_t)P * ld;
-    const size_t n_dpost = with_grad ? (size_t)rows * H : 0;
-    const size_t n_grad = with_grad ? n_params(p, H, P) : 0;
+/* Returns 0 when the sizes overflow or the memory is not to be had (the caller raises). */
+static int scratch_alloc(Scratch *sc, const Spec *k, int rows, int with_grad) {
+    int ok = 1;
+    const size_t ld = ((size_t)rows + 15) / 16 * 16; /* rows <= INT_MAX - 15: see Kernel_new */
+    const size_t n_L = mad((size_t)k->p, ld, 0, &ok);
+    const size_t n_post = mad((size_t)rows, (size_t)k->H + 1, 0, &ok);
+    const size_t n_dpost = with_grad ? mad((size_t)rows, (size_t)k->H, 0, &ok) : 0;
+    const size_t n_grad = with_grad ? (size_t)k->n_seed : 0;
     const size_t n_work = 4 * ld, n_idx = 3 * (size_t)rows;
-    size_t total = (n_L + n_post + n_dpost + n_grad + n_work + n_idx + 15) / 16 * 16;
-    sc->mem = aligned_alloc(64, sizeof(float) * total);
+    size_t total = mad(1, n_L, n_post, &ok);
+    total = mad(1, total, n_dpost, &ok);
+    total = mad(1, total, n_grad, &ok);
+    total = mad(1, total, n_work + n_idx + 15, &ok) / 16 * 16; /* whole 64-byte lines */
+    total = mad(total, sizeof(float), 0, &ok);
+    sc->mem = ok ? aligned_alloc(64, total) : NULL;
     if (!sc->mem) return 0;
     sc->ld = (int)ld;
     sc->L = sc->mem; /* first, so that it is 64-byte aligned, and so is each of its rows */
@@ -336,368 +400,641 @@ static int scratch_alloc(Scratch *sc, int rows, int p, int H, int P, int with_gr
     sc->ra = (int32_t *)(sc->work + n_work);
     sc->rb = sc->ra + rows;
     sc->y = sc->rb + rows;
-    for (int i = 0; i < rows; i++) sc->post[(size_t)i * (H + 1) + H] = 1.0f;
+    for (int i = 0; i < rows; i++) sc->post[(size_t)i * ((size_t)k->H + 1) + k->H] = 1.0f;
     return 1;
 }
 
-/* The rows of W_in and the labels of samples order[0..bs). */
-static void gather_rows(Scratch *sc, const int64_t *order, int bs, int p, const int64_t *a_of,
-                        const int64_t *b_of, const int64_t *lab) {
+/* The W_in rows and labels of pairs idx[0..bs). Returns 0 if an index is out of range: the
+ * caller checked them all before starting, so that means another thread changed them since. */
+static int gather_rows(const Spec *k, const int64_t *idx, int bs, Scratch *sc) {
     for (int i = 0; i < bs; i++) {
-        int64_t k = order[i];
-        sc->ra[i] = (int32_t)a_of[k];
-        sc->rb[i] = (int32_t)(p + b_of[k]);
-        sc->y[i] = (int32_t)lab[k];
+        const uint64_t j = (uint64_t)idx[i]; /* read once: checked and used */
+        if (j >= (uint64_t)k->n_pairs) return 0;
+        const Pair q = k->pairs[j];
+        sc->ra[i] = q.ra;
+        sc->rb[i] = q.rb;
+        sc->y[i] = q.y;
     }
+    return 1;
 }
 
-/* logits of bs samples into sc->L (class-major, without b_out) */
-static void forward(const Params *w, Scratch *sc, int bs, int H, int P) {
-    embed(w->W_in, w->b_in, sc->ra, sc->rb, bs, H, sc->post);
+/* logits of bs gathered samples into sc->L (class-major, without b_out) */
+static void forward(const Spec *k, const Params *w, Scratch *sc, int bs) {
+    embed(w->W_in, w->b_in, sc->ra, sc->rb, bs, k->H, sc->post);
     /* L[c * ld + i] = sum_h post[i, h] W_out[h, c]: column-major [bs, P] */
-    gemm('T', 'T', bs, P, H, sc->post, H + 1, w->W_out, P, sc->L, sc->ld);
+    gemm_tt(1, bs, k->p, k->H, sc->post, k->H + 1, w->W_out, k->p, sc->L, sc->ld);
 }
 
-/* ------------------------------------------------------------------------------ two threads */
-
-typedef struct {
-    atomic_int count, phase, sleepers;
-} Barrier;
-
-#ifdef HAVE_FUTEX
-static void sleep_while(atomic_int *addr, int value) {
-    syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, value, NULL, NULL, 0);
-}
-static void wake_all(atomic_int *addr) {
-    syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);
-}
-#else
-static void sleep_while(atomic_int *addr, int value) { sched_yield(); }
-static void wake_all(atomic_int *addr) {}
-#endif
-
-/* Wait until n threads have arrived. A waiter spins briefly (the other half of a step is
- * usually microseconds away), then sleeps, so that a busy machine's scheduler can give its
- * core to the thread being waited for. */
-static void barrier_wait(Barrier *b, int n) {
-    if (n == 1) return;
-    int phase = atomic_load(&b->phase);
-    if (atomic_fetch_add(&b->count, 1) == n - 1) {
-        atomic_store(&b->count, 0);
-        atomic_store(&b->phase, phase + 1);
-        if (atomic_load(&b->sleepers) > 0) wake_all(&b->phase);
-        return;
-    }
-    for (int spins = 0; spins < 4000; spins++) {
-        if (atomic_load_explicit(&b->phase, memory_order_acquire) != phase) return;
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
-    }
-    atomic_fetch_add(&b->sleepers, 1);
-    while (atomic_load(&b->phase) == phase) sleep_while(&b->phase, phase);
-    atomic_fetch_sub(&b->sleepers, 1);
+/* The position of the first of idx[0..count) outside [0, limit), or -1 when all are inside. */
+static Py_ssize_t first_bad_index(const int64_t *idx, Py_ssize_t count, Py_ssize_t limit) {
+    for (Py_ssize_t i = 0; i < count; i++)
+        if ((uint64_t)idx[i] >= (uint64_t)limit) return i;
+    return -1;
 }
 
 /* ------------------------------------------------------------------------------ training */
 
+/* One train_epoch call, once its buffers have been checked. */
 typedef struct {
-    /* the call */
-    int p, H, P, B, n, s_lo, s_hi, nthreads;
-    Py_ssize_t off[4];
-    float *flat, *mom, *vel;
-    const int64_t *train_idx, *prefixes, *a_of, *b_of, *lab;
+    float *params, *mom, *vel;
+    const int64_t *train_idx; /* [S, n] each seed's train pairs */
+    const int64_t *prefixes;  /* [S] each seed's batch-order hash prefix, in [0, 2^32) */
+    Py_ssize_t s_lo, s_hi;
+    int n;
     long long step0;
-    double lr, b1, b2, wd, eps;
-    double *out;
-    /* shared between the threads */
-    Scratch half[2];
-    int64_t *order;  /* [n] this seed's pair indices in batch order */
-    int32_t *perm;   /* [n] */
-    uint32_t *keys;  /* [3n] */
-    double loss[2], hits[2];
-    Barrier bar;
-} Train;
+    double *out; /* [S, 2] */
+    /* working memory, allocated by the caller */
+    Scratch sc;
+    int64_t *order; /* [n] a seed's pair indices in batch order */
+    int32_t *perm;  /* [n] */
+    uint32_t *keys; /* [3n] */
+} Epoch;
 
-/* Samples [lo, lo + bs) of the epoch as two halves; this thread's share of the step. */
-static void half_step(Train *t, const Params *w, int h, int lo, int bs) {
-    const int first = (bs + 1) / 2, start = h ? first : 0, rows = h ? bs - first : first;
-    Scratch *sc = &t->half[h];
-    t->loss[h] = t->hits[h] = 0.0;
-    if (rows == 0) { /* a batch of one sample: the second half is empty */
-        memset(sc->grad, 0, sizeof(float) * n_params(t->p, t->H, t->P));
-        return;
-    }
-    gather_rows(sc, t->order + lo + start, rows, t->p, t->a_of, t->b_of, t->lab);
-    forward(w, sc, rows, t->H, t->P);
-    softmax_cols(sc->L, sc->ld, w->b_out, sc->y, rows, t->P, 1.0f / (float)bs, sc->work,
-                 &t->loss[h], &t->hits[h]);
-    backward(w->W_out, sc->post, sc->L, sc->ld, sc->ra, sc->rb, rows, t->p, t->H, t->P,
-             sc->dpost, sc->grad);
-}
-
-/* AdamW on the values [lo, hi) of the seed's parameters, taken as W_in, b_in, W_out, b_out
- * one after another (the layout of the gradient buffers). */
-static void adamw_span(Train *t, Params *w, Params *m, Params *v, size_t lo, size_t hi,
-                       AdamScalars adam) {
-    const size_t sizes[4] = {2 * (size_t)t->p * t->H, (size_t)t->H, (size_t)t->H * t->P,
-                             (size_t)t->P};
-    float *wv[4] = {w->W_in, w->b_in, w->W_out, w->b_out};
-    float *mv[4] = {m->W_in, m->b_in, m->W_out, m->b_out};
-    float *vv[4] = {v->W_in, v->b_in, v->W_out, v->b_out};
-    size_t start = 0;
-    for (int k = 0; k < 4; start += sizes[k], k++) {
-        if (hi <= start || lo >= start + sizes[k]) continue;
-        size_t a = lo > start ? lo - start : 0, b = hi < start + sizes[k] ? hi - start : sizes[k];
-        adamw(wv[k] + a, mv[k] + a, vv[k] + a, t->half[0].grad + start + a,
-              t->half[1].grad + start + a, b - a, adam);
-    }
-}
-
-/* The whole call, run by thread `tid` of t->nthreads (1 or 2) in lock-step. */
-static void train_seeds(Train *t, int tid) {
-    const int T = t->nthreads, n = t->n;
-    const size_t total = n_params(t->p, t->H, t->P);
-    const size_t cut = T == 1 ? total : (total / 2 + 15) / 16 * 16;
-    int before = blas_one_thread();
-    for (int s = t->s_lo; s < t->s_hi; s++) {
-        Params w = seed_view(t->flat, t->off, s, t->p, t->H, t->P);
-        Params m = seed_view(t->mom, t->off, s, t->p, t->H, t->P);
-        Params v = seed_view(t->vel, t->off, s, t->p, t->H, t->P);
-        if (tid == 0) {
-            const int64_t *idx = t->train_idx + (size_t)s * n;
-            shuffle_order((uint32_t)t->prefixes[s], n, t->perm, t->keys);
-            for (int i = 0; i < n; i++) t->order[i] = idx[t->perm[i]];
+/* One epoch of every seed in [s_lo, s_hi): each step computes the gradient of the whole batch
+ * into one buffer, then AdamW applies it. Returns 0, or -1 if a pair index went out of range
+ * mid-call (see gather_rows). */
+static int train_seeds(const Spec *k, Epoch *e) {
+    Scratch *sc = &e->sc;
+    const int n = e->n;
+    for (Py_ssize_t s = e->s_lo; s < e->s_hi; s++) {
+        Params w = seed_view(k, e->params, s), m = seed_view(k, e->mom, s),
+               v = seed_view(k, e->vel, s);
+        const int64_t *idx = e->train_idx + s * (Py_ssize_t)n;
+        shuffle_order((uint32_t)e->prefixes[s], n, e->perm, e->keys);
+        for (int i = 0; i < n; i++) e->order[i] = idx[e->perm[i]];
+        double loss = 0.0, hits = 0.0;
+        long long step = e->step0;
+        for (Py_ssize_t lo = 0; lo < n; lo += k->B) { /* lo + B may pass INT_MAX */
+            const int bs = n - lo < k->B ? (int)(n - lo) : k->B;
+            if (!gather_rows(k, e->order + lo, bs, sc)) return -1;
+            forward(k, &w, sc, bs);
+            softmax_cols(sc->L, sc->ld, w.b_out, sc->y, bs, k->p, 1.0f / (float)bs, sc->work,
+                         &loss, &hits);
+            backward(w.W_out, sc->post, sc->L, sc->ld, sc->ra, sc->rb, bs, k->p, k->H, k->p,
+                     sc->dpost, sc->grad);
+            const AdamScalars a = adam_scalars(k->lr, k->b1, k->b2, k->wd, k->eps, ++step);
+            /* the gradient buffer holds W_in, b_in, W_out, b_out one after another */
+            float *wv[4] = {w.W_in, w.b_in, w.W_out, w.b_out};
+            float *mv[4] = {m.W_in, m.b_in, m.W_out, m.b_out};
+            float *vv[4] = {v.W_in, v.b_in, v.W_out, v.b_out};
+            const float *g = sc->grad;
+            for (int b = 0; b < 4; g += k->size[b], b++)
+                adamw(wv[b], mv[b], vv[b], g, (size_t)k->size[b], a);
         }
-        barrier_wait(&t->bar, T);
-        double loss_sum = 0.0, hits = 0.0;
-        long long step = t->step0;
-        for (int lo = 0; lo < n; lo += t->B) {
-            const int bs = n - lo < t->B ? n - lo : t->B;
-            for (int h = 0; h < 2; h++)
-                if (T == 1 || h == tid) half_step(t, &w, h, lo, bs);
-            barrier_wait(&t->bar, T);
-            if (tid == 0) {
-                loss_sum += t->loss[0];
-                loss_sum += t->loss[1];
-                hits += t->hits[0] + t->hits[1];
-            }
-            step++;
-            adamw_span(t, &w, &m, &v, tid == 0 ? 0 : cut, tid == 0 ? cut : total,
-                       adam_scalars(t->lr, t->b1, t->b2, t->wd, t->eps, step));
-            barrier_wait(&t->bar, T);
-        }
-        if (tid == 0) {
-            t->out[2 * (size_t)s] = loss_sum / n;
-            t->out[2 * (size_t)s + 1] = hits / n;
-        }
+        e->out[2 * s] = loss / n;
+        e->out[2 * s + 1] = hits / n;
     }
-    blas_restore(before);
-}
-
-static void *train_worker(void *arg) {
-    train_seeds((Train *)arg, 1);
-    return NULL;
-}
-
-static int parse_offsets(PyObject *obj, Py_ssize_t off[4]) {
-    return PyArg_ParseTuple(obj, "nnnn", &off[0], &off[1], &off[2], &off[3]);
-}
-
-static int check_call(int ok, const char *what) {
-    if (!blas_sgemm) {
-        PyErr_SetString(PyExc_RuntimeError, "the CPU kernel has no BLAS: call init() first");
-        return 0;
-    }
-    if (!ok) {
-        PyErr_Format(PyExc_ValueError, "%s: sizes out of range", what);
-        return 0;
-    }
-    return 1;
-}
-
-/* train_epoch(flat, exp_avg, exp_avg_sq, offsets, s_lo, s_hi, p, H, P, B, n, train_idx,
- *             prefixes, a_of, b_of, labels, step0, lr, beta1, beta2, weight_decay, eps,
- *             threads, out)
- * Pointers are addresses of contiguous tensors: float32 buffers laid out as BatchedTrainer's
- * flat buffer (offsets: where W_in, b_in, W_out, b_out start, each block holding all seeds);
- * train_idx int64 [S, n], each seed's train pairs in ascending order; prefixes int64 [S], the
- * hash prefix of each seed's batch order this epoch (hooked_mlp.data.hash_prefix); a_of, b_of,
- * labels int64 [p*p]. Trains seeds s_lo..s_hi-1, one after another, each with `threads` (1 or
- * 2) threads, for one epoch of ceil(n/B) steps after AdamW step step0, and writes each seed's
- * mean train loss and accuracy to out float64 [S, 2]. */
-static PyObject *train_epoch(PyObject *self, PyObject *args) {
-    unsigned long long flat_p, m_p, v_p, idx_p, pre_p, a_p, b_p, y_p, out_p;
-    PyObject *offsets;
-    Train t;
-    memset(&t, 0, sizeof t);
-    if (!PyArg_ParseTuple(args, "KKKOiiiiiiiKKKKKLdddddiK", &flat_p, &m_p, &v_p, &offsets,
-                          &t.s_lo, &t.s_hi, &t.p, &t.H, &t.P, &t.B, &t.n, &idx_p, &pre_p, &a_p,
-                          &b_p, &y_p, &t.step0, &t.lr, &t.b1, &t.b2, &t.wd, &t.eps, &t.nthreads,
-                          &out_p) ||
-        !parse_offsets(offsets, t.off) ||
-        !check_call(t.p > 0 && t.H > 0 && t.P > 0 && t.B > 0 && t.n > 0 && t.s_lo >= 0 &&
-                        t.s_hi >= t.s_lo && t.step0 >= 0 && (t.nthreads == 1 || t.nthreads == 2),
-                    "train_epoch"))
-        return NULL;
-    const int bmax = t.B < t.n ? t.B : t.n, rows = (bmax + 1) / 2;
-    int ok = scratch_alloc(&t.half[0], rows, t.p, t.H, t.P, 1);
-    ok = scratch_alloc(&t.half[1], rows, t.p, t.H, t.P, 1) && ok;
-    t.order = malloc(sizeof(int64_t) * (size_t)t.n);
-    t.perm = malloc(sizeof(int32_t) * (size_t)t.n);
-    t.keys = malloc(sizeof(uint32_t) * 3 * (size_t)t.n);
-    if (!ok || !t.order || !t.perm || !t.keys) {
-        free(t.half[0].mem);
-        free(t.half[1].mem);
-        free(t.order);
-        free(t.perm);
-        free(t.keys);
-        return PyErr_NoMemory();
-    }
-    t.flat = (float *)(uintptr_t)flat_p;
-    t.mom = (float *)(uintptr_t)m_p;
-    t.vel = (float *)(uintptr_t)v_p;
-    t.train_idx = (const int64_t *)(uintptr_t)idx_p;
-    t.prefixes = (const int64_t *)(uintptr_t)pre_p;
-    t.a_of = (const int64_t *)(uintptr_t)a_p;
-    t.b_of = (const int64_t *)(uintptr_t)b_p;
-    t.lab = (const int64_t *)(uintptr_t)y_p;
-    t.out = (double *)(uintptr_t)out_p;
-
-    Py_BEGIN_ALLOW_THREADS
-    pthread_t worker;
-    if (t.nthreads == 2 && pthread_create(&worker, NULL, train_worker, &t) != 0)
-        t.nthreads = 1; /* no second thread to be had: the same numbers on one */
-    train_seeds(&t, 0);
-    if (t.nthreads == 2) pthread_join(worker, NULL);
-    Py_END_ALLOW_THREADS
-
-    free(t.half[0].mem);
-    free(t.half[1].mem);
-    free(t.order);
-    free(t.perm);
-    free(t.keys);
-    Py_RETURN_NONE;
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------ evaluation */
 
-#define EVAL_CHUNK 512
+#define EVAL_CHUNK 512 /* samples a forward pass takes at a time: bounds the scratch memory */
 
+/* Mean loss and accuracy of seeds [s_lo, s_hi) on their n pairs each (pairs [S, n]), into out
+ * [S, 2]; chunk sums are added in order. Returns 0, or -1 as train_seeds does. */
+static int evaluate_seeds(const Spec *k, float *params, const int64_t *pairs, int n,
+                          Py_ssize_t s_lo, Py_ssize_t s_hi, Scratch *sc, double *out) {
+    for (Py_ssize_t s = s_lo; s < s_hi; s++) {
+        const Params w = seed_view(k, params, s);
+        double loss = 0.0, hits = 0.0;
+        for (int lo = 0; lo < n; lo += EVAL_CHUNK) {
+            const int bs = n - lo < EVAL_CHUNK ? n - lo : EVAL_CHUNK;
+            if (!gather_rows(k, pairs + s * (Py_ssize_t)n + lo, bs, sc)) return -1;
+            forward(k, &w, sc, bs);
+            softmax_cols(sc->L, sc->ld, w.b_out, sc->y, bs, k->p, 0.0f, sc->work, &loss, &hits);
+        }
+        out[2 * s] = loss / n;
+        out[2 * s + 1] = hits / n;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------ arguments */
+
+/* A Python integer in [lo, hi], or -1 with ValueError (TypeError if not an integer). Too large
+ * for a long long is out of range too, not an OverflowError. */
+static int int_arg(PyObject *obj, const char *name, long long lo, long long hi, long long *out) {
+    PyObject *num = PyNumber_Index(obj);
+    if (!num) {
+        PyErr_Format(PyExc_TypeError, "%s must be an integer, got %.100s", name,
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(num, &overflow);
+    Py_DECREF(num);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (overflow || v < lo || v > hi) {
+        PyErr_Format(PyExc_ValueError, "%s must be an integer in [%lld, %lld], got %R", name, lo,
+                     hi, obj);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* A finite float >= 0, and < 1 if below_one (the limits torch.optim.AdamW puts on its
+ * arguments). */
+static int float_arg(PyObject *obj, const char *name, int below_one, double *out) {
+    double v = PyFloat_AsDouble(obj);
+    if (v == -1.0 && PyErr_Occurred()) return -1;
+    if (!isfinite(v) || v < 0.0 || (below_one && v >= 1.0)) {
+        PyErr_Format(PyExc_ValueError, "%s must be a finite number %s, got %R", name,
+                     below_one ? "in [0, 1)" : ">= 0", obj);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* The pending exception's value (a new reference; the error indicator is cleared). */
+static PyObject *take_exception(void) {
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+typedef enum { F32, F64, I64 } Kind;
+
+static const char *kind_name(Kind kind) {
+    return kind == F32 ? "float32 ('f')" : kind == F64 ? "float64 ('d')" : "int64 ('q' or 'l')";
+}
+
+/* Whether a buffer's struct-module format and item size are those of `kind`: a single native
+ * or little-endian standard code ('@', '=' and, on little-endian machines, '<' prefixes). */
+static int format_is(const Py_buffer *view, Kind kind) {
+    const char *f = view->format ? view->format : "B";
+    if (*f == '@' || *f == '='
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        || *f == '<'
+#endif
+    )
+        f++;
+    if (f[0] == '\0' || f[1] != '\0') return 0;
+    switch (kind) {
+        case F32: return f[0] == 'f' && view->itemsize == 4;
+        case F64: return f[0] == 'd' && view->itemsize == 8;
+        case I64: return (f[0] == 'q' || f[0] == 'l') && view->itemsize == 8;
+    }
+    return 0;
+}
+
+/* The buffers of one call, so that every exit path releases all of them. */
+#define MAX_VIEWS 6
 typedef struct {
-    int p, H, P, n, s_lo, s_hi, nthreads, n_chunks;
-    Py_ssize_t off[4];
-    float *flat;
-    const int64_t *pairs, *a_of, *b_of, *lab;
-    double *sums; /* [S, n_chunks, 2]: each chunk's loss and hits */
-    int failed;
-} Eval;
+    Py_buffer view[MAX_VIEWS];
+    const char *name[MAX_VIEWS];
+    int writable[MAX_VIEWS];
+    int count;
+} Views;
 
-typedef struct {
-    Eval *e;
-    int tid;
-} EvalArg;
+static void release_views(Views *v) {
+    for (int i = 0; i < v->count; i++) PyBuffer_Release(&v->view[i]);
+    v->count = 0;
+}
 
-/* Thread `tid` evaluates chunks tid, tid + T, ... of every seed. */
-static void *eval_chunks(void *arg) {
-    Eval *e = ((EvalArg *)arg)->e;
-    const int tid = ((EvalArg *)arg)->tid;
-    Scratch sc;
-    if (!scratch_alloc(&sc, EVAL_CHUNK, e->p, e->H, e->P, 0)) {
-        e->failed = 1;
+/* Takes `obj`'s C-contiguous buffer of `kind` items (writable if asked) into v; returns it, or
+ * NULL with TypeError (no buffer) or ValueError (not contiguous, read-only, wrong items). */
+static Py_buffer *take_view(Views *v, PyObject *obj, const char *name, Kind kind, int writable) {
+    if (!PyObject_CheckBuffer(obj)) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s must export a buffer of %s items (e.g. a NumPy array), got %.100s", name,
+                     kind_name(kind), Py_TYPE(obj)->tp_name);
         return NULL;
     }
-    int before = blas_one_thread();
-    for (int s = e->s_lo; s < e->s_hi; s++) {
-        Params w = seed_view(e->flat, e->off, s, e->p, e->H, e->P);
-        for (int c = tid; c < e->n_chunks; c += e->nthreads) {
-            const int lo = c * EVAL_CHUNK, bs = e->n - lo < EVAL_CHUNK ? e->n - lo : EVAL_CHUNK;
-            double *out = e->sums + ((size_t)s * e->n_chunks + c) * 2;
-            out[0] = out[1] = 0.0;
-            gather_rows(&sc, e->pairs + (size_t)s * e->n + lo, bs, e->p, e->a_of, e->b_of,
-                        e->lab);
-            forward(&w, &sc, bs, e->H, e->P);
-            softmax_cols(sc.L, sc.ld, w.b_out, sc.y, bs, e->P, 0.0f, sc.work, &out[0], &out[1]);
-        }
+    Py_buffer *view = &v->view[v->count];
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) != 0) {
+        /* the exporter says why (not contiguous, read-only): keep its words, name the argument */
+        PyObject *why = take_exception();
+        PyErr_Format(PyExc_ValueError, "%s must be a C-contiguous%s buffer of %s items (%S)",
+                     name, writable ? ", writable" : "", kind_name(kind), why ? why : Py_None);
+        Py_XDECREF(why);
+        return NULL;
     }
-    blas_restore(before);
-    free(sc.mem);
+    v->name[v->count] = name;
+    v->writable[v->count] = writable;
+    v->count++;
+    if (!format_is(view, kind)) {
+        PyErr_Format(PyExc_ValueError, "%s must hold %s items, got format '%s' of itemsize %zd",
+                     name, kind_name(kind), view->format ? view->format : "B", view->itemsize);
+        return NULL;
+    }
+    return view;
+}
+
+static Py_ssize_t items(const Py_buffer *view) { return view->len / view->itemsize; }
+
+/* A writable buffer must not share memory with any other buffer of the call (or with the
+ * call's checks: indices checked before a call must not be overwritten during it). */
+static int check_disjoint(const Views *v) {
+    for (int i = 0; i < v->count; i++)
+        for (int j = i + 1; j < v->count; j++) {
+            if (!v->writable[i] && !v->writable[j]) continue;
+            const uintptr_t a = (uintptr_t)v->view[i].buf, b = (uintptr_t)v->view[j].buf;
+            if (v->view[i].len && v->view[j].len && a < b + (uintptr_t)v->view[j].len &&
+                b < a + (uintptr_t)v->view[i].len) {
+                PyErr_Format(PyExc_ValueError, "%s and %s must not share memory", v->name[i],
+                             v->name[j]);
+                return -1;
+            }
+        }
+    return 0;
+}
+
+/* A parameter buffer (float32) must hold seeds [0, s_hi) of every block. */
+static int check_params(const Spec *k, const Py_buffer *view, const char *name, Py_ssize_t s_hi) {
+    int ok = 1;
+    size_t need = 0;
+    for (int b = 0; b < 4; b++) {
+        size_t end = mad((size_t)s_hi, (size_t)k->size[b], (size_t)k->off[b], &ok);
+        need = end > need ? end : need;
+    }
+    if (!ok) {
+        PyErr_Format(PyExc_ValueError, "%s must hold the parameters of %zd seeds, more values "
+                     "than can be addressed at these offsets", name, s_hi);
+        return -1;
+    }
+    if (need > (size_t)items(view)) {
+        PyErr_Format(PyExc_ValueError, "%s must hold the parameters of %zd seeds (%zu float32 "
+                     "values at these offsets), got %zd values", name, s_hi, need, items(view));
+        return -1;
+    }
+    return 0;
+}
+
+/* pairs/train_idx int64 [S, n] with 1 <= n <= INT_MAX - EVAL_CHUNK: S and n into *S, *n. */
+static int check_pair_table(const Py_buffer *view, const char *name, Py_ssize_t *S, int *n) {
+    if (view->ndim != 2) {
+        PyErr_Format(PyExc_ValueError, "%s must be 2-D [seeds, pairs], got %d dimensions", name,
+                     view->ndim);
+        return -1;
+    }
+    if (view->shape[1] < 1 || view->shape[1] > INT_MAX - EVAL_CHUNK) {
+        PyErr_Format(PyExc_ValueError, "%s must hold 1 to %d pairs per seed, got %zd", name,
+                     INT_MAX - EVAL_CHUNK, view->shape[1]);
+        return -1;
+    }
+    *S = view->shape[0];
+    *n = (int)view->shape[1];
+    return 0;
+}
+
+/* out float64 [S, 2] */
+static int check_out(const Py_buffer *view, Py_ssize_t S) {
+    if (view->ndim != 2 || view->shape[0] != S || view->shape[1] != 2) {
+        PyErr_Format(PyExc_ValueError, "out must be [%zd, 2] (one row per seed), got %d-D "
+                     "with %zd values", S, view->ndim, items(view));
+        return -1;
+    }
+    return 0;
+}
+
+/* s_lo, s_hi: 0 <= s_lo <= s_hi <= S */
+static int seed_range(PyObject *lo_obj, PyObject *hi_obj, Py_ssize_t S, Py_ssize_t *lo,
+                      Py_ssize_t *hi) {
+    long long l, h;
+    if (int_arg(hi_obj, "s_hi", 0, S, &h) < 0 || int_arg(lo_obj, "s_lo", 0, h, &l) < 0) return -1;
+    *lo = (Py_ssize_t)l;
+    *hi = (Py_ssize_t)h;
+    return 0;
+}
+
+static int check_indices(const Spec *k, const int64_t *idx, Py_ssize_t s_lo, Py_ssize_t s_hi,
+                         int n, const char *name) {
+    Py_ssize_t bad;
+    Py_BEGIN_ALLOW_THREADS
+    bad = first_bad_index(idx + s_lo * (Py_ssize_t)n, (s_hi - s_lo) * (Py_ssize_t)n, k->n_pairs);
+    Py_END_ALLOW_THREADS
+    if (bad < 0) return 0;
+    Py_ssize_t at = s_lo * (Py_ssize_t)n + bad;
+    PyErr_Format(PyExc_ValueError, "%s[%zd, %zd] = %lld: pair indices must be in [0, %zd)", name,
+                 at / n, at % n, (long long)idx[at], k->n_pairs);
+    return -1;
+}
+
+static PyObject *need_blas(void) {
+    PyErr_SetString(PyExc_RuntimeError, "the CPU kernel has no BLAS: call init() first");
     return NULL;
 }
 
-/* evaluate(flat, offsets, s_lo, s_hi, p, H, P, n, pairs, a_of, b_of, labels, threads, out)
- * Mean cross-entropy and accuracy of seeds s_lo..s_hi-1 on n pairs each (pairs int64 [S, n]),
- * into out float64 [S, 2]. The pairs are cut into chunks of 512 whose sums are added in chunk
- * order, so the thread count (1 or 2) does not change the result. */
-static PyObject *evaluate(PyObject *self, PyObject *args) {
-    unsigned long long flat_p, pairs_p, a_p, b_p, y_p, out_p;
-    PyObject *offsets;
-    Eval e;
-    memset(&e, 0, sizeof e);
-    if (!PyArg_ParseTuple(args, "KOiiiiiiKKKKiK", &flat_p, &offsets, &e.s_lo, &e.s_hi, &e.p,
-                          &e.H, &e.P, &e.n, &pairs_p, &a_p, &b_p, &y_p, &e.nthreads, &out_p) ||
-        !parse_offsets(offsets, e.off) ||
-        !check_call(e.p > 0 && e.H > 0 && e.P > 0 && e.n > 0 && e.s_lo >= 0 &&
-                        e.s_hi >= e.s_lo && (e.nthreads == 1 || e.nthreads == 2),
-                    "evaluate"))
+/* ------------------------------------------------------------------------------ Kernel type */
+
+typedef struct {
+    PyObject_HEAD
+    Spec spec;
+} Kernel;
+
+/* Kernel(p, d_hidden, batch_size, offsets, lr, beta1, beta2, weight_decay, eps, a_of, b_of,
+ *        labels): a_of, b_of and labels are int64 [n_pairs] (pair index -> a, b, label), copied
+ * in and checked to lie in [0, p); offsets are where the four blocks start. */
+static PyObject *Kernel_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"p", "d_hidden", "batch_size", "offsets", "lr", "beta1", "beta2",
+                            "weight_decay", "eps", "a_of", "b_of", "labels", NULL};
+    PyObject *p_o, *H_o, *B_o, *off_o, *lr_o, *b1_o, *b2_o, *wd_o, *eps_o, *tables[3];
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOOOOOOO:Kernel", names, &p_o, &H_o,
+                                     &B_o, &off_o, &lr_o, &b1_o, &b2_o, &wd_o, &eps_o, &tables[0],
+                                     &tables[1], &tables[2]))
         return NULL;
-    e.n_chunks = (e.n + EVAL_CHUNK - 1) / EVAL_CHUNK;
-    e.sums = malloc(sizeof(double) * 2 * ((size_t)e.s_hi * e.n_chunks + 1));
-    if (!e.sums) return PyErr_NoMemory();
-    e.flat = (float *)(uintptr_t)flat_p;
-    e.pairs = (const int64_t *)(uintptr_t)pairs_p;
-    e.a_of = (const int64_t *)(uintptr_t)a_p;
-    e.b_of = (const int64_t *)(uintptr_t)b_p;
-    e.lab = (const int64_t *)(uintptr_t)y_p;
-    double *out = (double *)(uintptr_t)out_p;
-
-    Py_BEGIN_ALLOW_THREADS
-    EvalArg args2[2] = {{&e, 0}, {&e, 1}};
-    pthread_t worker;
-    int two = e.nthreads == 2 && e.n_chunks > 1 &&
-              pthread_create(&worker, NULL, eval_chunks, &args2[1]) == 0;
-    if (!two) e.nthreads = 1;
-    eval_chunks(&args2[0]);
-    if (two) pthread_join(worker, NULL);
-    for (int s = e.s_lo; s < e.s_hi && !e.failed; s++) {
-        double loss = 0.0, hits = 0.0;
-        for (int c = 0; c < e.n_chunks; c++) {
-            loss += e.sums[((size_t)s * e.n_chunks + c) * 2];
-            hits += e.sums[((size_t)s * e.n_chunks + c) * 2 + 1];
-        }
-        out[2 * (size_t)s] = loss / e.n;
-        out[2 * (size_t)s + 1] = hits / e.n;
+    Spec k;
+    memset(&k, 0, sizeof k);
+    long long p, H, B;
+    /* p < 2^16 keeps p * p pair indices and 2p rows well inside every type below; H + 1 and
+     * the batch's rows rounded up to 16 are BLAS ints */
+    if (int_arg(p_o, "p", 1, 65535, &p) < 0 || int_arg(H_o, "d_hidden", 1, INT_MAX - 1, &H) < 0 ||
+        int_arg(B_o, "batch_size", 1, INT_MAX - 15, &B) < 0)
+        return NULL;
+    k.p = (int)p;
+    k.H = (int)H;
+    k.B = (int)B;
+    PyObject *off = PySequence_Fast(off_o, "offsets must be a sequence of 4 integers");
+    if (!off) return NULL;
+    int bad = PySequence_Fast_GET_SIZE(off) != 4;
+    if (bad) PyErr_SetString(PyExc_ValueError, "offsets must be a sequence of 4 integers");
+    for (int b = 0; b < 4 && !bad; b++) {
+        static const char *off_names[4] = {"offsets[0]", "offsets[1]", "offsets[2]",
+                                           "offsets[3]"};
+        long long o = 0;
+        bad = int_arg(PySequence_Fast_GET_ITEM(off, b), off_names[b], 0, PY_SSIZE_T_MAX, &o) < 0;
+        k.off[b] = (Py_ssize_t)o;
     }
-    Py_END_ALLOW_THREADS
+    Py_DECREF(off);
+    if (bad) return NULL;
+    /* one seed's values per block, and in all: at most ~2^49 with the limits above */
+    k.size[0] = 2 * (Py_ssize_t)k.p * k.H;
+    k.size[1] = k.H;
+    k.size[2] = (Py_ssize_t)k.H * k.p;
+    k.size[3] = k.p;
+    k.n_seed = k.size[0] + k.size[1] + k.size[2] + k.size[3];
+    /* torch.optim.AdamW's own limits */
+    if (float_arg(lr_o, "lr", 0, &k.lr) < 0 || float_arg(b1_o, "beta1", 1, &k.b1) < 0 ||
+        float_arg(b2_o, "beta2", 1, &k.b2) < 0 ||
+        float_arg(wd_o, "weight_decay", 0, &k.wd) < 0 || float_arg(eps_o, "eps", 0, &k.eps) < 0)
+        return NULL;
 
-    free(e.sums);
-    if (e.failed) return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    static const char *table_names[3] = {"a_of", "b_of", "labels"};
+    Views v = {.count = 0};
+    const int64_t *t[3];
+    for (int i = 0; i < 3; i++) {
+        Py_buffer *view = take_view(&v, tables[i], table_names[i], I64, 0);
+        if (!view) goto fail;
+        t[i] = view->buf;
+        if (view->ndim != 1 || items(view) < 1 || items(view) != items(&v.view[0])) {
+            PyErr_Format(PyExc_ValueError, "a_of, b_of and labels must be 1-D, of one length "
+                         ">= 1, got %s with %zd values", table_names[i], items(view));
+            goto fail;
+        }
+    }
+    k.n_pairs = items(&v.view[0]);
+    int ok = 1;
+    size_t bytes = mad(sizeof(Pair), (size_t)k.n_pairs, 0, &ok);
+    k.pairs = ok ? PyMem_RawMalloc(bytes) : NULL;
+    if (!k.pairs) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    /* each value is read once, checked and copied: the copy is what the calls rely on */
+    for (Py_ssize_t j = 0; j < k.n_pairs; j++) {
+        int32_t q[3];
+        for (int i = 0; i < 3; i++) {
+            const int64_t x = t[i][j];
+            if (x < 0 || x >= k.p) {
+                PyErr_Format(PyExc_ValueError, "%s[%zd] = %lld: values must be in [0, p = %d)",
+                             table_names[i], j, (long long)x, k.p);
+                PyMem_RawFree(k.pairs);
+                goto fail;
+            }
+            q[i] = (int32_t)x;
+        }
+        k.pairs[j] = (Pair){q[0], k.p + q[1], q[2]};
+    }
+    release_views(&v);
+
+    Kernel *self = (Kernel *)type->tp_alloc(type, 0);
+    if (!self) {
+        PyMem_RawFree(k.pairs);
+        return NULL;
+    }
+    self->spec = k;
+    return (PyObject *)self;
+fail:
+    release_views(&v);
+    return NULL;
 }
 
-/* shuffle(prefix, n, out): out int64 [n] = the batch order of a draw with this prefix (for
+static void Kernel_dealloc(PyObject *self) {
+    PyMem_RawFree(((Kernel *)self)->spec.pairs);
+    Py_TYPE(self)->tp_free(self);
+}
+
+/* train_epoch(params, exp_avg, exp_avg_sq, train_idx, prefixes, s_lo, s_hi, step0, out)
+ * params, exp_avg, exp_avg_sq: float32 buffers laid out as the offsets say, holding at least
+ * seeds [0, s_hi); train_idx int64 [S, n], each seed's train pairs in ascending order; prefixes
+ * int64 [S], each seed's batch-order hash prefix this epoch (hooked_mlp.data.hash_prefix);
+ * out float64 [S, 2]. Trains seeds s_lo..s_hi-1 for one epoch of ceil(n / batch_size) AdamW
+ * steps after step step0, and writes each seed's mean train loss and accuracy (each sample
+ * measured in its batch, before the batch's update) into its row of out. */
+static PyObject *Kernel_train_epoch(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"params", "exp_avg", "exp_avg_sq", "train_idx", "prefixes", "s_lo",
+                            "s_hi", "step0", "out", NULL};
+    PyObject *o[5], *lo_o, *hi_o, *step_o, *out_o;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOOOO:train_epoch", names, &o[0], &o[1],
+                                     &o[2], &o[3], &o[4], &lo_o, &hi_o, &step_o, &out_o))
+        return NULL;
+    if (!blas_sgemm) return need_blas();
+    const Spec *k = &((Kernel *)self)->spec;
+    Views v = {.count = 0};
+    Epoch e;
+    memset(&e, 0, sizeof e);
+    PyObject *result = NULL;
+    Py_buffer *w, *m, *vel, *idx, *pre, *out;
+    Py_ssize_t S;
+    long long step0;
+    if (!(w = take_view(&v, o[0], "params", F32, 1)) ||
+        !(m = take_view(&v, o[1], "exp_avg", F32, 1)) ||
+        !(vel = take_view(&v, o[2], "exp_avg_sq", F32, 1)) ||
+        !(idx = take_view(&v, o[3], "train_idx", I64, 0)) ||
+        !(pre = take_view(&v, o[4], "prefixes", I64, 0)) ||
+        !(out = take_view(&v, out_o, "out", F64, 1)) || check_disjoint(&v) < 0 ||
+        check_pair_table(idx, "train_idx", &S, &e.n) < 0 || check_out(out, S) < 0 ||
+        seed_range(lo_o, hi_o, S, &e.s_lo, &e.s_hi) < 0 ||
+        check_params(k, w, "params", e.s_hi) < 0 || check_params(k, m, "exp_avg", e.s_hi) < 0 ||
+        check_params(k, vel, "exp_avg_sq", e.s_hi) < 0)
+        goto done;
+    if (pre->ndim != 1 || pre->shape[0] != S) {
+        PyErr_Format(PyExc_ValueError, "prefixes must be [%zd] (one per seed), got %d-D with "
+                     "%zd values", S, pre->ndim, items(pre));
+        goto done;
+    }
+    const int steps = (e.n - 1) / k->B + 1;
+    if (int_arg(step_o, "step0", 0, LLONG_MAX - steps, &step0) < 0) goto done;
+    e.step0 = step0;
+    e.params = w->buf;
+    e.mom = m->buf;
+    e.vel = vel->buf;
+    e.train_idx = idx->buf;
+    e.prefixes = pre->buf;
+    e.out = out->buf;
+    for (Py_ssize_t s = e.s_lo; s < e.s_hi; s++)
+        if (e.prefixes[s] < 0 || e.prefixes[s] > (int64_t)UINT32_MAX) {
+            PyErr_Format(PyExc_ValueError, "prefixes[%zd] = %lld: must be in [0, 2^32)", s,
+                         (long long)e.prefixes[s]);
+            goto done;
+        }
+    if (check_indices(k, e.train_idx, e.s_lo, e.s_hi, e.n, "train_idx") < 0) goto done;
+    if (e.s_lo == e.s_hi) { /* nothing to train */
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+
+    const int rows = k->B < e.n ? k->B : e.n;
+    e.order = malloc(sizeof(int64_t) * (size_t)e.n);
+    e.perm = malloc(sizeof(int32_t) * (size_t)e.n);
+    e.keys = malloc(sizeof(uint32_t) * 3 * (size_t)e.n);
+    if (!e.order || !e.perm || !e.keys || !scratch_alloc(&e.sc, k, rows, 1)) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    int before = blas_one_thread();
+    rc = train_seeds(k, &e);
+    blas_restore(before);
+    Py_END_ALLOW_THREADS
+    if (rc < 0)
+        PyErr_SetString(PyExc_RuntimeError, "train_idx changed during train_epoch: a pair index "
+                        "left [0, n_pairs); the parameters are partly updated");
+    else
+        result = Py_NewRef(Py_None);
+done:
+    free(e.sc.mem);
+    free(e.order);
+    free(e.perm);
+    free(e.keys);
+    release_views(&v);
+    return result;
+}
+
+/* evaluate(params, pairs, s_lo, s_hi, out)
+ * Mean cross-entropy and accuracy of seeds s_lo..s_hi-1 on their n >= 1 pairs each (pairs
+ * int64 [S, n]; ValueError for n = 0, whose mean is undefined), into out float64 [S, 2]. */
+static PyObject *Kernel_evaluate(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *names[] = {"params", "pairs", "s_lo", "s_hi", "out", NULL};
+    PyObject *w_o, *pairs_o, *lo_o, *hi_o, *out_o;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOO:evaluate", names, &w_o, &pairs_o,
+                                     &lo_o, &hi_o, &out_o))
+        return NULL;
+    if (!blas_sgemm) return need_blas();
+    const Spec *k = &((Kernel *)self)->spec;
+    Views v = {.count = 0};
+    Scratch sc = {0};
+    PyObject *result = NULL;
+    Py_buffer *w, *pairs, *out;
+    Py_ssize_t S, s_lo, s_hi;
+    int n;
+    if (!(w = take_view(&v, w_o, "params", F32, 0)) ||
+        !(pairs = take_view(&v, pairs_o, "pairs", I64, 0)) ||
+        !(out = take_view(&v, out_o, "out", F64, 1)) || check_disjoint(&v) < 0 ||
+        check_pair_table(pairs, "pairs", &S, &n) < 0 || check_out(out, S) < 0 ||
+        seed_range(lo_o, hi_o, S, &s_lo, &s_hi) < 0 || check_params(k, w, "params", s_hi) < 0 ||
+        check_indices(k, pairs->buf, s_lo, s_hi, n, "pairs") < 0)
+        goto done;
+    if (s_lo == s_hi) {
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    if (!scratch_alloc(&sc, k, n < EVAL_CHUNK ? n : EVAL_CHUNK, 0)) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    int before = blas_one_thread();
+    rc = evaluate_seeds(k, w->buf, pairs->buf, n, s_lo, s_hi, &sc, out->buf);
+    blas_restore(before);
+    Py_END_ALLOW_THREADS
+    if (rc < 0)
+        PyErr_SetString(PyExc_RuntimeError,
+                        "pairs changed during evaluate: a pair index left [0, n_pairs)");
+    else
+        result = Py_NewRef(Py_None);
+done:
+    free(sc.mem);
+    release_views(&v);
+    return result;
+}
+
+static PyMethodDef Kernel_methods[] = {
+    {"train_epoch", (PyCFunction)(void (*)(void))Kernel_train_epoch,
+     METH_VARARGS | METH_KEYWORDS,
+     "train_epoch(params, exp_avg, exp_avg_sq, train_idx, prefixes, s_lo, s_hi, step0, out)\n"
+     "One epoch of AdamW steps for seeds s_lo..s_hi-1 (see hooked_mlp/_cpu_kernel.c)."},
+    {"evaluate", (PyCFunction)(void (*)(void))Kernel_evaluate, METH_VARARGS | METH_KEYWORDS,
+     "evaluate(params, pairs, s_lo, s_hi, out)\n"
+     "Mean loss and accuracy of seeds s_lo..s_hi-1 on their pairs."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject KernelType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "hooked_mlp._cpu_kernel.Kernel",
+    .tp_basicsize = sizeof(Kernel),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Kernel(p, d_hidden, batch_size, offsets, lr, beta1, beta2, weight_decay, eps, "
+              "a_of, b_of, labels)\n"
+              "A trainer's model and recipe, checked once; its methods train and evaluate.",
+    .tp_new = Kernel_new,
+    .tp_dealloc = Kernel_dealloc,
+    .tp_methods = Kernel_methods,
+};
+
+/* ------------------------------------------------------------------------------ module */
+
+/* shuffle(prefix, out): out int64 [n] = the batch order of a draw with this hash prefix (for
  * tests: it must equal hooked_mlp.data.permutations). */
 static PyObject *shuffle(PyObject *self, PyObject *args) {
-    unsigned long long prefix, out_p;
-    int n;
-    if (!PyArg_ParseTuple(args, "KiK", &prefix, &n, &out_p)) return NULL;
-    if (n <= 0 || prefix > 0xFFFFFFFFull) {
-        PyErr_SetString(PyExc_ValueError, "shuffle: n must be positive, prefix 32-bit");
+    (void)self;
+    PyObject *prefix_o, *out_o;
+    long long prefix;
+    if (!PyArg_ParseTuple(args, "OO:shuffle", &prefix_o, &out_o) ||
+        int_arg(prefix_o, "prefix", 0, UINT32_MAX, &prefix) < 0)
         return NULL;
+    Views v = {.count = 0};
+    Py_buffer *out = take_view(&v, out_o, "out", I64, 1);
+    if (!out) goto fail;
+    if (items(out) > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "out must hold at most %d values", INT_MAX);
+        goto fail;
     }
-    int32_t *perm = malloc(sizeof(int32_t) * (size_t)n);
-    uint32_t *tmp = malloc(sizeof(uint32_t) * 3 * (size_t)n);
+    const int n = (int)items(out);
+    int32_t *perm = malloc(sizeof(int32_t) * ((size_t)n + 1));
+    uint32_t *tmp = malloc(sizeof(uint32_t) * (3 * (size_t)n + 1));
     if (!perm || !tmp) {
         free(perm);
         free(tmp);
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        goto fail;
     }
+    int64_t *dst = out->buf;
+    Py_BEGIN_ALLOW_THREADS
     shuffle_order((uint32_t)prefix, n, perm, tmp);
-    int64_t *out = (int64_t *)(uintptr_t)out_p;
-    for (int i = 0; i < n; i++) out[i] = perm[i];
+    for (int i = 0; i < n; i++) dst[i] = perm[i];
+    Py_END_ALLOW_THREADS
     free(perm);
     free(tmp);
+    release_views(&v);
     Py_RETURN_NONE;
+fail:
+    release_views(&v);
+    return NULL;
 }
 
 /* init(sgemm_capsule): take BLAS's sgemm from SciPy's cython_blas capsule, and OpenBLAS's
@@ -705,6 +1042,7 @@ static PyObject *shuffle(PyObject *self, PyObject *args) {
  * held to one thread per caller: "local" (per thread), "global" (while a call runs) or
  * "none" (not an OpenBLAS: then its own threading applies). */
 static PyObject *init(PyObject *self, PyObject *capsule) {
+    (void)self;
     if (!PyCapsule_CheckExact(capsule)) {
         PyErr_SetString(PyExc_TypeError, "init() takes scipy.linalg.cython_blas's sgemm capsule");
         return NULL;
@@ -732,7 +1070,6 @@ static PyObject *init(PyObject *self, PyObject *capsule) {
             dlclose(lib);
         }
     }
-    /* "local", "global" or "none": how the BLAS is held to one thread per caller */
     return PyUnicode_FromString(blas_threads_local ? "local"
                                 : (blas_threads_global && blas_get_threads) ? "global"
                                                                               : "none");
@@ -740,14 +1077,23 @@ static PyObject *init(PyObject *self, PyObject *capsule) {
 
 static PyMethodDef methods[] = {
     {"init", init, METH_O, "Hand the kernel SciPy's sgemm capsule."},
-    {"train_epoch", train_epoch, METH_VARARGS, "Train seeds for one epoch (see the source)."},
-    {"evaluate", evaluate, METH_VARARGS, "Loss and accuracy of seeds on a split."},
-    {"shuffle", shuffle, METH_VARARGS, "The batch order of a draw (for tests)."},
+    {"shuffle", shuffle, METH_VARARGS, "shuffle(prefix, out): the batch order of a draw."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cpu_kernel",
-                                    "The C training kernel for CPUs (see hooked_mlp/cpu_kernel.py).",
-                                    -1, methods};
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_cpu_kernel",
+    "The C training kernel for CPUs (see hooked_mlp/cpu_kernel.py).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
 
-PyMODINIT_FUNC PyInit__cpu_kernel(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__cpu_kernel(void) {
+    if (PyType_Ready(&KernelType) < 0) return NULL;
+    PyObject *mod = PyModule_Create(&module);
+    if (!mod) return NULL;
+    if (PyModule_AddObjectRef(mod, "Kernel", (PyObject *)&KernelType) < 0) {
+        Py_DECREF(mod);
+        return NULL;
+    }
+    return mod;
+}

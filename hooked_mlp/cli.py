@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from hooked_mlp.config import MLPConfig, TrainConfig
+from hooked_mlp.family import ACTIVATIONS, OPERATIONS
 
 PROG = "hooked-mlp"
 
@@ -36,54 +37,87 @@ class _Parser(argparse.ArgumentParser):
         raise CommandLineError(f"{sub + ': ' if sub else ''}{message} (see {self.prog} --help)")
 
 
+MAX_SEEDS = 100_000  # hooked_mlp.checks.MAX_SEEDS (not imported: it would load torch)
+
+
 def parse_seeds(text: str) -> list[int]:
-    """`'0-4'`, `'0,2,7'` or `'0-3,8'` as a list of distinct seeds."""
-    seeds: list[int] = []
+    """`'0-4'`, `'0,2,7'` or `'0-3,8'` as a list of distinct seeds (decimal digits only; at
+    most 100,000 seeds, checked before the list is built)."""
+    def bad(why: str) -> argparse.ArgumentTypeError:
+        return argparse.ArgumentTypeError(
+            f"invalid seeds {_quote(text)}: {why}; use a list like '0-4', '0,2,7' or '0-3,8' "
+            "of non-negative integers")
+
+    spans: list[tuple[int, int]] = []
     for part in text.split(","):
         part = part.strip()
-        try:
-            if "-" in part:
-                lo_s, hi_s = part.split("-", 1)
-                lo, hi = int(lo_s), int(hi_s)
-                if hi < lo:
-                    raise ValueError
-                seeds.extend(range(lo, hi + 1))
-            else:
-                seeds.append(int(part))
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"invalid seeds {text!r}: use a list like '0-4', '0,2,7' or '0-3,8' of "
-                "non-negative integers"
-            ) from None
+        lo_s, dash, hi_s = part.partition("-")
+        if not lo_s.isascii() or not lo_s.isdigit() or (dash and not (
+                hi_s.isascii() and hi_s.isdigit())) or len(part) > 40:
+            raise bad(f"{_quote(part)} is not a seed or a range of seeds")
+        lo = int(lo_s)
+        hi = int(hi_s) if dash else lo
+        if hi < lo:
+            raise bad(f"the range {part} ends before it starts")
+        spans.append((lo, hi))
+    count = sum(hi - lo + 1 for lo, hi in spans)
+    if count > MAX_SEEDS:
+        raise bad(f"{count:,} seeds; one run takes at most {MAX_SEEDS:,}")
+    seeds = [s for lo, hi in spans for s in range(lo, hi + 1)]
     if len(set(seeds)) != len(seeds):
-        raise argparse.ArgumentTypeError(f"invalid seeds {text!r}: a seed is listed twice")
+        raise argparse.ArgumentTypeError(f"invalid seeds {_quote(text)}: a seed is listed twice")
     return seeds
 
 
-def _int_at_least(low: int, what: str):
-    """An argparse type: an integer >= `low`, refused with `expected <what> integer`."""
+def _quote(text: str) -> str:
+    """A piece of the command line, quoted safely in an error message."""
+    return repr(text if len(text) <= 60 else text[:60] + "...")
+
+
+def _int_in(low: int, high: int, what: str):
+    """An argparse type: a decimal integer in `[low, high]`, refused with `expected <what>`."""
 
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}")
+        digits = text.strip()
+        ok = digits.isascii() and digits.lstrip("-").isdigit() and len(digits) <= 20
+        value = int(digits) if ok else low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {_quote(text)}")
         return value
 
     return parse
 
 
-_positive_int = _int_at_least(1, "positive")
-_non_negative_int = _int_at_least(0, "non-negative")
+MAX_THREADS = 256  # hooked_mlp.checks.MAX_THREADS
+_positive_int = _int_in(1, 10**12, "a positive integer")
+_non_negative_int = _int_in(0, 2**32 - 1, "a non-negative integer")
+_threads = _int_in(1, MAX_THREADS, f"a positive integer of at most {MAX_THREADS} threads")
+_seed = _int_in(0, 2**32 - 1, "a seed: an integer in [0, 4294967295]")
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "yes", "1", "on"):
+        return True
+    if value in ("false", "no", "0", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {_quote(text)}")
 
 
 # (flag, config, field, type, help): every recipe flag defaults to None, so that `--resume` can
 # tell a flag that was given from one that was not; the config's own default fills it in.
 RECIPE_FLAGS = [
     ("--p", "model", "p", int, "modulus"),
-    ("--d-hidden", "model", "d_hidden", int, "hidden neurons"),
+    ("--d-hidden", "model", "d_hidden", int, "hidden neurons per layer"),
+    ("--activation", "model", "activation", str,
+     f"activation: {', '.join(ACTIVATIONS)}"),
+    ("--operation", "model", "operation", str, "what the model computes modulo p: "
+     + ", ".join(f"{name} ({op.symbol})" for name, op in OPERATIONS.items())),
+    ("--tied-inputs", "model", "tied_inputs", _bool,
+     "true: one input weight [p, d_hidden] for a and b (input e_a + e_b)"),
+    ("--bias", "model", "bias", _bool, "false: no biases"),
+    ("--n-layers", "model", "n_layers", int, "hidden layers"),
+    ("--init-scale", "model", "init_scale", float, "multiplier on the initialisation"),
     ("--epochs", "train", "epochs", int, "epochs"),
     ("--batch-size", "train", "batch_size", int, "batch size"),
     ("--lr", "train", "lr", float, "AdamW learning rate"),
@@ -91,7 +125,8 @@ RECIPE_FLAGS = [
     ("--beta1", "train", "beta1", float, "AdamW beta1"),
     ("--beta2", "train", "beta2", float, "AdamW beta2"),
     ("--eps", "train", "eps", float, "AdamW eps"),
-    ("--train-frac", "train", "train_frac", float, "fraction of pairs used for training"),
+    ("--train-frac", "train", "train_frac", float,
+     "fraction of pairs used for training (1.0: all, no validation)"),
 ]
 
 
@@ -100,13 +135,14 @@ def _add_recipe_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and recipe (defaults: the source study)")
     for flag, which, name, kind, text in RECIPE_FLAGS:
         default = getattr(defaults[which], name)
+        extra: dict[str, Any] = {"nargs": "?", "const": True} if kind is _bool else {}
         g.add_argument(flag, type=kind, default=None, dest=name,
-                       help=f"{text} (default {default})")
-    g.add_argument("--seed", type=_non_negative_int, default=None,
+                       help=f"{text} (default {default})", **extra)
+    g.add_argument("--seed", type=_seed, default=None,
                    help="seed of the initialisation and batch order (default 0)")
     g.add_argument("--seeds", type=parse_seeds, default=None,
                    help="train several seeds in one batched run, e.g. 0-15 or 0,3,7")
-    g.add_argument("--split-seed", type=_non_negative_int, default=None,
+    g.add_argument("--split-seed", type=_seed, default=None,
                    help="seed of the train/validation split (default: each run's own seed)")
 
 
@@ -141,12 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write a resumable checkpoint every K epochs (default 50 with --out; "
                    "0: never)")
     g.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
-    g.add_argument("--threads", type=_positive_int, default=None,
+    g.add_argument("--threads", type=_threads, default=None,
                    help="CPU threads (default: one per seed up to the cores here with the C "
-                   "backend; see hooked_mlp.training.default_threads)")
+                   "backend; see hooked_mlp.trainer.default_threads)")
     g.add_argument("--backend", choices=("auto", "c", "torch"), default=None,
-                   help="auto (default: the C kernel on the CPU when built), c or torch; "
-                   "--resume keeps the run's own")
+                   help="auto (default: the C accelerator where it supports the run, else "
+                   "the general torch path), c or torch; --resume keeps the run's own")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     info = sub.add_parser("info", help="show what a checkpoint or run folder holds",
@@ -169,8 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="epochs for --seeds (default: the seed recipe's 2000)")
     rep.add_argument("--out", type=Path, default=Path("report"),
                      help="output folder (default ./report)")
-    rep.add_argument("--threads", type=_positive_int, default=None,
-                     help="torch CPU threads for --seeds training")
+    rep.add_argument("--threads", type=_threads, default=None,
+                     help="CPU threads for --seeds training and the analyses")
     rep.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -183,7 +219,7 @@ def _version() -> str:
 
 # --------------------------------------------------------------------------- train
 def _cmd_train(args: argparse.Namespace) -> int:
-    from hooked_mlp.training import resume_run, train_run
+    from hooked_mlp.runs import resume_run, train_run
 
     progress = not args.no_progress and sys.stderr.isatty()
     if args.resume is not None:
@@ -218,9 +254,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- info
+STATE_FILE = "state.safetensors"  # hooked_mlp.runs.STATE_FILE (not imported: it loads torch)
+
+
 def _info_targets(paths: Sequence[Path]) -> list[Path]:
     from hooked_mlp.io import PRETRAINED_DIR, pretrained_seeds
-    from hooked_mlp.training import STATE_FILE
 
     if not paths:
         return [PRETRAINED_DIR / f"seed-{s}.safetensors" for s in pretrained_seeds()]
@@ -240,49 +278,88 @@ def _info_targets(paths: Sequence[Path]) -> list[Path]:
 
 
 def describe(path: Path) -> dict[str, Any]:
-    """What `hooked-mlp info` shows of one file, as JSON-ready data."""
-    from hooked_mlp.io import read_model, read_safetensors
-    from hooked_mlp.training import STATE_FILE
+    """What `hooked-mlp info` shows of one file, as JSON-ready data (values from the file are
+    as the file has them: `_format` escapes them for a terminal)."""
+    from hooked_mlp.io import CheckpointError, config_from, read_header, read_model
 
-    if path.name == STATE_FILE:
-        doc, _ = read_safetensors(path, "train-state")
-        return {"path": str(path), "kind": "train-state", "config": doc.get("config"),
-                "train_config": doc.get("train_config"), "seeds": doc.get("seeds"),
+    if path.name == STATE_FILE:  # the header says all there is to say: no tensor is read
+        doc = read_header(path).doc
+        if doc.get("kind") != "train-state":
+            raise CheckpointError(str(path), "is not a hooked-mlp train-state file")
+        name = str(path)
+        cfg = config_from(name, MLPConfig, doc.get("config"), "model config")
+        tcfg = config_from(name, TrainConfig, doc.get("train_config"), "training config")
+        return {"path": str(path), "kind": "train-state", "config": cfg.to_dict(),
+                "train_config": tcfg.to_dict(), "seeds": doc.get("seeds"),
                 "epoch": doc.get("epoch"), "command": doc.get("command")}
     ckpt = read_model(path)
     out: dict[str, Any] = {"path": str(path), "kind": "model", "config": ckpt.cfg.to_dict(),
                            "n_params": ckpt.cfg.n_params}
     if ckpt.info is not None:
+        from hooked_mlp.data import split_indices
+
+        train_idx, val_idx = split_indices(ckpt.cfg, ckpt.info.train_mask)
         out.update(train_config=ckpt.info.train_config.to_dict(), metrics=ckpt.info.metrics,
-                   provenance=ckpt.info.provenance,
-                   n_train=int(ckpt.info.train_mask.sum()),
-                   n_val=int((~ckpt.info.train_mask).sum()))
+                   provenance=ckpt.info.provenance, n_train=len(train_idx), n_val=len(val_idx))
     return out
 
 
+def safe_text(value: Any, limit: int = 300) -> str:
+    """A value read from a file, made safe to print on a terminal: control characters (escape
+    sequences, carriage returns, bidirectional overrides, ...) are shown escaped, never
+    interpreted, and long values are cut."""
+    import unicodedata
+
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False,
+                                                           allow_nan=True, default=str)
+    if len(text) > limit:
+        text = text[:limit] + f"... ({len(text)} characters)"
+    out = []
+    for ch in text:
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _number(value: Any, spec: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "n/a"
+    try:
+        return format(value, spec)
+    except (ValueError, OverflowError):
+        return "n/a"
+
+
 def _metrics_line(m: dict[str, Any]) -> str:
-    def pct(key: str) -> str:
-        v = m.get(key)
-        return f"{v:.4%}" if isinstance(v, (int, float)) else "n/a"
-
-    def num(key: str) -> str:
-        v = m.get(key)
-        return f"{v:.4g}" if isinstance(v, (int, float)) else "n/a"
-
-    return (f"train acc {pct('train_acc')} loss {num('train_loss')} | val acc {pct('val_acc')} "
-            f"loss {num('val_loss')} after {m.get('epochs', 'n/a')} epochs")
+    line = (f"train acc {_number(m.get('train_acc'), '.4%')} loss "
+            f"{_number(m.get('train_loss'), '.4g')}")
+    if m.get("val_acc") is not None:
+        line += (f" | val acc {_number(m.get('val_acc'), '.4%')} loss "
+                 f"{_number(m.get('val_loss'), '.4g')}")
+    else:
+        line += " | no validation split"
+    return f"{line} after {safe_text(m.get('epochs', 'n/a'))} epochs"
 
 
 def _format(d: dict[str, Any]) -> str:
     c = d["config"]
-    lines = [d["path"]]
+    lines = [safe_text(d["path"], 4096)]
     if d["kind"] == "train-state":
         t = d["train_config"]
-        lines.append(f"  unfinished run: epoch {d['epoch']} of {t['epochs']}, seeds {d['seeds']}; "
-                     f"continue with: {PROG} train --resume {Path(d['path']).parent}")
+        lines.append(f"  unfinished run: epoch {safe_text(d['epoch'])} of {t['epochs']}, seeds "
+                     f"{safe_text(d['seeds'], 100)}; continue with: {PROG} train --resume "
+                     f"{safe_text(str(Path(d['path']).parent), 4096)}")
         return "\n".join(lines)
+    family = "".join([
+        " tied_inputs" if c["tied_inputs"] else "",
+        " no biases" if not c["bias"] else "",
+        f" n_layers={c['n_layers']}" if c["n_layers"] != 1 else "",
+        f" init_scale={c['init_scale']}" if c["init_scale"] != 1.0 else "",
+    ])
     lines.append(f"  model    p={c['p']} d_hidden={c['d_hidden']} activation={c['activation']} "
-                 f"operation={c['operation']} input={c['input_encoding']} "
+                 f"operation={c['operation']} input={c['input_encoding']}{family} "
                  f"({d['n_params']:,} parameters)")
     if "train_config" not in d:
         lines.append("  (no training record: weights only)")
@@ -295,14 +372,15 @@ def _format(d: dict[str, Any]) -> str:
     lines.append(f"  split    {d['n_train']} train / {d['n_val']} validation pairs "
                  f"(train_frac={t['train_frac']}, split seed {split_seed})")
     lines.append(f"  final    {_metrics_line(m)}")
-    wall = pv.get("wall_s", float("nan"))
-    lines.append(f"  trained  {m.get('epochs', '?')} epochs in {wall:.1f} s on "
-                 f"{pv.get('device')} ({pv.get('backend', 'torch')} backend, "
-                 f"{pv.get('threads')} thread(s), batched seeds "
-                 f"{pv.get('batched_seeds')}), torch {pv.get('torch')}, hooked-mlp "
-                 f"{pv.get('hooked_mlp')}, finished {pv.get('finished')}")
+    lines.append(f"  trained  {safe_text(m.get('epochs', '?'))} epochs in "
+                 f"{_number(pv.get('wall_s'), '.1f')} s on {safe_text(pv.get('device'))} "
+                 f"({safe_text(pv.get('backend', 'torch'))} backend, "
+                 f"{safe_text(pv.get('threads'))} thread(s), batched seeds "
+                 f"{safe_text(pv.get('batched_seeds'), 100)}), torch "
+                 f"{safe_text(pv.get('torch'))}, hooked-mlp {safe_text(pv.get('hooked_mlp'))}, "
+                 f"finished {safe_text(pv.get('finished'))}")
     if pv.get("command"):
-        lines.append(f"  command  {pv['command']}")
+        lines.append(f"  command  {safe_text(pv['command'], 2000)}")
     return "\n".join(lines)
 
 

@@ -1,30 +1,32 @@
 """Configuration of a model (`MLPConfig`) and of its training recipe (`TrainConfig`).
 
 Both are frozen dataclasses whose defaults *are* the source study: p = 113, 100 hidden ReLU
-neurons, one-hot inputs of `a` and `b`; AdamW lr 3e-3, weight decay 0.5, batch 128, 2000 epochs,
-80 % of the pairs for training. Every field is checked on construction and a bad value raises a
-`ValueError` naming the field and what is allowed. This module imports nothing heavy, so the CLI
-can use it before torch is loaded.
+neurons, one-hot inputs of `a` and `b`, `a + b`; AdamW lr 3e-3, weight decay 0.5, batch 128,
+2000 epochs, 80 % of the pairs for training. Every field is checked on construction and a bad
+value raises a `ValueError` naming the field and what is allowed. This module imports nothing
+heavy, so the CLI can use it before torch is loaded.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-ACTIVATIONS = ("relu",)
-OPERATIONS = ("add",)
+from hooked_mlp.family import ACTIVATIONS, OPERATIONS, is_prime
+
 INPUT_ENCODINGS = ("one_hot",)
 MAX_SEED = 2**32 - 1
+MAX_LAYERS = 16
+MAX_PARAMS = 2**31 - 1  # the C kernel's and safetensors' index ranges; 8 GiB of float32
 
 
 def _check_int(owner: str, name: str, value: Any, low: int, high: int | None = None) -> None:
     allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{owner}.{name} must be {allowed}, got {value!r}")
+        raise ValueError(f"{owner}.{name} must be {allowed}, got {_show(value)}")
     if value < low or (high is not None and value > high):
-        raise ValueError(f"{owner}.{name} must be {allowed}, got {value}")
+        raise ValueError(f"{owner}.{name} must be {allowed}, got {_show(value)}")
 
 
 def _check_float(
@@ -34,8 +36,12 @@ def _check_float(
     rb = ")" if high_open else "]"
     allowed = f"a finite number in {lb}{low}, {high}{rb}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{owner}.{name} must be {allowed}, got {value!r}")
-    v = float(value)
+        raise ValueError(f"{owner}.{name} must be {allowed}, got {_show(value)}")
+    try:
+        v = float(value)
+    except OverflowError:  # an int too large for a float, e.g. 10**400
+        raise ValueError(f"{owner}.{name} must be {allowed}, got an integer of "
+                         f"{value.bit_length()} bits") from None
     bad = (
         not math.isfinite(v)
         or v < low
@@ -44,18 +50,32 @@ def _check_float(
         or (high_open and v == high)
     )
     if bad:
-        raise ValueError(f"{owner}.{name} must be {allowed}, got {value!r}")
+        raise ValueError(f"{owner}.{name} must be {allowed}, got {_show(value)}")
+
+
+def _check_bool(owner: str, name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{owner}.{name} must be True or False, got {_show(value)}")
 
 
 def _check_choice(owner: str, name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ValueError(f"{owner}.{name} must be one of {list(allowed)}, got {value!r}")
+        raise ValueError(f"{owner}.{name} must be one of {list(allowed)}, got {_show(value)}")
 
 
-def _from_dict(cls: type, data: Any, what: str) -> Any:
+def _show(value: Any) -> str:
+    """`repr(value)`, shortened: error messages quote what they were given, not megabytes."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # e.g. an int with more digits than repr allows
+        return f"a {type(value).__name__} that cannot be shown"
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+
+
+def _from_dict(cls: type, data: Any, what: str, exclude: tuple[str, ...] = ()) -> Any:
     if not isinstance(data, dict):
         raise ValueError(f"{what} must be a JSON object, got {type(data).__name__}")
-    names = {f.name for f in fields(cls)}
+    names = {f.name for f in fields(cls)} - set(exclude)
     unknown = sorted(set(data) - names)
     if unknown:
         raise ValueError(f"{what} has unknown fields {unknown}; allowed: {sorted(names)}")
@@ -64,11 +84,23 @@ def _from_dict(cls: type, data: Any, what: str) -> Any:
 
 @dataclass(frozen=True)
 class MLPConfig:
-    """Shape of a one-hidden-layer MLP on `(a, b)` modulo `p`.
+    """A member of the model family: an MLP on `(a, b)` modulo `p` (see `hooked_mlp.family`).
 
-    The model reads `x = [onehot(a); onehot(b)]` (length `2p`), has `d_hidden` neurons and `p`
-    output logits. `operation` and `input_encoding` have one value today; they are fields so that
-    other operations and encodings are additions, not rewrites.
+    The defaults are the study: one hidden layer of 100 ReLU neurons, separate input weights for
+    `a` and `b` (the one-hot input `[e_a; e_b]`), biases, `a + b mod 113`.
+
+    - `activation`: a name in `hooked_mlp.family.ACTIVATIONS` (relu, gelu, silu, quad, identity).
+    - `operation`: a name in `hooked_mlp.family.OPERATIONS` (add, sub, mul, div, x2_xy_y2).
+    - `tied_inputs`: one input weight `[p, d_hidden]` applied to `a` and to `b`
+      (`pre = W_in[a] + W_in[b]`, the input `e_a + e_b`) instead of `[2p, d_hidden]`.
+    - `bias`: with (default) or without the biases of every layer.
+    - `n_layers`: hidden layers of width `d_hidden`.
+    - `init_scale`: a multiplier on the initialisation (`nn.Linear`'s `U(-1/sqrt(fan_in), +)`).
+
+    TransformerLens names answer too: `d_mlp` (= d_hidden), `d_vocab` and `d_vocab_out` (= p),
+    `act_fn` (= activation), `n_layers`, `device` (where the model lives: set by `HookedMLP`
+    and kept up to date by `.to()`; not part of the model's identity, equality or checkpoint)
+    and `dtype` (always float32).
     """
 
     p: int = 113
@@ -76,18 +108,43 @@ class MLPConfig:
     activation: str = "relu"
     operation: str = "add"
     input_encoding: str = "one_hot"
+    tied_inputs: bool = False
+    bias: bool = True
+    n_layers: int = 1
+    init_scale: float = 1.0
+    device: str = field(default="cpu", compare=False, repr=False)
 
     def __post_init__(self) -> None:
         _check_int("MLPConfig", "p", self.p, 2, 65_535)
         _check_int("MLPConfig", "d_hidden", self.d_hidden, 1, 1_000_000)
-        _check_choice("MLPConfig", "activation", self.activation, ACTIVATIONS)
-        _check_choice("MLPConfig", "operation", self.operation, OPERATIONS)
+        _check_choice("MLPConfig", "activation", self.activation, tuple(ACTIVATIONS))
+        _check_choice("MLPConfig", "operation", self.operation, tuple(OPERATIONS))
         _check_choice("MLPConfig", "input_encoding", self.input_encoding, INPUT_ENCODINGS)
+        _check_bool("MLPConfig", "tied_inputs", self.tied_inputs)
+        _check_bool("MLPConfig", "bias", self.bias)
+        _check_int("MLPConfig", "n_layers", self.n_layers, 1, MAX_LAYERS)
+        _check_float("MLPConfig", "init_scale", self.init_scale, 0.0, 1e6, low_open=True,
+                     high_open=False)
+        if not isinstance(self.device, str):
+            raise ValueError(f"MLPConfig.device must be a device name such as 'cpu' or "
+                             f"'cuda:0', got {self.device!r}")
+        op = OPERATIONS[self.operation]
+        if op.needs_prime and not is_prime(self.p):
+            raise ValueError(f"MLPConfig.operation={self.operation!r} needs a prime p (every "
+                             f"b other than 0 must have an inverse modulo p), got p={self.p}")
+        if op.excludes_b_zero and self.p < 3:
+            raise ValueError(f"MLPConfig.operation={self.operation!r} needs p >= 3, got "
+                             f"p={self.p}")
+        if self.n_params > MAX_PARAMS:
+            raise ValueError(
+                f"MLPConfig: p={self.p}, d_hidden={self.d_hidden}, n_layers={self.n_layers} "
+                f"make {self.n_params:,} parameters; at most {MAX_PARAMS:,} are allowed")
 
+    # ----------------------------------------------------------------------------- shapes
     @property
     def d_input(self) -> int:
-        """Length of the one-hot input `[e_a; e_b]`: rows of `W_in`."""
-        return 2 * self.p
+        """Rows of `W_in`: `2p` (one-hot `[e_a; e_b]`) or `p` with tied inputs (`e_a + e_b`)."""
+        return self.p if self.tied_inputs else 2 * self.p
 
     @property
     def d_output(self) -> int:
@@ -96,14 +153,49 @@ class MLPConfig:
 
     @property
     def n_params(self) -> int:
-        return self.d_input * self.d_hidden + self.d_hidden + self.d_hidden * self.p + self.p
+        H, L, bias = self.d_hidden, self.n_layers, int(self.bias)
+        return (self.d_input * H + bias * H + (L - 1) * (H * H + bias * H)
+                + H * self.p + bias * self.p)
+
+    # ----------------------------------------------------------------------------- TL names
+    @property
+    def d_mlp(self) -> int:
+        """TransformerLens's name for the hidden width: `d_hidden`."""
+        return self.d_hidden
+
+    @property
+    def d_vocab(self) -> int:
+        """TransformerLens's input vocabulary: the `p` residues."""
+        return self.p
+
+    @property
+    def d_vocab_out(self) -> int:
+        """TransformerLens's output vocabulary: the `p` residues."""
+        return self.p
+
+    @property
+    def act_fn(self) -> str:
+        """TransformerLens's name for the activation: `activation`."""
+        return self.activation
+
+    @property
+    def dtype(self) -> Any:
+        """The parameters' dtype (`torch.float32`: every model of the toolkit is float32)."""
+        import torch
+
+        return torch.float32
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields that define the model (everything but `device`), for JSON."""
+        out = asdict(self)
+        del out["device"]
+        return out
 
     @classmethod
     def from_dict(cls, data: Any) -> MLPConfig:
-        return _from_dict(cls, data, "MLPConfig")
+        """The inverse of `to_dict`; a missing field takes its default (files written before
+        the field existed)."""
+        return _from_dict(cls, data, "MLPConfig", exclude=("device",))
 
 
 @dataclass(frozen=True)
@@ -111,8 +203,10 @@ class TrainConfig:
     """The training recipe: everything that changes the numbers a run produces.
 
     `seed` drives the initialisation and the order of the batches; `split_seed` drives which
-    pairs are held out (None: the same as `seed`). Runtime choices that do not change the
-    mathematics (device, threads, progress bar, checkpoint frequency) are arguments of `train`.
+    pairs are held out (None: the same as `seed`). `train_frac=1.0` trains on every pair: the
+    run then has no validation split, and no validation metrics (absent, not NaN). Runtime
+    choices that do not change the mathematics (device, threads, progress bar, checkpoint
+    frequency) are arguments of `train`.
     """
 
     epochs: int = 2000
@@ -140,7 +234,7 @@ class TrainConfig:
             )
         _check_float("TrainConfig", "eps", self.eps, 0.0, 1.0, low_open=True, high_open=False)
         _check_float(
-            "TrainConfig", "train_frac", self.train_frac, 0.0, 1.0, low_open=True, high_open=True
+            "TrainConfig", "train_frac", self.train_frac, 0.0, 1.0, low_open=True, high_open=False
         )
         _check_int("TrainConfig", "seed", self.seed, 0, MAX_SEED)
         if self.split_seed is not None:

@@ -1,35 +1,43 @@
-"""The compiled CPU kernel (`hooked_mlp/_cpu_kernel.c`) and which backend a run uses.
+"""The optional C training kernel (`hooked_mlp/_cpu_kernel.c`): a thin wrapper over it.
 
-The trainer has two backends that compute the same steps (see `hooked_mlp.training`):
+The kernel is an accelerator for one family of models: it trains whole epochs of a
+one-hidden-layer ReLU MLP with biases and one-hot inputs on the CPU (batch order, forward,
+backward, AdamW, and the evaluation passes), with the three matrix products in the BLAS that SciPy
+ships, held to one BLAS thread per caller. `supports(cfg)` says whether it can train a model
+configuration; everything else trains on the general torch path, which this kernel must match
+(to float tolerance: the two round differently).
 
-- `"c"`: whole epochs in C (batch order, forward, backward, AdamW, validation), one seed after
-  another, with the three matrix products in the BLAS that SciPy ships (called through
-  `scipy.linalg.cython_blas`, one BLAS thread per caller). Several seeds run on several
-  threads, a block of seeds per thread, with no synchronisation inside an epoch; a seed alone
-  can use two threads, one half of every batch each, with the same numbers as one thread.
-  CPU only; the extension is built when the package is installed.
-- `"torch"`: the same steps as batched torch ops; any device. The CPU falls back to it when the
-  extension is missing (installed without a C compiler).
-
-`"auto"` (the default) picks `"c"` on the CPU when it is available. The environment variable
-`HOOKED_MLP_BACKEND` (`auto`, `c` or `torch`) sets what `"auto"` means, for example to run the
-test suite on the torch path. The two backends round differently (different summation orders),
-so their weights agree to float tolerance, not bit for bit; each is deterministic, and the
-backend is recorded in every model's provenance.
+A call runs on the calling thread with the GIL released and keeps no state between calls, so the
+caller trains many seeds in parallel by calling from several threads, each with its own block of
+seeds (`seeds` ranges that do not overlap). A seed's numbers do not depend on which seeds share
+its call or its thread. Which path a run takes is decided elsewhere; this module only says
+whether the kernel is here (`available`) and what it accepts (`supports`); the choice is made in
+`hooked_mlp.backends`.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import warnings
 from types import ModuleType
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-BACKENDS = ("auto", "c", "torch")
-ENV_VAR = "HOOKED_MLP_BACKEND"
+# The model fields the kernel depends on, and the one value of each it implements. Fields that
+# are absent (older configurations) have that value. `operation` only changes the labels, which
+# are data, and `init_scale` only the start, drawn in Python: any value of either is fine.
+_ONLY = (
+    ("activation", "relu"),
+    ("tied_inputs", False),
+    ("bias", True),
+    ("n_layers", 1),
+    ("input_encoding", "one_hot"),
+)
+_MAX_P = 65_535  # the kernel's own limits (the C file checks them too)
+_MAX_HIDDEN = 2**31 - 2
 
 
 @functools.cache
@@ -54,123 +62,118 @@ def _load() -> tuple[ModuleType | None, str]:
     return _cpu_kernel, ""
 
 
+def _module() -> ModuleType:
+    module, why = _load()
+    if module is None:
+        raise RuntimeError(why)
+    return module
+
+
 def available() -> bool:
-    """Whether the C backend can run here."""
+    """Whether the C kernel is built and has its BLAS here."""
     return _load()[0] is not None
 
 
-def _check_name(backend: object, source: str) -> str:
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise ValueError(f"{source} must be one of 'auto', 'c', 'torch', got {backend!r}")
-    return backend
+def unavailable_reason() -> str:
+    """Why the C kernel cannot run here; `""` when it can."""
+    return _load()[1]
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """`"c"` or `"torch"`: the backend a run on `device` uses when `backend` is asked for."""
-    _check_name(backend, "backend")
-    if backend == "auto":
-        backend = _check_name(os.environ.get(ENV_VAR, "auto"),
-                              f"the environment variable {ENV_VAR}")
-    if backend == "torch":
-        return "torch"
-    if device.type != "cpu":
-        if backend == "c":
-            raise ValueError(f"backend='c' runs on the CPU only, got device={str(device)!r}")
-        return "torch"
-    module, why = _load()
-    if module is None:
-        if backend == "c":
-            raise ValueError(f"backend='c' was asked for but {why}")
-        return "torch"
-    return "c"
+def supports(cfg: Any) -> str | None:
+    """None when the kernel can train models of configuration `cfg` (an `MLPConfig`), else a
+    short reason naming the field and value it does not support. Needs no extension."""
+    for name, only in _ONLY:
+        value = getattr(cfg, name, only)
+        if type(value) is not type(only) or value != only:
+            return f"{name}={value!r} (the C kernel supports only {name}={only!r})"
+    p, hidden = getattr(cfg, "p", None), getattr(cfg, "d_hidden", None)
+    if not isinstance(p, int) or not 1 <= p <= _MAX_P:
+        return f"p={p!r} (the C kernel supports 1 <= p <= {_MAX_P})"
+    if not isinstance(hidden, int) or not 1 <= hidden <= _MAX_HIDDEN:
+        return f"d_hidden={hidden!r} (the C kernel supports 1 <= d_hidden <= {_MAX_HIDDEN})"
+    return None
 
 
-def _ptr(t: Tensor, dtype: torch.dtype) -> int:
-    if t.dtype != dtype or not t.is_contiguous() or t.device.type != "cpu":
-        raise ValueError(f"the C kernel needs a contiguous CPU {dtype} tensor, got "
-                         f"{t.dtype} on {t.device} (contiguous: {t.is_contiguous()})")
-    return t.data_ptr()
+def _array(t: Tensor, name: str, dtype: torch.dtype) -> np.ndarray:
+    """`t`'s memory as a NumPy array (no copy); the kernel checks its layout and length."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.device.type != "cpu" or t.dtype != dtype:
+        raise ValueError(f"{name} must be a CPU {dtype} tensor, got {t.dtype} on {t.device}")
+    return t.detach().numpy()
+
+
+def _span(seeds: range) -> tuple[int, int]:
+    if not isinstance(seeds, range) or seeds.step != 1:
+        raise ValueError(f"seeds must be a range with step 1, got {seeds!r}")
+    return seeds.start, seeds.stop
 
 
 class EpochKernel:
-    """Calls into the C kernel for a trainer's buffers (see `BatchedTrainer`).
+    """The C kernel set up for one trainer's buffers.
 
-    `offsets` are where `W_in`, `b_in`, `W_out` and `b_out` start in the flat buffers; each
-    block holds all seeds, one after another. `a_of`, `b_of` and `labels` map a pair index to
-    its tokens and label; `pairs` tensors hold pair indices `[S, n]` in the order to use.
+    Every parameter buffer (`flat`, `exp_avg`, `exp_avg_sq`) is one float32 tensor holding four
+    blocks, `W_in` `[2p, H]`, `b_in` `[H]`, `W_out` `[H, p]` and `b_out` `[p]`, which start at
+    `offsets`; each block holds all `S` seeds one after another. `a_of`, `b_of` and `labels` map
+    a pair index to its tokens and label (copied and checked here, once). Tensors passed to the
+    methods are used in place: CPU, contiguous, of the dtype each names.
     """
 
     def __init__(self, *, offsets: tuple[int, int, int, int], p: int, d_hidden: int,
                  batch_size: int, a_of: Tensor, b_of: Tensor, labels: Tensor, lr: float,
                  betas: tuple[float, float], weight_decay: float, eps: float) -> None:
-        module, why = _load()
-        if module is None:
-            raise RuntimeError(why)
-        self._k = module
-        self.offsets = tuple(int(o) for o in offsets)
-        self.p, self.H, self.B = p, d_hidden, batch_size
-        self.a_of, self.b_of, self.labels = (t.contiguous() for t in (a_of, b_of, labels))
-        self.recipe = (float(lr), float(betas[0]), float(betas[1]), float(weight_decay),
-                       float(eps))
-
-    def _check(self, pairs: Tensor, seeds: range, out: Tensor, *flats: Tensor) -> int:
-        """Shapes the C code relies on: it reads and writes through raw pointers."""
-        S = pairs.shape[0]
-        if pairs.ndim != 2 or not 0 <= seeds.start <= seeds.stop <= S or out.shape != (S, 2):
-            raise ValueError(f"the C kernel got pairs {tuple(pairs.shape)}, seeds {seeds} and "
-                             f"out {tuple(out.shape)}")
-        end = self.offsets[3] + S * self.p  # b_out, the last block, holds S * p values
-        for flat in flats:
-            if flat.numel() < end:
-                raise ValueError(f"the C kernel needs parameter buffers of at least {end} "
-                                 f"values for {S} seeds, got {flat.numel()}")
-        if pairs.numel():
-            lo, hi = torch.aminmax(pairs)
-            if int(lo) < 0 or int(hi) >= self.a_of.numel():
-                raise ValueError(f"pair indices must be in [0, {self.a_of.numel()})")
-        return pairs.shape[1]
+        self.offsets = tuple(offsets)
+        self.p, self.d_hidden, self.batch_size = p, d_hidden, batch_size
+        self._kernel = _module().Kernel(
+            p=p, d_hidden=d_hidden, batch_size=batch_size, offsets=self.offsets, lr=lr,
+            beta1=betas[0], beta2=betas[1], weight_decay=weight_decay, eps=eps,
+            **{name: np.ascontiguousarray(_array(t, name, torch.int64))  # copied in C anyway
+               for name, t in (("a_of", a_of), ("b_of", b_of), ("labels", labels))},
+        )
 
     def train(self, flat: Tensor, exp_avg: Tensor, exp_avg_sq: Tensor, train_idx: Tensor,
-              prefixes: Tensor, seeds: range, step0: int, threads: int, out: Tensor) -> None:
-        """One epoch for seeds `seeds` (a range of rows) after AdamW step `step0`.
+              prefixes: Tensor, seeds: range, step0: int, out: Tensor) -> None:
+        """One epoch for the seeds (rows) `seeds` after AdamW step `step0`.
 
-        `train_idx` `[S, n]` holds each seed's train pairs in ascending order and `prefixes`
-        `[S]` the hash prefix of this epoch's batch order (`hooked_mlp.data.hash_prefix`).
-        Each seed runs on `threads` threads (1 or 2; the same numbers either way). Writes each
-        seed's mean train loss and accuracy (each sample measured in its batch, before the
-        batch's update) into `out` float64 `[S, 2]`.
+        `train_idx` int64 `[S, n]` holds each seed's train pairs in ascending order and
+        `prefixes` int64 `[S]` the hash prefix of each seed's batch order this epoch
+        (`hooked_mlp.data.hash_prefix(seed, STREAM_SHUFFLE, epoch)`). Each of the
+        `ceil(n / batch_size)` steps takes the whole batch's gradient and one AdamW step. Writes
+        each seed's mean train loss and accuracy (each sample measured in its batch, before the
+        batch's update) into its row of `out` float64 `[S, 2]`.
         """
-        n = self._check(train_idx, seeds, out, flat, exp_avg, exp_avg_sq)
-        if prefixes.shape != (train_idx.shape[0],):
-            raise ValueError(f"prefixes must be [{train_idx.shape[0]}], got "
-                             f"{tuple(prefixes.shape)}")
-        self._k.train_epoch(
-            _ptr(flat, torch.float32), _ptr(exp_avg, torch.float32),
-            _ptr(exp_avg_sq, torch.float32), self.offsets, seeds.start, seeds.stop,
-            self.p, self.H, self.p, self.B, n, _ptr(train_idx, torch.int64),
-            _ptr(prefixes, torch.int64), _ptr(self.a_of, torch.int64),
-            _ptr(self.b_of, torch.int64), _ptr(self.labels, torch.int64), int(step0),
-            *self.recipe, int(threads), _ptr(out, torch.float64),
+        s_lo, s_hi = _span(seeds)
+        self._kernel.train_epoch(
+            _array(flat, "flat", torch.float32), _array(exp_avg, "exp_avg", torch.float32),
+            _array(exp_avg_sq, "exp_avg_sq", torch.float32),
+            _array(train_idx, "train_idx", torch.int64), _array(prefixes, "prefixes", torch.int64),
+            s_lo, s_hi, step0, _array(out, "out", torch.float64),
         )
 
-    def evaluate(self, flat: Tensor, pairs: Tensor, seeds: range, threads: int,
-                 out: Tensor) -> None:
-        """Mean cross-entropy and accuracy on `pairs` for seeds `seeds`, into `out` `[S, 2]`
-        (`threads` 1 or 2: the same numbers either way)."""
-        n = self._check(pairs, seeds, out, flat)
-        self._k.evaluate(
-            _ptr(flat, torch.float32), self.offsets, seeds.start, seeds.stop, self.p, self.H,
-            self.p, n, _ptr(pairs, torch.int64), _ptr(self.a_of, torch.int64),
-            _ptr(self.b_of, torch.int64), _ptr(self.labels, torch.int64), int(threads),
-            _ptr(out, torch.float64),
-        )
+    def evaluate(self, flat: Tensor, pairs: Tensor, seeds: range, out: Tensor) -> None:
+        """Mean cross-entropy and accuracy of the seeds `seeds` on `pairs` int64 `[S, n]` (each
+        seed's pair indices), into their rows of `out` float64 `[S, 2]`.
+
+        A sample counts as right when its label's logit is the largest (ties count). With no
+        pairs (`n == 0`) the rows become NaN, the mean of nothing, without calling the kernel.
+        """
+        s_lo, s_hi = _span(seeds)
+        pairs_a, out_a = _array(pairs, "pairs", torch.int64), _array(out, "out", torch.float64)
+        if pairs_a.ndim == 2 and pairs_a.shape[1] == 0:
+            S = pairs_a.shape[0]
+            if out_a.shape != (S, 2) or not 0 <= s_lo <= s_hi <= S:
+                raise ValueError(f"evaluate got pairs {tuple(pairs.shape)}, out "
+                                 f"{tuple(out.shape)} and seeds {seeds}")
+            out_a[s_lo:s_hi] = np.nan
+            return
+        self._kernel.evaluate(_array(flat, "flat", torch.float32), pairs_a, s_lo, s_hi, out_a)
 
 
 def shuffle(prefix: int, n: int) -> Tensor:
-    """The C kernel's batch order for a draw with hash prefix `prefix`: int64 `[n]`."""
-    module, why = _load()
-    if module is None:
-        raise RuntimeError(why)
+    """The C kernel's batch order for a draw with hash prefix `prefix`: int64 `[n]` (equal to
+    `hooked_mlp.data.permutations` for that draw)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an integer >= 0, got {n!r}")
     out = torch.empty(n, dtype=torch.int64)
-    module.shuffle(prefix, n, out.data_ptr())
+    _module().shuffle(prefix, out.numpy())
     return out

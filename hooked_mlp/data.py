@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from hooked_mlp.config import MLPConfig
+from hooked_mlp.family import OPERATIONS
 
 _MASK32 = 0xFFFFFFFF
 STREAM_SPLIT = 1
@@ -26,16 +27,39 @@ def all_pairs(p: int, device: torch.device | str = "cpu") -> Tensor:
 
 
 def apply_operation(pairs: Tensor, p: int, operation: str = "add") -> Tensor:
-    """The label of each pair under `operation` modulo `p`: int64 `[n]`."""
-    if operation == "add":
-        return (pairs[:, 0] + pairs[:, 1]) % p
-    raise ValueError(f"operation must be one of ['add'], got {operation!r}")
+    """The label of each pair under `operation` modulo `p`: int64 `[n]` (see
+    `hooked_mlp.family.OPERATIONS`; for `div`, pairs with `b = 0` have no label and get 0)."""
+    if operation not in OPERATIONS:
+        raise ValueError(f"operation must be one of {list(OPERATIONS)}, got {operation!r}")
+    return OPERATIONS[operation].label(pairs[:, 0], pairs[:, 1], p)
+
+
+def valid_mask(cfg: MLPConfig, device: torch.device | str = "cpu") -> Tensor:
+    """Which of the `p^2` pairs are in the dataset: bool `[p*p]` (all but `b = 0` for `div`)."""
+    mask = torch.ones(cfg.p * cfg.p, dtype=torch.bool, device=device)
+    if OPERATIONS[cfg.operation].excludes_b_zero:
+        mask[:: cfg.p] = False  # pair index a * p + 0
+    return mask
 
 
 def dataset(cfg: MLPConfig, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
-    """All pairs and their labels for `cfg`: tokens int64 `[p*p, 2]`, labels int64 `[p*p]`."""
+    """The dataset's pairs and their labels: tokens int64 `[n, 2]`, labels int64 `[n]`.
+
+    Row-major over `(a, b)`; `n = p^2`, or `p (p - 1)` for `div` (no pair with `b = 0`).
+    """
     pairs = all_pairs(cfg.p, device)
+    if OPERATIONS[cfg.operation].excludes_b_zero:
+        pairs = pairs[valid_mask(cfg, device)]
     return pairs, apply_operation(pairs, cfg.p, cfg.operation)
+
+
+def labels_of(tokens: Tensor, cfg: MLPConfig) -> Tensor:
+    """The right answer for each row `(a, b)` of `tokens` `[n, 2]` under `cfg`'s operation."""
+    if OPERATIONS[cfg.operation].excludes_b_zero and tokens.numel() and bool(
+            (tokens[:, 1] == 0).any()):
+        raise ValueError(f"operation {cfg.operation!r} has no answer for b = 0: those pairs are "
+                         "not in its dataset")
+    return apply_operation(tokens, cfg.p, cfg.operation)
 
 
 def _mul32(x: Tensor, c: int) -> Tensor:
@@ -91,38 +115,51 @@ def permutations(seeds: Tensor, stream: int, epoch: int, n: int) -> Tensor:
     return torch.argsort(hash_keys(seeds, stream, epoch, n), dim=1, stable=True)
 
 
-def n_train_pairs(p: int, train_frac: float) -> int:
-    """How many of the `p^2` pairs go to training (rounded down); at least one on each side."""
-    n = p * p
+def n_train_pairs(n: int, train_frac: float) -> int:
+    """How many of `n` pairs go to training (rounded down).
+
+    `train_frac = 1` takes them all (no validation split); below 1, both sides keep a pair.
+    """
+    if train_frac >= 1.0:
+        return n
     n_train = int(train_frac * n + 1e-9)  # 0.29 * 100 is 28.999...: do not lose a pair to rounding
     if not 1 <= n_train <= n - 1:
         raise ValueError(
-            f"train_frac={train_frac} leaves {n_train} of {n} pairs for training with p={p}; "
-            "both the train and the validation split need at least one pair"
+            f"train_frac={train_frac} leaves {n_train} of {n} pairs for training; both the "
+            "train and the validation split need at least one pair (or train_frac=1.0: "
+            "every pair, no validation)"
         )
     return n_train
 
 
-def split_masks(p: int, train_frac: float, split_seeds: Tensor) -> Tensor:
+def split_masks(cfg: MLPConfig, train_frac: float, split_seeds: Tensor) -> Tensor:
     """Which pairs are for training, per split seed: bool `[len(split_seeds), p*p]`.
 
-    Exactly `n_train_pairs(p, train_frac)` pairs are True in each row.
+    Exactly `n_train_pairs(n, train_frac)` of the dataset's `n` pairs are True in each row (the
+    first ones of a hashed permutation of the dataset's pair indices); pairs outside the
+    dataset are never True.
     """
-    n = p * p
-    n_train = n_train_pairs(p, train_frac)
+    valid = valid_mask(cfg).nonzero().flatten()  # the dataset's pair indices, ascending
+    n = len(valid)
+    n_train = n_train_pairs(n, train_frac)
     perm = permutations(split_seeds, STREAM_SPLIT, 0, n)
-    mask = torch.zeros(perm.shape, dtype=torch.bool, device=perm.device)
-    mask.scatter_(1, perm[:, :n_train], True)
+    mask = torch.zeros(len(split_seeds), cfg.p * cfg.p, dtype=torch.bool, device=perm.device)
+    mask.scatter_(1, valid.to(perm.device)[perm[:, :n_train]], True)
     return mask
 
 
-def split_mask(p: int, train_frac: float = 0.8, seed: int = 0) -> Tensor:
+def split_mask(cfg: MLPConfig, train_frac: float = 0.8, seed: int = 0) -> Tensor:
     """The train mask of one split: bool `[p*p]` (True: the pair is used for training)."""
-    return split_masks(p, train_frac, torch.tensor([seed]))[0]
+    return split_masks(cfg, train_frac, torch.tensor([seed]))[0]
 
 
-def split_indices(mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Pair indices of the train and validation sides of a mask `[p*p]`, ascending."""
-    if mask.dtype != torch.bool or mask.ndim != 1:
-        raise ValueError(f"mask must be a 1-D bool tensor, got {mask.dtype} {tuple(mask.shape)}")
-    return mask.nonzero().flatten(), (~mask).nonzero().flatten()
+def split_indices(cfg: MLPConfig, train_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Pair indices of the train and validation sides of a train mask `[p*p]`, ascending.
+
+    The validation side is the rest of the dataset (empty when every pair was trained on).
+    """
+    if train_mask.dtype != torch.bool or tuple(train_mask.shape) != (cfg.p * cfg.p,):
+        raise ValueError(f"train_mask must be a bool tensor [{cfg.p * cfg.p}], got "
+                         f"{train_mask.dtype} {list(train_mask.shape)}")
+    val = valid_mask(cfg, train_mask.device) & ~train_mask
+    return train_mask.nonzero().flatten(), val.nonzero().flatten()

@@ -1,15 +1,23 @@
 """Checkpoints: safetensors for tensors, JSON for everything else; atomic writes; no pickle.
 
-A checkpoint is one `.safetensors` file. Its tensors are the parameters (`W_in`, `b_in`, `W_out`,
-`b_out`), and for a trained model the split (`train_mask`, bool `[p*p]`) and the per-epoch curves
-(`history.<metric>`, float32 `[epochs]`). Its safetensors metadata holds one JSON document under
-the key `hooked_mlp`: format and version, the kind of file, the model config, and for a trained
-model the training recipe, final metrics and provenance.
+A checkpoint is one `.safetensors` file. Its tensors are the parameters (named as
+`hooked_mlp.functional.param_shapes`: `W_in`, `b_in`, `W_out`, `b_out`, and `W_hidden`, `b_hidden`
+for deeper models), and for a trained model the split (`train_mask`, bool `[p*p]`) and the
+per-epoch curves (`history.<metric>`, float32 `[epochs]`). Its safetensors metadata holds one
+JSON document under the key `hooked_mlp`: format and version, the kind of file, the model
+config, and for a trained model the training recipe, final metrics and provenance.
 
-Loading parses the header by hand (so a damaged file is named and described precisely), then
-decodes the tensors with safetensors; nothing is ever unpickled. Every write goes to a temporary
-file in the destination folder and is renamed over the target, so a crash leaves the previous
-file intact.
+Loading reads the 8-byte header size, then the header alone, and checks it (JSON with finite
+numbers only, the tensor table against the shapes the config implies) before reading the
+tensors, so a damaged or hostile file is refused with a `CheckpointError` naming it, without
+reading or allocating more than the tensors it should hold. Then the checksum (metadata, tensor
+table and every tensor byte) is checked and the tensors are decoded with safetensors; nothing is
+ever unpickled. Every write goes to a temporary file in the destination folder and is renamed
+over the target, so a crash leaves the previous file intact; what would be refused on reading
+(non-finite weights) is refused on writing.
+
+Format versions: 1 (hooked-mlp 0.1: the study's configuration only) and 2 (the model family:
+`tied_inputs`, `bias`, `n_layers`, `init_scale` in the config). Both are read.
 """
 
 from __future__ import annotations
@@ -17,9 +25,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
+import shutil
+import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,15 +41,19 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from hooked_mlp.model import HookedMLP
-    from hooked_mlp.params import TrainInfo
+    from hooked_mlp.train_info import TrainInfo
 
 FORMAT = "hooked-mlp"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 META_KEY = "hooked_mlp"
 KINDS = ("model", "train-state")
-MAX_HEADER_BYTES = 64 * 1024 * 1024
+MAX_HEADER_BYTES = 16 * 1024 * 1024
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+# safetensors dtype names -> bytes per element (the ones a hooked-mlp file may hold)
+DTYPE_BYTES = {"F32": 4, "F64": 8, "F16": 2, "BF16": 2, "BOOL": 1, "I64": 8, "I32": 4, "U8": 1}
+
+Expected = dict[str, tuple[str, tuple[int, ...]]]  # tensor name -> (safetensors dtype, shape)
 
 
 class CheckpointError(ValueError):
@@ -57,12 +72,20 @@ def _umask() -> int:
     return mask
 
 
+def _os_error(e: OSError, path: Path) -> OSError:
+    """`e` with the path it concerns in its message (a full disk says which file)."""
+    if e.filename is None:
+        return type(e)(e.errno, f"{e.strerror or e} (writing {path})")
+    return e
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path` in one rename.
 
     If the body raises (or the process dies), `path` keeps its previous content and the
-    temporary file is removed (or, after a hard kill, left as a hidden `.tmp` file).
+    temporary file is removed (or, after a hard kill, left as a hidden `.tmp` file that the
+    next run in the folder removes).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -70,11 +93,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
+        try:
+            yield tmp
+            os.chmod(tmp, 0o666 & ~_umask())
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except OSError as e:
+            raise _os_error(e, target) from None
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -98,13 +124,81 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike[str], owned: Collection[str]) -> Iterator[Path]:
+    """Yield a new, empty temporary folder beside `path`; on success it replaces `path` whole.
+
+    For outputs made of several files (a report): readers see the old folder or the new one,
+    never a mix. `path` must not exist, or hold only entries named in `owned` (an earlier
+    output of the same kind), so that nothing else is ever replaced. The swap is one
+    `renameat2(RENAME_EXCHANGE)` where the OS has it (Linux), else two renames.
+    """
+    target = Path(path)
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise ValueError(f"{target} must be a folder (or not exist yet)")
+    if target.exists():
+        if Path.cwd().resolve().is_relative_to(target.resolve()):
+            raise ValueError(f"{target} is the current folder or holds it; write the output "
+                             "into a folder of its own")
+        strangers = sorted(c.name for c in target.iterdir() if c.name not in owned)
+        if strangers:
+            raise ValueError(f"{target} holds files that are not part of this output "
+                             f"({', '.join(strangers[:5])}); choose an empty or new folder")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            _exchange(tmp, target)  # tmp now holds the old output
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            os.rename(tmp, target)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _os_error(e, target) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two folders' names: atomically with Linux's renameat2, else with a backup name."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        renameat2 = None
+    if renameat2 is not None:
+        at_fdcwd, rename_exchange = -100, 2
+        if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+            return
+    backup = b.with_name(f"{a.name}.old")
+    os.rename(b, backup)
+    try:
+        os.rename(a, b)
+    except OSError:
+        os.rename(backup, b)
+        raise
+    os.rename(backup, a)
+
+
 # --------------------------------------------------------------------------- raw format
 def write_safetensors(
     path: str | os.PathLike[str], tensors: dict[str, Tensor], meta: dict[str, Any]
 ) -> None:
-    """Write `tensors` and the JSON document `meta` as one safetensors file, atomically."""
+    """Write `tensors` and the JSON document `meta` as one safetensors file, atomically.
+
+    Refuses non-finite floating-point tensors (they would be refused on reading).
+    """
+    import torch
     from safetensors.torch import save
 
+    for key, t in tensors.items():
+        if t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{path}: not written: tensor {key!r} holds NaN or infinite values "
+                             "(a checkpoint must hold finite numbers)")
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
     payload = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     draft = save(payload, metadata={META_KEY: json.dumps(doc, allow_nan=False)})
@@ -134,86 +228,44 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _parse_header(data: bytes, path: str) -> dict[str, Any]:
-    """Check the safetensors header and the hooked-mlp metadata of `data`; return the latter.
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as infinity
+        raise ValueError(f"{text} is not a finite number")
+    return value
 
-    Also checks the checksum, which covers the metadata, the tensor table and every tensor byte,
-    so a file that was damaged or edited anywhere is refused.
+
+def _json(text: str | bytes) -> Any:
+    """Strict JSON: finite numbers only (no NaN, Infinity or 1e999); RecursionError (absurd
+    nesting) becomes a ValueError."""
+    try:
+        return json.loads(text, parse_constant=_no_constants, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+@dataclass
+class Header:
+    """A checked safetensors header: the hooked-mlp document, the tensor table, where the
+    tensor bytes start and how many there are."""
+
+    doc: dict[str, Any]
+    table: dict[str, Any]
+    body_start: int
+    body_size: int
+
+
+def read_header(path: str | os.PathLike[str]) -> Header:
+    """Read and check the header of a hooked-mlp file, without reading its tensors.
+
+    Checks: the 8-byte size is plausible and fits the file, the header is strict JSON, the
+    tensor table is well formed (known dtypes, non-negative shapes, offsets that tile the body
+    exactly), and the metadata is a hooked-mlp document of a version this reader knows.
     """
-    if len(data) < 8:
-        raise CheckpointError(
-            path, f"not a hooked-mlp checkpoint: the file has only {len(data)} bytes"
-        )
-    n = int.from_bytes(data[:8], "little")
-    if n > MAX_HEADER_BYTES:
-        raise CheckpointError(
-            path, "not a safetensors file: its first 8 bytes do not give a plausible header size"
-        )
-    if 8 + n > len(data):
-        raise CheckpointError(
-            path,
-            f"truncated: the header needs {8 + n} bytes but the file has {len(data)}",
-        )
-    try:
-        header = json.loads(data[8 : 8 + n].decode("utf-8"), parse_constant=_no_constants)
-    except (UnicodeDecodeError, ValueError):
-        raise CheckpointError(path, "not a safetensors file: its header is not JSON") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(path, "not a safetensors file: its header is not a JSON object")
-    ends = []
-    for name, spec in header.items():
-        if name == "__metadata__":
-            continue
-        offsets = spec.get("data_offsets") if isinstance(spec, dict) else None
-        if not (
-            isinstance(offsets, list)
-            and len(offsets) == 2
-            and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
-        ):
-            raise CheckpointError(path, f"corrupt header: tensor {name!r} has no valid offsets")
-        ends.append(offsets[1])
-    body = len(data) - 8 - n
-    if ends and max(ends) > body:
-        raise CheckpointError(
-            path, f"truncated: the tensors need {max(ends)} bytes after the header, found {body}"
-        )
-    meta = header.get("__metadata__")
-    if not isinstance(meta, dict) or META_KEY not in meta:
-        raise CheckpointError(
-            path, f"not a hooked-mlp checkpoint: no {META_KEY!r} entry in its safetensors metadata"
-        )
-    try:
-        doc = json.loads(meta[META_KEY], parse_constant=_no_constants)
-    except (TypeError, ValueError):
-        raise CheckpointError(path, f"corrupt metadata: {META_KEY!r} is not valid JSON") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise CheckpointError(path, f"not a hooked-mlp checkpoint: format is not {FORMAT!r}")
-    version = doc.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise CheckpointError(path, f"corrupt metadata: format_version {version!r}")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(
-            path,
-            f"written by a newer hooked-mlp (format version {version}); this version reads "
-            f"format versions up to {FORMAT_VERSION}: upgrade hooked-mlp",
-        )
-    checksum = doc.get("checksum")
-    if not isinstance(checksum, str):
-        raise CheckpointError(path, "corrupt metadata: no checksum")
-    if checksum != _checksum(doc, header, data[8 + n :]):
-        raise CheckpointError(
-            path, "checksum mismatch: the file was damaged or edited after it was written"
-        )
-    return doc
-
-
-def read_safetensors(
-    path: str | os.PathLike[str], kind: str
-) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """Read and check a hooked-mlp file of `kind`: `(metadata document, tensors)`."""
-    import torch
-    from safetensors.torch import load
-
     name = str(path)
     p = Path(path)
     if not p.exists():
@@ -221,14 +273,136 @@ def read_safetensors(
     if not p.is_file():
         raise CheckpointError(name, "not a file")
     try:
-        data = p.read_bytes()
+        with open(p, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            first = f.read(8)
+            if len(first) < 8:
+                raise CheckpointError(
+                    name, f"not a hooked-mlp checkpoint: the file has only {len(first)} bytes")
+            n = struct.unpack("<Q", first)[0]
+            if n > MAX_HEADER_BYTES:
+                raise CheckpointError(name, "not a safetensors file: its first 8 bytes do not "
+                                      "give a plausible header size")
+            if 8 + n > size:
+                raise CheckpointError(name, f"truncated: the header needs {8 + n} bytes but the "
+                                      f"file has {size}")
+            raw = f.read(n)
     except OSError as e:
-        raise CheckpointError(name, f"cannot be read ({e.strerror})") from None
-    doc = _parse_header(data, name)
+        raise CheckpointError(name, f"cannot be read ({e.strerror or e})") from None
+    try:
+        header = _json(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise CheckpointError(name, "not a safetensors file: its header is not JSON") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(name, "not a safetensors file: its header is not a JSON object")
+    table = {k: v for k, v in header.items() if k != "__metadata__"}
+    body = size - 8 - n
+    _check_table(name, table, body)
+    meta = header.get("__metadata__")
+    if not isinstance(meta, dict) or META_KEY not in meta:
+        raise CheckpointError(
+            name, f"not a hooked-mlp checkpoint: no {META_KEY!r} entry in its safetensors "
+            "metadata")
+    try:
+        doc = _json(meta[META_KEY]) if isinstance(meta[META_KEY], str) else None
+    except ValueError:
+        doc = None
+    if doc is None:
+        raise CheckpointError(name, f"corrupt metadata: {META_KEY!r} is not valid JSON")
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise CheckpointError(name, f"not a hooked-mlp checkpoint: format is not {FORMAT!r}")
+    version = doc.get("format_version")
+    if not _is_int(version) or version < 1:
+        raise CheckpointError(name, f"corrupt metadata: format_version {_short(version)}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            name,
+            f"written by a newer hooked-mlp (format version {version}); this version reads "
+            f"format versions up to {FORMAT_VERSION}: upgrade hooked-mlp",
+        )
+    if not isinstance(doc.get("checksum"), str):
+        raise CheckpointError(name, "corrupt metadata: no checksum")
+    return Header(doc, table, 8 + n, body)
+
+
+def _check_table(name: str, table: dict[str, Any], body: int) -> None:
+    """The tensor table must describe tensors that tile the body exactly."""
+    spans = []
+    for key, spec in table.items():
+        offsets = spec.get("data_offsets") if isinstance(spec, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2
+                and all(_is_int(o) for o in offsets)):
+            raise CheckpointError(name, f"corrupt header: tensor {_short(key)} has no valid "
+                                  "offsets")
+        dtype, shape = spec.get("dtype"), spec.get("shape")
+        if dtype not in DTYPE_BYTES or not isinstance(shape, list) or not all(
+                _is_int(d) and d >= 0 for d in shape):
+            raise CheckpointError(name, f"corrupt header: tensor {_short(key)} has no valid "
+                                  "dtype and shape")
+        start, end = offsets
+        if not 0 <= start <= end or end - start != DTYPE_BYTES[dtype] * math.prod(shape):
+            raise CheckpointError(name, f"corrupt header: tensor {_short(key)}'s offsets do not "
+                                  "match its dtype and shape")
+        spans.append((start, end))
+    spans.sort()
+    if spans and spans[-1][1] > body:
+        raise CheckpointError(
+            name, f"truncated: the tensors need {spans[-1][1]} bytes after the header, found "
+            f"{body}")
+    at = 0
+    for start, end in spans:
+        if start != at:
+            raise CheckpointError(name, "corrupt header: the tensors overlap or leave gaps")
+        at = end
+    if at != body:
+        raise CheckpointError(name, f"corrupt file: {body - at} bytes after the last tensor")
+
+
+def read_safetensors(
+    path: str | os.PathLike[str], kind: str,
+    expected: Callable[[dict[str, Any], dict[str, Any]], Expected] | None = None,
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Read and check a hooked-mlp file of `kind`: `(metadata document, tensors)`.
+
+    `expected(doc, table)` gives the tensors the document implies (name -> safetensors dtype and
+    shape); the file's table must hold exactly those, which is checked before any tensor byte is
+    read, so the memory used is what the document itself implies.
+    """
+    import torch
+    from safetensors.torch import load
+
+    name = str(path)
+    head = read_header(path)
+    doc = head.doc
+    if doc["checksum"] != _file_checksum(name, head):  # bounded memory, whatever the size
+        raise CheckpointError(
+            name, "checksum mismatch: the file was damaged or edited after it was written"
+        )
     if doc.get("kind") != kind:
         raise CheckpointError(
-            name, f"is a hooked-mlp {doc.get('kind')!r} file, but a {kind!r} file is needed"
+            name, f"is a hooked-mlp {_short(doc.get('kind'))} file, but a {kind!r} file is needed"
         )
+    if expected is not None:
+        want = expected(doc, head.table)
+        got = {k: (v["dtype"], tuple(v["shape"])) for k, v in head.table.items()}
+        for key, (dtype, shape) in want.items():
+            if key not in got:
+                raise CheckpointError(name, f"missing tensor {key!r}")
+            if got[key] != (dtype, tuple(shape)):
+                raise CheckpointError(
+                    name, f"tensor {key!r} is {_dtype_name(got[key][0])} {list(got[key][1])}, "
+                    f"expected {_dtype_name(dtype)} {list(shape)}")
+        extra = sorted(set(got) - set(want))
+        if extra:
+            raise CheckpointError(name, f"unexpected tensors {[_short(k) for k in extra[:5]]}")
+    try:  # the tensors are what the document implies, so this is what the file should hold
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise CheckpointError(name, f"cannot be read ({e.strerror or e})") from None
+    if len(data) != head.body_start + head.body_size or doc["checksum"] != _checksum(
+            doc, head.table, data[head.body_start :]):
+        raise CheckpointError(name, "the file changed while it was being read")
     try:
         tensors = load(data)
     except Exception as e:  # safetensors raises its own error types for damaged files
@@ -239,19 +413,38 @@ def read_safetensors(
     return doc, tensors
 
 
-def _expect(path: str, tensors: dict[str, Tensor], name: str, shape: tuple[int, ...], dtype: Any):
-    if name not in tensors:
-        raise CheckpointError(path, f"missing tensor {name!r}")
-    t = tensors[name]
-    if tuple(t.shape) != shape or t.dtype != dtype:
-        raise CheckpointError(
-            path,
-            f"tensor {name!r} is {t.dtype} {list(t.shape)}, expected {dtype} {list(shape)}",
-        )
-    return t
+def _file_checksum(name: str, head: Header, chunk: int = 1 << 20) -> str:
+    """`_checksum` of a file's metadata, table and body, reading the body in chunks."""
+    h = hashlib.sha256(_canonical({k: v for k, v in head.doc.items() if k != "checksum"}))
+    h.update(_canonical(head.table))
+    try:
+        with open(name, "rb") as f:
+            f.seek(head.body_start)
+            left = head.body_size
+            while left:
+                block = f.read(min(chunk, left))
+                if not block:
+                    raise CheckpointError(name, "the file changed while it was being read")
+                h.update(block)
+                left -= len(block)
+    except OSError as e:
+        raise CheckpointError(name, f"cannot be read ({e.strerror or e})") from None
+    return "sha256:" + h.hexdigest()
 
 
-def _config(path: str, cls: type, data: Any, what: str) -> Any:
+def _dtype_name(st_dtype: str) -> str:
+    return {"F32": "torch.float32", "F64": "torch.float64", "BOOL": "torch.bool",
+            "I64": "torch.int64"}.get(st_dtype, st_dtype)
+
+
+def _short(x: Any) -> str:
+    """A value from a file, quoted safely and briefly in a message."""
+    text = repr(x)
+    return text if len(text) <= 60 else f"{text[:50]}... ({len(text)} characters)"
+
+
+def config_from(path: str, cls: type, data: Any, what: str) -> Any:
+    """`cls.from_dict(data)`, or a CheckpointError naming the file and the field."""
     try:
         return cls.from_dict(data)
     except (TypeError, ValueError) as e:
@@ -277,9 +470,9 @@ def write_model(
     """Write a model checkpoint from raw parameters (what `save` and the trainer use)."""
     import torch
 
-    from hooked_mlp.params import PARAM_NAMES
+    from hooked_mlp.functional import param_shapes
 
-    tensors = {name: params[name].detach().to(torch.float32) for name in PARAM_NAMES}
+    tensors = {name: params[name].detach().to(torch.float32) for name in param_shapes(cfg)}
     meta: dict[str, Any] = {"kind": "model", "config": cfg.to_dict(), "train": None}
     if info is not None:
         tensors["train_mask"] = info.train_mask.detach().to(torch.bool)
@@ -294,92 +487,108 @@ def write_model(
     write_safetensors(path, tensors, meta)
 
 
+def _model_tensors(name: str) -> Callable[[dict[str, Any], dict[str, Any]], Expected]:
+    """The tensors a model document implies (its config's parameters; for a trained model the
+    split and one curve per history key, of one length no longer than its recipe's epochs)."""
+
+    def expected(doc: dict[str, Any], table: dict[str, Any]) -> Expected:
+        from hooked_mlp.functional import param_shapes
+
+        cfg = config_from(name, MLPConfig, doc.get("config"), "model config")
+        want: Expected = {k: ("F32", s) for k, s in param_shapes(cfg).items()}
+        train = doc.get("train")
+        if train is None:
+            return want
+        if not isinstance(train, dict):
+            raise CheckpointError(name, "corrupt metadata: 'train' is not an object")
+        tcfg = config_from(name, TrainConfig, train.get("train_config"), "training config")
+        want["train_mask"] = ("BOOL", (cfg.p * cfg.p,))
+        keys = train.get("history_keys", [])
+        if not isinstance(keys, list) or not all(k in HISTORY_KEYS for k in keys) or len(
+                set(keys)) != len(keys):
+            raise CheckpointError(name, f"corrupt metadata: 'history_keys' must be distinct "
+                                  f"names among {list(HISTORY_KEYS)}")
+        shapes = [table.get(f"history.{key}", {}).get("shape") for key in keys]
+        length = shapes[0][0] if shapes and isinstance(shapes[0], list) and len(
+            shapes[0]) == 1 else 0
+        if length > tcfg.epochs:
+            raise CheckpointError(name, f"corrupt history: {length} epochs recorded, the recipe "
+                                  f"has {tcfg.epochs}")
+        for key in keys:  # one length for every curve
+            want[f"history.{key}"] = ("F32", (length,))
+        return want
+
+    return expected
+
+
+def _check_record(name: str, metrics: Any, provenance: Any) -> None:
+    """Metrics are finite numbers (or None) by name; provenance values are JSON scalars or
+    lists of them (what `hooked-mlp info` shows, escaped)."""
+    if not isinstance(metrics, dict) or not isinstance(provenance, dict):
+        raise CheckpointError(name, "corrupt metadata: metrics or provenance is not an object")
+    for key, value in metrics.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise CheckpointError(name, f"corrupt metadata: metric {_short(key)} is "
+                                  f"{_short(value)}, not a number")
+    for key, value in provenance.items():
+        items = value if isinstance(value, list) else [value]
+        if not all(v is None or isinstance(v, (str, int, float, bool)) for v in items):
+            raise CheckpointError(name, f"corrupt metadata: provenance {_short(key)} is not a "
+                                  "string, a number or a list of them")
+
+
 def read_model(path: str | os.PathLike[str]) -> Checkpoint:
     """Read and check a model checkpoint."""
-    import torch
-
-    from hooked_mlp.params import TrainInfo, param_shapes
+    from hooked_mlp.functional import param_shapes
+    from hooked_mlp.train_info import TrainInfo
 
     name = str(path)
-    doc, tensors = read_safetensors(path, "model")
-    cfg = _config(name, MLPConfig, doc.get("config"), "model config")
-    params = {
-        key: _expect(name, tensors, key, shape, torch.float32)
-        for key, shape in param_shapes(cfg).items()
-    }
-    expected = set(params)
+    doc, tensors = read_safetensors(path, "model", _model_tensors(name))
+    cfg = config_from(name, MLPConfig, doc.get("config"), "model config")
+    params = {key: tensors[key] for key in param_shapes(cfg)}
     info = None
     train = doc.get("train")
     if train is not None:
-        if not isinstance(train, dict):
-            raise CheckpointError(name, "corrupt metadata: 'train' is not an object")
-        tcfg = _config(name, TrainConfig, train.get("train_config"), "training config")
-        mask = _expect(name, tensors, "train_mask", (cfg.p * cfg.p,), torch.bool)
-        keys = train.get("history_keys", [])
-        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-            raise CheckpointError(name, "corrupt metadata: 'history_keys' is not a list of names")
-        history = {}
-        for key in keys:
-            t = tensors.get(f"history.{key}")
-            if t is None or t.ndim != 1 or t.dtype != torch.float32:
-                raise CheckpointError(name, f"missing or malformed tensor 'history.{key}'")
-            history[key] = t.tolist()
-        if len({len(v) for v in history.values()}) > 1:
-            raise CheckpointError(name, "corrupt history: the curves have different lengths")
+        tcfg = config_from(name, TrainConfig, train.get("train_config"), "training config")
+        history = {key: tensors[f"history.{key}"].tolist() for key in train["history_keys"]}
         metrics = train.get("metrics", {})
         provenance = train.get("provenance", {})
-        if not isinstance(metrics, dict) or not isinstance(provenance, dict):
-            raise CheckpointError(name, "corrupt metadata: metrics or provenance is not an object")
-        info = TrainInfo(tcfg, mask, history, metrics, provenance)
-        expected |= {"train_mask"} | {f"history.{k}" for k in keys}
-    extra = sorted(set(tensors) - expected)
-    if extra:
-        raise CheckpointError(name, f"unexpected tensors {extra}")
+        _check_record(name, metrics, provenance)
+        info = TrainInfo(tcfg, tensors["train_mask"], history, metrics, provenance)
     return Checkpoint(cfg, params, info)
 
 
 def save(model: HookedMLP, path: str | os.PathLike[str]) -> None:
-    """Save `model` (weights, config and, if trained here, its training record) atomically."""
+    """Save `model` (weights, config and, if trained here, its training record) atomically.
+
+    Refuses a model with NaN or infinite weights (an earlier checkpoint at `path` is kept).
+    """
     write_model(path, model.cfg, model.state_tensors(), model.train_info)
 
 
 def load(path: str | os.PathLike[str], device: str = "cpu") -> HookedMLP:
     """Load a checkpoint written by `save` or `hooked-mlp train` as a `HookedMLP`.
 
-    Raises `CheckpointError` (a `ValueError`) naming the file for anything missing or damaged.
+    Raises `CheckpointError` (a `ValueError`) naming the file for anything missing or damaged;
+    a file of another kind (a torch `.pt`, a plain safetensors state dict) is refused with the
+    importer that reads it (`hooked_mlp.import_mlp`).
     """
+    import dataclasses
+
+    from hooked_mlp.checks import check_device
     from hooked_mlp.model import HookedMLP
-    from hooked_mlp.training import check_device
 
     dev = check_device(device)
-    ckpt = read_model(path)
-    model = HookedMLP.from_params(ckpt.cfg, ckpt.params, train_info=ckpt.info)
-    return model.to(dev)
-
-
-def load_linear_state_dict(path: str | os.PathLike[str], cfg: MLPConfig | None = None) -> HookedMLP:
-    """Import a `.pt` file holding an `nn.Sequential` state dict (the seed study's format).
-
-    Read with `torch.load(weights_only=True)`, which refuses anything but tensors and containers.
-    """
-    import torch
-
-    from hooked_mlp.model import HookedMLP
-
-    name = str(path)
-    if not Path(path).is_file():
-        raise CheckpointError(name, "no such file")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        problem = f"not a loadable state dict ({type(e).__name__}: {e})"
-        raise CheckpointError(name, problem) from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    try:
-        return HookedMLP.from_linear_state_dict(state, cfg)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(name, str(e)) from None
+        ckpt = read_model(path)
+    except CheckpointError as e:
+        if e.problem.startswith("not a"):
+            raise CheckpointError(e.path, f"{e.problem}; a state dict or a checkpoint of "
+                                  "another codebase is read by hooked_mlp.import_mlp(path, "
+                                  "activation=...)") from None
+        raise
+    cfg = dataclasses.replace(ckpt.cfg, device=str(dev))
+    return HookedMLP.from_params(cfg, ckpt.params, train_info=ckpt.info)
 
 
 # --------------------------------------------------------------------------- shipped models
@@ -407,4 +616,3 @@ def load_pretrained(seed: int = 0, device: str = "cpu") -> HookedMLP:
     See `hooked_mlp/pretrained/README.md` for its provenance and the command that regenerates it.
     """
     return load(pretrained_path(seed), device=device)
-

@@ -1,17 +1,22 @@
-"""`HookedMLP`: a one-hidden-layer MLP on one-hot `(a, b)`, with TransformerLens hook points.
+"""`HookedMLP`: any member of the model family, with TransformerLens hook points.
 
-    pre    = W_in[a] + W_in[p + b] + b_in      # [batch, d_hidden]  (the one-hot matmul as a lookup)
-    post   = relu(pre)                         # [batch, d_hidden]
-    logits = post @ W_out + b_out              # [batch, p]
+    pre    = W_in[a] + W_in[p + b] + b_in      # hook_embed_a, hook_embed_b; blocks.0.mlp.hook_pre
+    post   = act(pre)                          # blocks.0.mlp.hook_post            [batch, d_hidden]
+    ...                                        # blocks.{l}.mlp.hook_pre/post for deeper models
+    logits = post @ W_out + b_out              # hook_logits                       [batch, p]
 
-Every intermediate passes through an identity `HookPoint`, so caching and patching need no change
-to the model: `hook_embed_a` (`W_in[a]`), `hook_embed_b` (`W_in[p + b]`), `hook_pre`, `hook_post`,
-`hook_logits`. Weights are oriented `x @ W` as in TransformerLens; rows `0..p-1` of `W_in` belong
-to `a` and rows `p..2p-1` to `b`, exactly the layout of the one-hot input `[e_a; e_b]`.
+The mathematics is `hooked_mlp.functional.forward`; this class holds the parameters, passes every
+intermediate through an identity `HookPoint` (so caching and patching need no change to the
+model) and checks its inputs. Hook names follow TransformerLens's scheme for layers, so
+`cache["post", 0]`, `transformer_lens.utilities.get_act_name("post", 0)`,
+`cache.stack_activation("post")` and `hook.layer()` work. Weights are oriented `x @ W` as in
+TransformerLens; rows `0..p-1` of `W_in` belong to `a` and rows `p..2p-1` to `b` (the one-hot
+input `[e_a; e_b]`), or all `p` rows to both with tied inputs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,32 +30,67 @@ try:  # transformer-lens >= 4 exports it at the top level only
 except ImportError:  # pragma: no cover - transformer-lens 2.x / 3.x
     from transformer_lens.hook_points import HookedRootModule
 
-from hooked_mlp.config import MLPConfig
-from hooked_mlp.params import PARAM_NAMES, TrainInfo, init_params, param_shapes
+from hooked_mlp import functional, reference
+from hooked_mlp.config import MAX_SEED, MLPConfig
+from hooked_mlp.functional import init_params, param_shapes
+from hooked_mlp.train_info import TrainInfo
 
-HOOK_NAMES = ("hook_embed_a", "hook_embed_b", "hook_pre", "hook_post", "hook_logits")
+ALL_PARAM_NAMES = ("W_in", "b_in", "W_hidden", "b_hidden", "W_out", "b_out")
+_UNSIGNED = (torch.uint8, torch.uint16, torch.uint32, torch.uint64)
 
 
-def _check_tensor_dict(name: str, d: Any, keys: tuple[str, ...], what: str = "") -> None:
-    """`d` must be a mapping holding exactly `keys`, each a tensor."""
+def check_param_dict(name: str, d: Any, shapes: Mapping[str, tuple[int, ...]],
+                     what: str = "") -> None:
+    """`d` must be a mapping holding exactly the keys of `shapes`, each a finite floating-point
+    dense tensor of that shape."""
     if not isinstance(d, Mapping):
         raise TypeError(f"{name} must be a mapping, got {type(d).__name__}")
-    missing = [k for k in keys if k not in d]
-    extra = sorted(set(d) - set(keys))
+    missing = [k for k in shapes if k not in d]
+    extra = sorted(str(k) for k in set(d) - set(shapes))
     if missing or extra:
         what = f" {what}" if what else ""
-        raise ValueError(f"{name} must hold exactly the keys {list(keys)}{what}; "
+        raise ValueError(f"{name} must hold exactly the keys {list(shapes)}{what}; "
                          f"missing {missing}, unexpected {extra}")
-    for k in keys:
-        if not isinstance(d[k], Tensor):
-            raise TypeError(f"{name}[{k!r}] must be a tensor, got {type(d[k]).__name__}")
+    for k, shape in shapes.items():
+        v = d[k]
+        if not isinstance(v, Tensor):
+            raise TypeError(f"{name}[{k!r}] must be a tensor, got {type(v).__name__}")
+        if v.layout != torch.strided or v.is_meta:
+            raise TypeError(f"{name}[{k!r}] must be a dense tensor with data, got a "
+                            f"{'meta' if v.is_meta else str(v.layout)} tensor")
+        if not v.dtype.is_floating_point:
+            raise TypeError(f"{name}[{k!r}] must be floating point, got {v.dtype}")
+        if tuple(v.shape) != tuple(shape):
+            raise ValueError(f"{name}[{k!r}] must have shape {list(shape)}, got {list(v.shape)}")
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError(f"{name}[{k!r}] holds NaN or infinite values")
+
+
+class MLPHooks(nn.Module):
+    """The hook points of one hidden layer: `hook_pre` (before the activation) and `hook_post`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hook_pre = HookPoint()  # [batch, d_hidden]
+        self.hook_post = HookPoint()  # [batch, d_hidden]
+
+
+class Block(nn.Module):
+    """Hidden layer `l`: its hooks live at `blocks.{l}.mlp.*`, as in TransformerLens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mlp = MLPHooks()
 
 
 class HookedMLP(HookedRootModule):
-    """A one-hidden-layer MLP on `(a, b)` modulo `p`, hookable like a TransformerLens model.
+    """A model of the family (`MLPConfig`) on `(a, b)` modulo `p`, hookable like a
+    TransformerLens model.
 
-    Trained models, models with neurons replaced by cosine fits and synthetic random-cosine
-    models are all instances of this class, so every analysis and hook works on each.
+    Trained models, models with neurons replaced by their fits, synthetic random-cosine models,
+    snapshots and imported models are all instances of this class, so every analysis and hook
+    works on each. Parameters absent from a configuration (`b_in` without biases, `W_hidden`
+    with one layer) are None.
     """
 
     def __init__(self, cfg: MLPConfig | None = None, *, seed: int = 0) -> None:
@@ -59,43 +99,65 @@ class HookedMLP(HookedRootModule):
             cfg = MLPConfig()
         if not isinstance(cfg, MLPConfig):
             raise TypeError(f"cfg must be an MLPConfig, got {type(cfg).__name__}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
         self.cfg = cfg
         params = init_params(cfg, seed)
-        self.W_in = nn.Parameter(params["W_in"])  # [2p, d_hidden]
-        self.b_in = nn.Parameter(params["b_in"])  # [d_hidden]
-        self.W_out = nn.Parameter(params["W_out"])  # [d_hidden, p]
-        self.b_out = nn.Parameter(params["b_out"])  # [p]
-        self.hook_embed_a = HookPoint()  # [batch, d_hidden]
-        self.hook_embed_b = HookPoint()  # [batch, d_hidden]
-        self.hook_pre = HookPoint()  # [batch, d_hidden]
-        self.hook_post = HookPoint()  # [batch, d_hidden]
+        for name in ALL_PARAM_NAMES:
+            value = params.get(name)
+            self.register_parameter(name, None if value is None else nn.Parameter(value))
+        self.hook_embed_a = HookPoint()  # [batch, d_hidden]: W_in[a]
+        self.hook_embed_b = HookPoint()  # [batch, d_hidden]: W_in[p + b] (W_in[b] when tied)
+        self.blocks = nn.ModuleList([Block() for _ in range(cfg.n_layers)])
         self.hook_logits = HookPoint()  # [batch, p]
         self.train_info: TrainInfo | None = None
         self.setup()
+        if cfg.device != "cpu":
+            self.to(cfg.device)
 
     # ----------------------------------------------------------------------------- weights
     @property
     def W_a(self) -> Tensor:
-        """Input weights from `a`: rows `0..p-1` of `W_in`, `[p, d_hidden]`."""
+        """Input weights from `a`, `[p, d_hidden]`: rows `0..p-1` of `W_in` (all of it when
+        tied)."""
         return self.W_in[: self.cfg.p]
 
     @property
     def W_b(self) -> Tensor:
-        """Input weights from `b`: rows `p..2p-1` of `W_in`, `[p, d_hidden]`."""
-        return self.W_in[self.cfg.p :]
+        """Input weights from `b`, `[p, d_hidden]`: rows `p..2p-1` of `W_in` (all of it when
+        tied)."""
+        return self.W_in if self.cfg.tied_inputs else self.W_in[self.cfg.p :]
 
     @property
     def device(self) -> torch.device:
         return self.W_in.device
 
+    def param_dict(self) -> dict[str, Tensor]:
+        """The parameters this configuration has (see `functional.param_shapes`), live."""
+        return {name: getattr(self, name) for name in param_shapes(self.cfg)}
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        """The parameters this configuration has, detached."""
+        return {name: value.detach() for name, value in self.param_dict().items()}
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> HookedMLP:
+        """Keep `cfg.device` where the parameters are (`.to()`, `.cuda()`, `.cpu()`)."""
+        out = super()._apply(fn, *args, **kwargs)
+        device = str(self.W_in.device)
+        if device != self.cfg.device:
+            self.cfg = dataclasses.replace(self.cfg, device=device)
+        return out
+
     # ----------------------------------------------------------------------------- forward
     def check_tokens(self, tokens: Any) -> Tensor:
-        """Validate `tokens` (int `[batch, 2]` in `[0, p)`, on the model's device)."""
+        """Validate `tokens` (int `[batch, 2]` in `[0, p)`, dense, on the model's device)."""
         p = self.cfg.p
         if not isinstance(tokens, Tensor):
             raise TypeError(
                 f"tokens must be a torch.Tensor of integers [batch, 2], got {type(tokens).__name__}"
             )
+        if tokens.layout != torch.strided:
+            raise TypeError(f"tokens must be a dense tensor, got a {tokens.layout} tensor")
         if tokens.dtype.is_floating_point or tokens.dtype.is_complex or tokens.dtype == torch.bool:
             raise TypeError(f"tokens must have an integer dtype (int64), got {tokens.dtype}")
         if tokens.ndim != 2 or tokens.shape[1] != 2:
@@ -105,6 +167,8 @@ class HookedMLP(HookedRootModule):
                 f"tokens are on {tokens.device} but the model is on {self.device}; "
                 "move them with tokens.to(model.device)"
             )
+        if tokens.dtype in _UNSIGNED:  # few ops take them; above 2^63 a uint64 wraps negative
+            tokens = tokens.to(torch.int64)
         if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= p):
             raise ValueError(
                 f"tokens must lie in [0, {p - 1}] (p={p}), got values in "
@@ -112,15 +176,13 @@ class HookedMLP(HookedRootModule):
             )
         return tokens.to(torch.int64)
 
+    def _hook(self, name: str, value: Tensor) -> Tensor:
+        return self.hook_dict[name](value)
+
     def forward(self, tokens: Tensor) -> Tensor:
         """Logits `[batch, p]` for int64 tokens `[batch, 2]` holding `(a, b)`."""
         tokens = self.check_tokens(tokens)
-        p = self.cfg.p
-        embed_a = self.hook_embed_a(self.W_in[tokens[:, 0]])  # [batch, d_hidden]
-        embed_b = self.hook_embed_b(self.W_in[tokens[:, 1] + p])  # [batch, d_hidden]
-        pre = self.hook_pre(embed_a + embed_b + self.b_in)  # [batch, d_hidden]
-        post = self.hook_post(torch.relu(pre))  # [batch, d_hidden]
-        return self.hook_logits(torch.addmm(self.b_out, post, self.W_out))  # [batch, p]
+        return functional.forward(self.cfg, self.param_dict(), tokens, self._hook)
 
     def run_with_cache(  # type: ignore[override]
         self, tokens: Tensor, *args: Any, **kwargs: Any
@@ -134,77 +196,38 @@ class HookedMLP(HookedRootModule):
         has_batch_dim = not kwargs.get("remove_batch_dim", False)
         return logits, ActivationCache(cache_dict, self, has_batch_dim=has_batch_dim)
 
-    # ----------------------------------------------------------------------------- helpers
-    def state_tensors(self) -> dict[str, Tensor]:
-        """The four parameters, detached: `W_in`, `b_in`, `W_out`, `b_out`."""
-        return {name: getattr(self, name).detach() for name in PARAM_NAMES}
-
+    # ----------------------------------------------------------------------------- building
     @classmethod
     def from_params(
         cls, cfg: MLPConfig, params: Mapping[str, Tensor], *, train_info: TrainInfo | None = None
     ) -> HookedMLP:
-        """A model holding `params` (`W_in`, `b_in`, `W_out`, `b_out`, shapes checked)."""
-        _check_tensor_dict("params", params, PARAM_NAMES)
-        model = cls(cfg)
-        for name, shape in param_shapes(cfg).items():
-            value = params[name]
-            if tuple(value.shape) != shape:
-                raise ValueError(
-                    f"params[{name!r}] must have shape {list(shape)}, got {list(value.shape)}"
-                )
-            if not value.dtype.is_floating_point:
-                raise TypeError(f"params[{name!r}] must be floating point, got {value.dtype}")
-            getattr(model, name).data = value.detach().to(torch.float32).clone()
+        """A model holding `params` (named and shaped as `functional.param_shapes(cfg)`,
+        checked: floating point, finite), copied to float32."""
+        if not isinstance(cfg, MLPConfig):
+            raise TypeError(f"cfg must be an MLPConfig, got {type(cfg).__name__}")
+        check_param_dict("params", params, param_shapes(cfg))
+        model = cls(dataclasses.replace(cfg, device="cpu"))
+        for name, value in params.items():
+            getattr(model, name).data = value.detach().to("cpu", torch.float32).clone()
         model.train_info = train_info
-        return model
-
-    @classmethod
-    def from_linear_state_dict(
-        cls, state_dict: Mapping[str, Tensor], cfg: MLPConfig | None = None
-    ) -> HookedMLP:
-        """Import `nn.Sequential(Linear(2p, h), ReLU(), Linear(h, p))`'s state dict.
-
-        This is the format the source study's own code produces (keys `0.weight` `[h, 2p]`,
-        `0.bias`, `2.weight` `[p, h]`, `2.bias`). `p` and `h` are read from the shapes unless
-        `cfg` is given, in which case they are checked against it.
-        """
-        keys = ("0.weight", "0.bias", "2.weight", "2.bias")
-        _check_tensor_dict("state_dict", state_dict, keys,
-                           "of nn.Sequential(Linear(2p, h), ReLU(), Linear(h, p))")
-        w0, w2 = state_dict["0.weight"], state_dict["2.weight"]
-        if w0.ndim != 2 or w2.ndim != 2:
-            raise ValueError("state_dict['0.weight'] and ['2.weight'] must be 2-D")
-        d_hidden, d_input = w0.shape
-        if d_input % 2:
-            raise ValueError(f"state_dict['0.weight'] must be [h, 2p], got {list(w0.shape)}")
-        if cfg is None:
-            cfg = MLPConfig(p=d_input // 2, d_hidden=d_hidden)
-        params = {
-            "W_in": w0.t(),
-            "b_in": state_dict["0.bias"],
-            "W_out": w2.t(),
-            "b_out": state_dict["2.bias"],
-        }
-        return cls.from_params(cfg, params)
+        return model.to(cfg.device)
 
     def to_linear_state_dict(self) -> dict[str, Tensor]:
-        """The inverse of `from_linear_state_dict`: an `nn.Sequential` state dict."""
-        return {
-            "0.weight": self.W_in.detach().t().contiguous(),
-            "0.bias": self.b_in.detach().clone(),
-            "2.weight": self.W_out.detach().t().contiguous(),
-            "2.bias": self.b_out.detach().clone(),
-        }
+        """The state dict of the equivalent `nn.Sequential` (see `to_sequential`): keys
+        `0.weight`, `0.bias`, `2.weight`, ... in `nn.Linear`'s `[out, in]` orientation."""
+        return reference.linear_state_dict(self.cfg, self.state_tensors())
 
-    def to_sequential(self) -> nn.Sequential:
-        """An equivalent `nn.Sequential(Linear(2p, h), ReLU(), Linear(h, p))` on one-hot input."""
-        cfg = self.cfg
-        seq = nn.Sequential(
-            nn.Linear(cfg.d_input, cfg.d_hidden), nn.ReLU(), nn.Linear(cfg.d_hidden, cfg.d_output)
-        ).to(self.device)
-        seq.load_state_dict(self.to_linear_state_dict())
-        return seq
+    def to_sequential(self) -> nn.Module:
+        """An equivalent `nn.Sequential(Linear, act, Linear, ...)` on the one-hot input
+        (`hooked_mlp.reference.one_hot_input`: `[e_a; e_b]`, or `e_a + e_b` when tied)."""
+        return reference.sequential(self.cfg, self.state_tensors())
 
     def __repr__(self) -> str:
         c = self.cfg
-        return f"HookedMLP(p={c.p}, d_hidden={c.d_hidden}, activation={c.activation!r})"
+        extra = "".join([
+            f", operation={c.operation!r}" if c.operation != "add" else "",
+            ", tied_inputs=True" if c.tied_inputs else "",
+            ", bias=False" if not c.bias else "",
+            f", n_layers={c.n_layers}" if c.n_layers != 1 else "",
+        ])
+        return f"HookedMLP(p={c.p}, d_hidden={c.d_hidden}, activation={c.activation!r}{extra})"

@@ -112,7 +112,9 @@ def test_bad_neurons_are_named(shipped, fits):
     with pytest.raises(TypeError, match="model must be a HookedMLP"):
         fit_neurons("model")
     with pytest.raises(ValueError, match="hook must be one of"):
-        activation_grids(shipped, [1], hook="hook_logits")
+        activation_grids(shipped, [1], hook="hook_post")  # the old name: now blocks.0.mlp.*
+    with pytest.raises(ValueError, match="neurons must lie in \\[0, 112\\] \\(d_hidden=113\\)"):
+        activation_grids(shipped, [113], hook="hook_logits")
 
 
 def test_activation_grids_match_the_cache(shipped, all_pairs_tokens):
@@ -120,7 +122,7 @@ def test_activation_grids_match_the_cache(shipped, all_pairs_tokens):
     assert grids.grids.shape == (2, 113, 113)
     _, cache = shipped.run_with_cache(all_pairs_tokens)
     a, b = 40, 99
-    assert float(grids.grids[1, a, b]) == float(cache["hook_post"][a * 113 + b, 17])
+    assert float(grids.grids[1, a, b]) == float(cache["blocks.0.mlp.hook_post"][a * 113 + b, 17])
     assert 0 < float(grids.active_fraction[0]) < 1
 
 
@@ -131,8 +133,8 @@ def test_random_cosine_models_add_modulo_p():
     assert sum(acc256) / 5 >= 0.95
     assert sum(acc512) / 5 >= 0.999
     m = random_cosine_model(8, p=13, seed=2)
-    assert isinstance(m, HookedMLP) and m.cfg == MLPConfig(p=13, d_hidden=8)
-    assert torch.equal(m.b_in, torch.zeros(8)) and torch.equal(m.b_out, torch.zeros(13))
+    assert isinstance(m, HookedMLP) and m.cfg == MLPConfig(p=13, d_hidden=8, bias=False)
+    assert m.b_in is None and m.b_out is None  # a member of the family without biases
 
 
 def test_synthetic_curve_matches_models_and_is_nested():

@@ -32,7 +32,7 @@ CASES = [
     ("model config", lambda m: MLPConfig(d_hidden=0), ValueError,
      "MLPConfig.d_hidden must be an integer in [1,"),
     ("train config", lambda m: TrainConfig(train_frac=1.5), ValueError,
-     "TrainConfig.train_frac must be a finite number in (0.0, 1.0)"),
+     "TrainConfig.train_frac must be a finite number in (0.0, 1.0]"),
     ("model of wrong type", lambda m: HookedMLP({"p": 5}), TypeError,
      "cfg must be an MLPConfig"),
     ("neuron too large", lambda m: activation_grids(m, [100]), ValueError,
@@ -67,7 +67,7 @@ CASES = [
      "device must be 'cpu', 'cuda' or 'cuda:N'"),
     ("train threads", lambda m: train(MLPConfig(p=5, d_hidden=2), TrainConfig(epochs=1),
                                       threads=-1), ValueError,
-     "threads must be a positive integer"),
+     "threads must be an integer in [1, 256], got -1"),
     ("pretrained seed", lambda m: load_pretrained(99), ValueError,
      "seed must be one of the shipped seeds [0, 1, 2, 3, 4], got 99"),
 ]
@@ -85,7 +85,8 @@ CLI_CASES = [
     (["train", "--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
     (["train", "--seeds", "a-b"], "invalid seeds 'a-b'"),
     (["train", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
-    (["report", "--threads", "zero"], "expected a positive integer, got 'zero'"),
+    (["report", "--threads", "zero"], "expected a positive integer of at most 256 threads, "
+     "got 'zero'"),
     (["info", "--bogus"], "unrecognized arguments: --bogus"),
     (["train", "--backend", "fast"],
      "argument --backend: invalid choice: 'fast' (choose from 'auto', 'c', 'torch')"),

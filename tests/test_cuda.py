@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hooked_mlp import MLPConfig, TrainConfig, train_many
-from hooked_mlp.training import BatchedTrainer
+from hooked_mlp.trainer import BatchedTrainer
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 
@@ -32,6 +32,6 @@ def test_cuda_models_run_and_cache():
     assert model.device.type == "cuda" and len(history["val_acc"]) == 2
     tokens = torch.tensor([[1, 2]], device="cuda")
     logits, cache = model.run_with_cache(tokens)
-    assert logits.shape == (1, 11) and cache["hook_post"].device.type == "cuda"
+    assert logits.shape == (1, 11) and cache["blocks.0.mlp.hook_post"].device.type == "cuda"
     with pytest.raises(ValueError, match="tokens are on cpu but the model is on cuda"):
         model(tokens.cpu())

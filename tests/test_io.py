@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from hooked_mlp import CheckpointError, HookedMLP, MLPConfig, load, save
+from hooked_mlp.importers import load_linear_state_dict
 from hooked_mlp.io import (
     _checksum,
     atomic_path,
     atomic_write_text,
-    load_linear_state_dict,
 )
 
 
@@ -106,11 +106,34 @@ def test_damaged_files_are_refused_clearly(shipped, tmp_path):
 
 
 def test_nan_weights_and_missing_file(tmp_path):
+    from safetensors.torch import save as st_save
+
     m = HookedMLP(MLPConfig(p=5, d_hidden=3))
+    path = tmp_path / "nan.safetensors"
+    save(m, path)
+    good = path.read_bytes()
     m.W_out.data[0, 0] = float("nan")
-    save(m, tmp_path / "nan.safetensors")
+    # what would be refused on reading is refused on writing, and the good file is kept
+    with pytest.raises(ValueError, match="not written: tensor 'W_out' holds NaN or infinite"):
+        save(m, path)
+    assert path.read_bytes() == good
+    m.W_out.data[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="not written"):
+        save(m, path)
+    # a NaN file written by other means is refused on reading
+    tensors = {k: v.detach() for k, v in m.state_tensors().items()}
+    tensors["W_out"] = tensors["W_out"].clone()
+    tensors["W_out"][0, 0] = float("nan")
+    doc = {"format": "hooked-mlp", "format_version": 2, "kind": "model",
+           "config": m.cfg.to_dict(), "train": None}
+    draft = st_save({k: v.contiguous() for k, v in tensors.items()},
+                    metadata={"hooked_mlp": json.dumps(doc)})
+    n = struct.unpack("<Q", draft[:8])[0]
+    doc["checksum"] = _checksum(doc, json.loads(draft[8 : 8 + n]), draft[8 + n :])
+    path.write_bytes(st_save({k: v.contiguous() for k, v in tensors.items()},
+                             metadata={"hooked_mlp": json.dumps(doc)}))
     with pytest.raises(CheckpointError, match="NaN or infinite"):
-        load(tmp_path / "nan.safetensors")
+        load(path)
     with pytest.raises(CheckpointError, match="no such file"):
         load(tmp_path / "missing.safetensors")
     with pytest.raises(CheckpointError, match="not a file"):
@@ -131,7 +154,8 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
 def test_import_pt_state_dict_without_pickle(tmp_path):
     seq = torch.nn.Sequential(torch.nn.Linear(10, 4), torch.nn.ReLU(), torch.nn.Linear(4, 5))
     torch.save(seq.state_dict(), tmp_path / "seq.pt")
-    m = load_linear_state_dict(tmp_path / "seq.pt")
+    with pytest.warns(DeprecationWarning, match="import_mlp"):
+        m = load_linear_state_dict(tmp_path / "seq.pt")
     assert torch.equal(m.W_in, seq[0].weight.detach().t())
 
     class Evil:
@@ -140,7 +164,7 @@ def test_import_pt_state_dict_without_pickle(tmp_path):
 
     with open(tmp_path / "evil.pt", "wb") as f:
         pickle.dump({"0.weight": Evil()}, f)
-    with pytest.raises(CheckpointError, match="not a loadable state dict"):
+    with pytest.raises(CheckpointError, match="is a pickle"), pytest.warns(DeprecationWarning):
         load_linear_state_dict(tmp_path / "evil.pt")
     assert not (tmp_path / "pwned").exists()
 

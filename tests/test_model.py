@@ -4,18 +4,20 @@ import torch.nn.functional as F
 from transformer_lens import ActivationCache
 
 from hooked_mlp import HookedMLP, MLPConfig
-from hooked_mlp.model import HOOK_NAMES
+from hooked_mlp.functional import hook_names
 
 
 def test_contract_shapes(shipped, all_pairs_tokens):
     m = shipped
     assert m.W_in.shape == (226, 100) and m.b_in.shape == (100,)
     assert m.W_out.shape == (100, 113) and m.b_out.shape == (113,)
-    assert set(m.hook_dict) == set(HOOK_NAMES)
+    assert list(m.hook_dict) == hook_names(m.cfg) == [
+        "hook_embed_a", "hook_embed_b", "blocks.0.mlp.hook_pre", "blocks.0.mlp.hook_post",
+        "hook_logits"]
     logits, cache = m.run_with_cache(all_pairs_tokens)
     assert isinstance(cache, ActivationCache)
     assert logits.shape == (12769, 113)
-    for name in ("hook_embed_a", "hook_embed_b", "hook_pre", "hook_post"):
+    for name in ("hook_embed_a", "hook_embed_b", "blocks.0.mlp.hook_pre", "blocks.0.mlp.hook_post"):
         assert cache[name].shape == (12769, 100)
     assert torch.equal(cache["hook_logits"], logits)
 
@@ -27,8 +29,8 @@ def test_hook_pre_is_row_lookup_for_all_pairs(shipped, all_pairs_tokens):
     assert torch.equal(cache["hook_embed_a"], m.W_in[a].detach())
     assert torch.equal(cache["hook_embed_b"], m.W_in[113 + b].detach())
     expected = m.W_in[a] + m.W_in[113 + b] + m.b_in
-    assert torch.equal(cache["hook_pre"], expected.detach())
-    assert torch.equal(cache["hook_post"], torch.relu(expected).detach())
+    assert torch.equal(cache["blocks.0.mlp.hook_pre"], expected.detach())
+    assert torch.equal(cache["blocks.0.mlp.hook_post"], torch.relu(expected).detach())
 
 
 def test_forward_equals_one_hot_sequential(shipped, all_pairs_tokens):
@@ -43,47 +45,22 @@ def test_forward_equals_one_hot_sequential(shipped, all_pairs_tokens):
 
 
 def test_linear_state_dict_round_trip(shipped):
+    from hooked_mlp import import_mlp
+
     sd = shipped.to_linear_state_dict()
     assert sd["0.weight"].shape == (100, 226) and sd["2.weight"].shape == (113, 100)
-    back = HookedMLP.from_linear_state_dict(sd)
+    back = import_mlp(sd, activation="relu")
     assert back.cfg == shipped.cfg
     for name in ("W_in", "b_in", "W_out", "b_out"):
         assert torch.equal(getattr(back, name), getattr(shipped, name))
-    # and a real nn.Sequential's own state dict
-    seq = torch.nn.Sequential(torch.nn.Linear(14, 9), torch.nn.ReLU(), torch.nn.Linear(9, 7))
-    m = HookedMLP.from_linear_state_dict(seq.state_dict())
-    assert (m.cfg.p, m.cfg.d_hidden) == (7, 9)
-    tok = torch.tensor([[1, 2], [6, 0]])
-    x = torch.cat([F.one_hot(tok[:, 0], 7), F.one_hot(tok[:, 1], 7)], 1).float()
-    torch.testing.assert_close(m(tok), seq(x))
-
-
-@pytest.mark.parametrize(
-    ("state", "exc", "message"),
-    [
-        ({"0.weight": torch.zeros(3, 4)}, ValueError, "missing \\['0.bias', '2.weight'"),
-        ({"0.weight": torch.zeros(3, 4), "0.bias": torch.zeros(3), "2.weight": torch.zeros(2, 3),
-          "2.bias": torch.zeros(2), "4.weight": torch.zeros(2, 2)}, ValueError,
-         "unexpected \\['4.weight'\\]"),
-        ({"0.weight": torch.zeros(3, 5), "0.bias": torch.zeros(3), "2.weight": torch.zeros(2, 3),
-          "2.bias": torch.zeros(2)}, ValueError, "must be \\[h, 2p\\]"),
-        ({"0.weight": torch.zeros(3, 4), "0.bias": torch.zeros(3), "2.weight": torch.zeros(3, 3),
-          "2.bias": torch.zeros(3)}, ValueError, "params\\['W_out'\\] must have shape \\[3, 2\\]"),
-        ({"0.weight": [[1.0]], "0.bias": 1, "2.weight": 2, "2.bias": 3}, TypeError,
-         "must be a tensor"),
-        ([1, 2], TypeError, "state_dict must be a mapping"),
-    ],
-)
-def test_from_linear_state_dict_rejects_bad_input(state, exc, message):
-    with pytest.raises(exc, match=message):
-        HookedMLP.from_linear_state_dict(state)
 
 
 def test_zero_ablating_post_leaves_b_out(shipped, all_pairs_tokens):
     def zero(post, hook):
         return torch.zeros_like(post)
 
-    logits = shipped.run_with_hooks(all_pairs_tokens[:50], fwd_hooks=[("hook_post", zero)])
+    logits = shipped.run_with_hooks(all_pairs_tokens[:50],
+                                    fwd_hooks=[("blocks.0.mlp.hook_post", zero)])
     assert torch.equal(logits, shipped.b_out.detach().expand(50, -1))
 
 
@@ -96,8 +73,8 @@ def test_patching_one_neuron_changes_only_through_it(shipped, all_pairs_tokens):
         post[:, 7] = 0.0
         return post
 
-    patched = shipped.run_with_hooks(tok, fwd_hooks=[("hook_post", patch)])
-    expected = clean - cache["hook_post"][:, 7:8] * shipped.W_out[7].detach()
+    patched = shipped.run_with_hooks(tok, fwd_hooks=[("blocks.0.mlp.hook_post", patch)])
+    expected = clean - cache["blocks.0.mlp.hook_post"][:, 7:8] * shipped.W_out[7].detach()
     torch.testing.assert_close(patched, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -106,7 +83,7 @@ def test_hooks_removed_after_exception(shipped, all_pairs_tokens):
         raise RuntimeError("inside hook")
 
     with pytest.raises(RuntimeError, match="inside hook"):
-        shipped.run_with_hooks(all_pairs_tokens[:4], fwd_hooks=[("hook_pre", boom)])
+        shipped.run_with_hooks(all_pairs_tokens[:4], fwd_hooks=[("blocks.0.mlp.hook_pre", boom)])
     assert all(len(hp._forward_hooks) == 0 for hp in shipped.hook_dict.values())
     with pytest.raises(RuntimeError, match="inside hook"), shipped.hooks(
         fwd_hooks=[("hook_logits", boom)]
@@ -121,8 +98,8 @@ def test_hooks_removed_after_exception(shipped, all_pairs_tokens):
 
 
 def test_names_filter_caches_only_what_was_asked(shipped, all_pairs_tokens):
-    _, cache = shipped.run_with_cache(all_pairs_tokens[:8], names_filter=["hook_post"])
-    assert list(cache.keys()) == ["hook_post"]
+    _, cache = shipped.run_with_cache(all_pairs_tokens[:8], names_filter=["blocks.0.mlp.hook_post"])
+    assert list(cache.keys()) == ["blocks.0.mlp.hook_post"]
     _, cache = shipped.run_with_cache(all_pairs_tokens[:8], names_filter=lambda n: "embed" in n)
     assert sorted(cache.keys()) == ["hook_embed_a", "hook_embed_b"]
 

@@ -15,8 +15,8 @@ from _backends import BACKENDS, needs_c
 
 from hooked_mlp import MLPConfig, TrainConfig, load, resume_run, train_run
 from hooked_mlp.io import read_safetensors
-from hooked_mlp.training import STATE_FILE, BatchedTrainer, RunLockedError, TrainingDivergedError
-from hooked_mlp.training import _RunLock as RunLock
+from hooked_mlp.runs import STATE_FILE, RunLock, RunLockedError, _write_state
+from hooked_mlp.trainer import BatchedTrainer, TrainingDivergedError
 
 CLI = [sys.executable, "-m", "hooked_mlp.cli"]
 SMALL = ["--p", "61", "--d-hidden", "64", "--epochs", "600", "--batch-size", "16"]
@@ -91,8 +91,6 @@ def test_resume_in_process_matches_and_keeps_history(tmp_path):
     trainer = BatchedTrainer(cfg, tcfg, [0, 1])
     for _ in range(5):
         trainer.run_epoch()
-    from hooked_mlp.training import _write_state
-
     part.mkdir()
     _write_state(part, trainer, threads=1, every=4, wall_s=0.0, command="test")
     paths = resume_run(part, progress=False)

@@ -1,0 +1,78 @@
+"""Checks of run-time arguments shared by the trainer, the run folders and the loaders.
+
+Each returns the value in a normal form or raises a `ValueError` / `TypeError` naming the
+argument and what is allowed, before any work starts.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from hooked_mlp.config import MAX_SEED
+
+MAX_SEEDS = 100_000  # seeds in one run: each holds its own parameters and split
+MAX_THREADS = 256
+
+
+def cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def check_device(device: Any) -> Any:
+    """A usable `torch.device` for `device`, or a ValueError saying what is available."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was asked for but CUDA is not available here")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r}: this machine has {torch.cuda.device_count()} CUDA "
+                         f"device(s), cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+    return dev
+
+
+def check_seeds(seeds: Sequence[int]) -> list[int]:
+    """`seeds` as a list of at most `MAX_SEEDS` distinct Python ints in `[0, MAX_SEED]`."""
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise TypeError(f"seeds must be a sequence of integers, got {type(seeds).__name__}")
+    if hasattr(seeds, "__len__") and len(seeds) > MAX_SEEDS:
+        raise ValueError(f"seeds must name at most {MAX_SEEDS:,} seeds in one run, got "
+                         f"{len(seeds):,}")
+    out = []
+    for s in seeds:
+        try:
+            if isinstance(s, bool):
+                raise TypeError
+            out.append(operator.index(s))
+        except TypeError:
+            raise TypeError(f"seeds must be integers, got {s!r}") from None
+        if len(out) > MAX_SEEDS:
+            raise ValueError(f"seeds must name at most {MAX_SEEDS:,} seeds in one run")
+    if not out:
+        raise ValueError("seeds must name at least one seed")
+    for s in out:
+        if not 0 <= s <= MAX_SEED:
+            raise ValueError(f"seeds must be integers in [0, {MAX_SEED}], got {s!r}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"seeds must be distinct, got {out if len(out) <= 10 else out[:10]}")
+    return out
+
+
+def check_threads(threads: Any, name: str = "threads") -> int:
+    """A thread count in `[1, MAX_THREADS]` (more than that is a typo, and can crash OpenMP)."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or not (
+            1 <= threads <= MAX_THREADS):
+        raise ValueError(f"{name} must be an integer in [1, {MAX_THREADS}], got {threads!r}")
+    return threads

@@ -1,0 +1,158 @@
+"""The model family's mathematics, written once: parameter shapes, initialisation, forward pass.
+
+    pre_0  = W_in[a] + W_in[off + b] (+ b_in)           off = p, or 0 with tied inputs
+    post_l = act(pre_l)                                 l = 0 .. n_layers - 1
+    pre_l  = post_{l-1} @ W_hidden[l-1] (+ b_hidden[l-1])
+    logits = post_{n_layers-1} @ W_out (+ b_out)
+
+(The one-hot matmul of the first layer is a row lookup: `[e_a; e_b] @ W_in = W_in[a] +
+W_in[p + b]`, and `(e_a + e_b) @ W_in = W_in[a] + W_in[b]` with tied inputs.) Every parameter may
+carry a leading seed dimension `[S, ...]`, with tokens `[S, batch, 2]`: the trainer runs `S`
+models in one pass with batched matrix products and takes its gradients from this function by
+autograd. `HookedMLP.forward` calls it with hook points; the trainer calls it without.
+Activations and operations come from `hooked_mlp.family`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from hooked_mlp.config import MLPConfig
+from hooked_mlp.family import ACTIVATIONS
+
+Hook = Callable[[str, Tensor], Tensor]
+
+
+def hook_names(cfg: MLPConfig) -> list[str]:
+    """Every hook point of a model with configuration `cfg`, in the order the forward meets
+    them (TransformerLens's `blocks.{layer}.mlp.hook_*` scheme for the hidden layers)."""
+    names = ["hook_embed_a", "hook_embed_b"]
+    for layer in range(cfg.n_layers):
+        names += [f"blocks.{layer}.mlp.hook_pre", f"blocks.{layer}.mlp.hook_post"]
+    return [*names, "hook_logits"]
+
+
+def param_shapes(cfg: MLPConfig) -> dict[str, tuple[int, ...]]:
+    """Name and shape of each parameter, in initialisation order.
+
+    `W_in` `[d_input, d_hidden]` (`d_input` = 2p, or p with tied inputs), `b_in` `[d_hidden]`,
+    `W_hidden` `[n_layers - 1, d_hidden, d_hidden]` and `b_hidden` `[n_layers - 1, d_hidden]`
+    (deeper models only), `W_out` `[d_hidden, p]`, `b_out` `[p]`; no biases with `bias=False`.
+    """
+    H, L = cfg.d_hidden, cfg.n_layers
+    shapes: dict[str, tuple[int, ...]] = {"W_in": (cfg.d_input, H)}
+    if cfg.bias:
+        shapes["b_in"] = (H,)
+    if L > 1:
+        shapes["W_hidden"] = (L - 1, H, H)
+        if cfg.bias:
+            shapes["b_hidden"] = (L - 1, H)
+    shapes["W_out"] = (H, cfg.d_output)
+    if cfg.bias:
+        shapes["b_out"] = (cfg.d_output,)
+    return shapes
+
+
+def fan_in(cfg: MLPConfig, name: str) -> int:
+    """The inputs feeding the layer that parameter `name` belongs to."""
+    return cfg.d_input if name in ("W_in", "b_in") else cfg.d_hidden
+
+
+def init_params(cfg: MLPConfig, seed: int) -> dict[str, Tensor]:
+    """The initial parameters for `seed`: `init_scale * U(-1/sqrt(fan_in), 1/sqrt(fan_in))`.
+
+    `nn.Linear`'s default (with `init_scale = 1`), drawn on the CPU from a generator seeded with
+    `seed`, one parameter after another in the order of `param_shapes`, so that a seed gives the
+    same start on every device. For the study's configuration this is the order W_in, b_in,
+    W_out, b_out of every model this project has trained.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, shape in param_shapes(cfg).items():
+        bound = cfg.init_scale / math.sqrt(fan_in(cfg, name))
+        out[name] = torch.empty(shape).uniform_(-bound, bound, generator=gen)
+    return out
+
+
+def _affine(x: Tensor, W: Tensor, b: Tensor | None) -> Tensor:
+    """`x @ W + b` for `x` `[B, i]`, `W` `[i, o]`, or with a seed dimension in front of each."""
+    if x.ndim == 2:
+        return x @ W if b is None else torch.addmm(b, x, W)
+    return torch.bmm(x, W) if b is None else torch.baddbmm(b.unsqueeze(-2), x, W)
+
+
+def input_rows(cfg: MLPConfig, tokens: Tensor) -> Tensor:
+    """The rows of `W_in` that `(a, b)` select: int64 `[..., batch, 2]` (`a`, and `p + b`, or
+    `b` with tied inputs). With a seed dimension (`tokens` `[S, batch, 2]`) the rows index
+    `W_in` flattened over seeds (`[S * d_input, d_hidden]`), so one lookup serves every seed."""
+    rows = tokens if cfg.tied_inputs else tokens + tokens.new_tensor([0, cfg.p])
+    if tokens.ndim == 3:
+        rows = rows + (torch.arange(tokens.shape[0], device=tokens.device) * cfg.d_input).view(
+            -1, 1, 1)
+    return rows
+
+
+def forward(
+    cfg: MLPConfig, params: Mapping[str, Tensor], tokens: Tensor, hook: Hook | None = None
+) -> Tensor:
+    """Logits `[..., batch, p]` of the model `params` (see `param_shapes`) on `tokens`.
+
+    `tokens` are int64 `[..., batch, 2]` holding `(a, b)` in `[0, p)` (not checked here: see
+    `HookedMLP.check_tokens`). Each parameter may have one leading seed dimension `S`, matched
+    by tokens `[S, batch, 2]`. `hook(name, value)` sees (and may replace) every intermediate
+    value named in `hook_names(cfg)`.
+    """
+    return forward_rows(cfg, params, input_rows(cfg, tokens), hook)
+
+
+def forward_rows(
+    cfg: MLPConfig, params: Mapping[str, Tensor], rows: Tensor, hook: Hook | None = None
+) -> Tensor:
+    """`forward` from the input rows (`input_rows(cfg, tokens)`), which a trainer computes once
+    per epoch rather than once per step."""
+    act = ACTIVATIONS[cfg.activation].fn
+    W_in = params["W_in"]
+    W_flat = W_in.reshape(-1, W_in.shape[-1])  # [(S *) d_input, H]
+    if hook is None:  # one lookup of both rows; its backward adds in sample order
+        pre = F.embedding(rows.flatten(-2), W_flat).unflatten(-2, (-1, 2)).sum(-2)
+    else:
+        pre = hook("hook_embed_a", F.embedding(rows[..., 0], W_flat)) + hook(
+            "hook_embed_b", F.embedding(rows[..., 1], W_flat))
+    if cfg.bias:
+        pre = pre + params["b_in"].unsqueeze(-2)  # [..., B, H]
+    post = pre
+    for layer in range(cfg.n_layers):
+        if layer:
+            W = params["W_hidden"][..., layer - 1, :, :]  # [..., H, H]
+            b = params["b_hidden"][..., layer - 1, :] if cfg.bias else None
+            pre = _affine(post, W, b)
+        if hook is not None:
+            pre = hook(f"blocks.{layer}.mlp.hook_pre", pre)
+        post = act(pre)  # [..., B, H]
+        if hook is not None:
+            post = hook(f"blocks.{layer}.mlp.hook_post", post)
+    logits = _affine(post, params["W_out"], params.get("b_out"))  # [..., B, p]
+    return logits if hook is None else hook("hook_logits", logits)
+
+
+def hidden_activations(
+    cfg: MLPConfig, params: Mapping[str, Tensor], tokens: Tensor, layer: int = -1
+) -> Tensor:
+    """The post-activations `[..., batch, d_hidden]` of hidden layer `layer` (default the last),
+    read from `forward` through its hook."""
+    layer = layer % cfg.n_layers
+    name = f"blocks.{layer}.mlp.hook_post"
+    seen: dict[str, Tensor] = {}
+
+    def keep(hook_name: str, value: Tensor) -> Tensor:
+        if hook_name == name:
+            seen["post"] = value
+        return value
+
+    forward(cfg, params, tokens, keep)
+    return seen["post"]
