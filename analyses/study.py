@@ -270,7 +270,8 @@ def claims(agg: dict[str, Any], cfg: MLPConfig, applies: dict[str, str | None]
     syn = agg.get("synthetic", {})
     row("synthetic", "5. Random cosine neurons compute the operation modulo p",
         "> 95 % at N = 256, 100 % at N = 512 (for a + b, p = 113)",
-        lambda: f"N = 256: {_pct(syn['256'])}; N = 512: {_pct(syn['512'], 3)}",
+        lambda: f"ReLU random cosine models computing {OPERATIONS[cfg.operation].symbol} mod "
+                f"{cfg.p}: N = 256: {_pct(syn['256'])}; N = 512: {_pct(syn['512'], 3)}",
         lambda: syn["256"]["mean"] > 0.95 and syn["512"]["min"] >= 0.999,
         lambda: syn["256"]["mean"] > 0.9)
     h = agg["frequencies"]

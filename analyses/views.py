@@ -59,9 +59,10 @@ def plot_training_curves(histories: Sequence[dict[str, list[float]]],
         c = SEED_COLORS[i % len(SEED_COLORS)]
         epochs = range(1, len(h["train_loss"]) + 1)
         ax[0, 0].plot(epochs, h["train_loss"], color=c, lw=1, label=f"{label} train")
-        ax[0, 0].plot(epochs, h["val_loss"], color=c, lw=1, ls="--", label=f"{label} val")
         ax[0, 1].plot(epochs, h["train_acc"], color=c, lw=1)
-        ax[0, 1].plot(epochs, h["val_acc"], color=c, lw=1, ls="--")
+        if "val_loss" in h:  # absent when the model was trained on every pair
+            ax[0, 0].plot(epochs, h["val_loss"], color=c, lw=1, ls="--", label=f"{label} val")
+            ax[0, 1].plot(epochs, h["val_acc"], color=c, lw=1, ls="--")
     ax[0, 0].set(xscale="log", yscale="log", xlabel="epoch", ylabel="cross-entropy",
                  title="Loss (solid: train, dashed: validation)")
     ax[0, 1].set(xscale="log", xlabel="epoch", ylabel="accuracy", ylim=(0, 1.02),

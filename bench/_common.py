@@ -50,20 +50,23 @@ def median(xs: list[float]) -> float:
 
 
 def epoch_runner(seeds: list[int], epochs: int, threads: int | None = None,
-                 backend: str = "auto"):
-    """A trainer for `seeds` (the seed recipe, `epochs` long) set up as `hooked-mlp train`
-    would run it: returns (trainer, a function that trains one epoch and waits for its
-    validation, the thread count)."""
+                 backend: str = "auto", cfg=None):
+    """A trainer for `seeds` (the seed recipe, `epochs` long, of the study's model or `cfg`)
+    set up as `hooked-mlp train` would run it: returns (trainer, a function that trains one
+    epoch, the thread count). As in a run, an epoch's validation pass runs on the helper thread
+    beside the next epoch (one thread per seed) and is waited for at the end of that next
+    epoch: the time of an epoch is the steady state of the pipeline."""
     from hooked_mlp import MLPConfig, TrainConfig
     from hooked_mlp.trainer import BatchedTrainer, default_threads, torch_threads
 
-    trainer = BatchedTrainer(MLPConfig(), TrainConfig(epochs=epochs), seeds, backend=backend)
-    threads = default_threads(len(seeds), backend=backend) if threads is None else threads
+    trainer = BatchedTrainer(MLPConfig() if cfg is None else cfg, TrainConfig(epochs=epochs),
+                             seeds, backend=backend)
+    if threads is None:
+        threads = default_threads(len(seeds), backend=trainer.backend)
     torch_n = trainer.use_threads(threads)
 
     def epoch() -> None:
         with torch_threads(torch_n):
             trainer.run_epoch()
-            trainer.sync()
 
     return trainer, epoch, threads

@@ -1,30 +1,34 @@
 """The baseline: a plain PyTorch loop, the way the source study trains.
 
-One-hot inputs, `nn.Sequential(Linear(2p, h), ReLU(), Linear(h, p))`, a `DataLoader` that
-shuffles, `CrossEntropyLoss`, `torch.optim.AdamW`; torch's default thread count.
+One-hot inputs, the member as `nn.Sequential(Linear, act, ..., Linear)` (for the study:
+`Linear(2p, h), ReLU(), Linear(h, p)`), a `DataLoader` that shuffles, `CrossEntropyLoss`,
+`torch.optim.AdamW`; torch's default thread count.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from hooked_mlp import MLPConfig
+from hooked_mlp.data import dataset
+from hooked_mlp.functional import init_params
+from hooked_mlp.reference import one_hot_input, sequential
+
 
 class PlainLoop:
-    def __init__(self, p: int = 113, d_hidden: int = 100, batch_size: int = 128, seed: int = 0):
+    def __init__(self, cfg: MLPConfig | None = None, batch_size: int = 128, seed: int = 0):
+        cfg = MLPConfig() if cfg is None else cfg
         torch.manual_seed(seed)
-        a = torch.arange(p).repeat_interleave(p)
-        b = torch.arange(p).repeat(p)
-        x = torch.cat([F.one_hot(a, p), F.one_hot(b, p)], dim=1).float()
-        y = (a + b) % p
-        perm = torch.randperm(p * p)
-        n_train = int(0.8 * p * p)
+        tokens, y = dataset(cfg)
+        x = one_hot_input(tokens, cfg)
+        perm = torch.randperm(len(tokens))
+        n_train = int(0.8 * len(tokens))
         self.train = TensorDataset(x[perm[:n_train]], y[perm[:n_train]])
         self.val = (x[perm[n_train:]], y[perm[n_train:]])
         self.loader = DataLoader(self.train, batch_size=batch_size, shuffle=True)
-        self.model = nn.Sequential(nn.Linear(2 * p, d_hidden), nn.ReLU(), nn.Linear(d_hidden, p))
+        self.model = sequential(cfg, init_params(cfg, seed))
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=3e-3, weight_decay=0.5)
         self.loss_fn = nn.CrossEntropyLoss()
 

@@ -112,19 +112,20 @@ class TorchBackend:
 
     def train_epoch(self, epoch: int, schedule: Any = None) -> Tensor:
         t = self.t
-        cfg, leaves = t.cfg, self.leaves
+        cfg, leaves, S, p = t.cfg, self.leaves, t.S, t.cfg.p
+        grad, adamw = t.grad, t.adamw
         for rows, labels, lo, bs in (self.schedule(epoch) if schedule is None else schedule):
-            t.grad.zero_()
+            grad.zero_()
             logits = functional.forward_rows(cfg, leaves, rows)  # [S, bs, p]
-            flat_logits = logits.view(-1, cfg.p)
+            flat_logits = logits.view(-1, p)
             per_sample = F.cross_entropy(flat_logits, labels.view(-1), reduction="none")
             # the sum over seeds of each seed's batch mean: each seed's gradient is that of its
             # own mean loss; it accumulates into the flat gradient buffer (see __init__)
-            per_sample.sum().div(bs).backward()
+            (per_sample.mean() if S == 1 else per_sample.sum().div(bs)).backward()
             with torch.no_grad():
-                t.adamw()
-                self.loss_buf[:, lo : lo + bs] = per_sample.view(t.S, bs)
-                logit_y = flat_logits.gather(1, labels.view(-1, 1)).view(t.S, bs)
+                adamw()
+                self.loss_buf[:, lo : lo + bs] = per_sample.view(S, bs)
+                logit_y = flat_logits.gather(1, labels.view(-1, 1)).view(S, bs)
                 torch.ge(logit_y, logits.amax(-1), out=self.hit_buf[:, lo : lo + bs])
         # per seed, in batch order: a seed's history does not depend on the seeds beside it
         n = t.n_train

@@ -164,6 +164,11 @@ class BatchedTrainer:
                 for name, value in init_params(cfg, seed).items():
                     self.param(name)[s].copy_(value)
 
+        self._adamw_buffers = ([self.flat], [self.grad], [self.exp_avg], [self.exp_avg_sq], [],
+                               [self.step_count])
+        self._adamw_recipe = {"lr": tcfg.lr, "beta1": tcfg.beta1, "beta2": tcfg.beta2,
+                              "weight_decay": tcfg.weight_decay, "eps": tcfg.eps,
+                              "amsgrad": False, "maximize": False}
         self.overlap = False  # set by the driver: see run_epoch
         self.workers = 1  # threads the C backend spreads the seeds over; set by the driver
         self.impl = make_backend(self)
@@ -205,13 +210,8 @@ class BatchedTrainer:
     def adamw(self) -> None:
         """One step of torch's AdamW (the kernel `AdamW(fused=True)` runs) on the flat buffer,
         with the gradient in `self.grad`."""
-        t = self.tcfg
         self.step_count += 1
-        torch._fused_adamw_(
-            [self.flat], [self.grad], [self.exp_avg], [self.exp_avg_sq], [], [self.step_count],
-            lr=t.lr, beta1=t.beta1, beta2=t.beta2, weight_decay=t.weight_decay, eps=t.eps,
-            amsgrad=False, maximize=False,
-        )
+        torch._fused_adamw_(*self._adamw_buffers, **self._adamw_recipe)
 
     def run_epoch(self) -> None:
         """Train one epoch for every seed and record its history row.
