@@ -55,6 +55,53 @@ def check_no_hooks(model: Any, what: str) -> None:
             "True)) or write their effect into the weights first")
 
 
+def available_memory() -> int | None:
+    """Bytes this process can still allocate, as far as the OS says (None: unknown)."""
+    import resource
+
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        try:
+            with open("/proc/self/statm") as f:
+                used = int(f.read().split()[0]) * resource.getpagesize()
+        except (OSError, ValueError, IndexError):
+            used = 0
+        room = max(0, soft - used)
+        avail = room if avail is None else min(avail, room)
+    return avail
+
+
+def check_all_pairs_memory(cfg: Any, floats_per_pair: int, what: str) -> None:
+    """Refuse an analysis over all `p^2` pairs whose tensors would not fit in memory.
+
+    `floats_per_pair` is how many float32 values the analysis holds per pair at its peak
+    (activations and logits). Refused with a message when that exceeds half of what this
+    process can still allocate, rather than failing deep inside torch.
+    """
+    need = cfg.p * cfg.p * floats_per_pair * 4
+    avail = available_memory()
+    if avail is not None and need > avail // 2:
+        raise ValueError(
+            f"{what} holds about {need / 2**30:.1f} GiB for the {cfg.p ** 2:,} pairs of p="
+            f"{cfg.p} (d_hidden={cfg.d_hidden}), more than half of the {avail / 2**30:.1f} GiB "
+            "this process can still allocate; analyse a model with a smaller p")
+
+
+def check_fourier(cfg: Any, what: str) -> None:
+    """Fourier analyses need at least one non-constant frequency: p >= 3."""
+    if cfg.p < 3:
+        raise ValueError(f"{what} needs p >= 3 (with p = {cfg.p} there is no frequency "
+                         "between 1 and (p - 1) / 2 to fit)")
+
+
 def phase_sign(cfg: Any) -> int | None:
     """`s` in the predicted `phi_out = phi_a + s * phi_b` for `cfg`'s operation, or None where
     no such relation over residues is predicted (see `hooked_mlp.family.OPERATIONS`)."""
@@ -131,6 +178,7 @@ def accuracy(model: Any, split: str = "all") -> float:
     or `"train"` / `"val"` for a model that carries its training record.
     """
     check_model(model, finite=False)
+    check_all_pairs_memory(model.cfg, 3 * max(model.cfg.d_hidden, model.cfg.p), "accuracy")
     if split not in ("all", "train", "val"):
         raise ValueError(f"split must be one of ['all', 'train', 'val'], got {split!r}")
     if split == "all":

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from analyses._common import check_model, check_neurons, to_jsonable
+from analyses._common import check_all_pairs_memory, check_model, check_neurons, to_jsonable
 from hooked_mlp.data import all_pairs
 
 DEFAULT_HOOK = "blocks.0.mlp.hook_post"
@@ -49,6 +49,8 @@ def activation_grids(
     model is defined there; they have no label).
     """
     check_model(model, finite=False)
+    check_all_pairs_memory(model.cfg, 3 * max(model.cfg.d_hidden, model.cfg.p),
+                           "activation_grids")
     if not isinstance(hook, str) or hook not in model.hook_dict:
         raise ValueError(f"hook must be one of {list(model.hook_dict)}, got {hook!r}")
     width = model.cfg.d_output if hook == "hook_logits" else model.cfg.d_hidden

@@ -24,6 +24,8 @@ import torch
 from torch import Tensor
 
 from analyses._common import (
+    check_all_pairs_memory,
+    check_fourier,
     check_model,
     check_neurons,
     check_one_layer,
@@ -400,7 +402,9 @@ def fit_neurons(model: Any, neurons: list[int] | None = None, refine: bool = Fal
     also fits a free frequency with `curve_fit`, as the study did). One hidden layer only: a
     deeper model's output weights belong to other neurons."""
     check_model(model)
+    check_fourier(model.cfg, "fit_neurons")
     check_one_layer(model, "fit_neurons")
+    check_all_pairs_memory(model.cfg, 3 * max(model.cfg.d_hidden, model.cfg.p), "fit_neurons")
     signals = neuron_signals(model)
     chosen = check_neurons(neurons, model.cfg.d_hidden)
     if not chosen:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from analyses._common import check_model, to_jsonable
+from analyses._common import check_fourier, check_model, to_jsonable
 
 SIGNALS = ("a", "b", "out")
 
@@ -65,6 +65,7 @@ def neuron_signals(model: Any) -> dict[str, Tensor]:
     belong to the last layer's neurons, not to the first layer's: only `a` and `b` are given.
     """
     check_model(model)
+    check_fourier(model.cfg, "neuron_signals")
     out = {"a": model.W_a.detach().t().cpu(), "b": model.W_b.detach().t().cpu()}
     if model.cfg.n_layers == 1:
         out["out"] = model.W_out.detach().cpu()

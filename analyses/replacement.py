@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from analyses._common import (
+    check_all_pairs_memory,
     check_fractions,
     check_model,
     check_neurons,
@@ -216,6 +217,8 @@ def replacement_curve(
     check_model(model)
     check_one_layer(model, "replacement_curve")
     check_no_hooks(model, "replacement_curve")
+    check_all_pairs_memory(model.cfg, 4 * model.cfg.d_hidden + 2 * model.cfg.p,
+                           "replacement_curve")
     fracs = check_fractions(fractions)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from analyses._common import to_jsonable
+from analyses._common import check_all_pairs_memory, to_jsonable
 from hooked_mlp.config import MAX_SEED, MLPConfig
 from hooked_mlp.data import hash_keys
 
@@ -159,6 +159,8 @@ def synthetic_curve(
     _check_positive_int("chunk", chunk)
     if not ns or not seeds:
         raise ValueError("ns and seeds must each name at least one value")
+    check_all_pairs_memory(random_cosine_config(1, p, operation), p + 3 * min(chunk, ns[-1]),
+                           "synthetic_curve")
     tokens, labels = dataset(random_cosine_config(1, p, operation))
     acc: list[list[float]] = [[0.0] * len(seeds) for _ in ns]
     for j, seed in enumerate(seeds):

@@ -429,6 +429,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(f"{PROG}: error: out of memory (the command needed more memory than this process "
+              "may use)", file=sys.stderr)
+        return 1
     except (ValueError, TypeError, OSError, RuntimeError) as e:
         print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
         return 1

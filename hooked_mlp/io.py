@@ -374,15 +374,9 @@ def read_safetensors(
     name = str(path)
     head = read_header(path)
     doc = head.doc
-    if doc["checksum"] != _file_checksum(name, head):  # bounded memory, whatever the size
-        raise CheckpointError(
-            name, "checksum mismatch: the file was damaged or edited after it was written"
-        )
-    if doc.get("kind") != kind:
-        raise CheckpointError(
-            name, f"is a hooked-mlp {_short(doc.get('kind'))} file, but a {kind!r} file is needed"
-        )
-    if expected is not None:
+    if expected is not None and doc.get("kind") == kind:
+        # before reading the body: it must hold exactly the tensors the document implies, so
+        # the work (and memory) below is what a genuine file of this config would take
         want = expected(doc, head.table)
         got = {k: (v["dtype"], tuple(v["shape"])) for k, v in head.table.items()}
         for key, (dtype, shape) in want.items():
@@ -395,6 +389,14 @@ def read_safetensors(
         extra = sorted(set(got) - set(want))
         if extra:
             raise CheckpointError(name, f"unexpected tensors {[_short(k) for k in extra[:5]]}")
+    if doc["checksum"] != _file_checksum(name, head):  # in chunks: bounded memory
+        raise CheckpointError(
+            name, "checksum mismatch: the file was damaged or edited after it was written"
+        )
+    if doc.get("kind") != kind:
+        raise CheckpointError(
+            name, f"is a hooked-mlp {_short(doc.get('kind'))} file, but a {kind!r} file is needed"
+        )
     try:  # the tensors are what the document implies, so this is what the file should hold
         with open(path, "rb") as f:
             data = f.read()

@@ -179,6 +179,24 @@ class HookedMLP(HookedRootModule):
     def _hook(self, name: str, value: Tensor) -> Tensor:
         return self.hook_dict[name](value)
 
+    def check_hook_name(self, name: Any) -> None:
+        """A hook name must be one of this model's hook points (a ValueError lists them, and
+        points from a name of hooked-mlp 0.1 to its new one)."""
+        if isinstance(name, str) and name not in self.hook_dict:
+            renamed = {"hook_pre": "blocks.0.mlp.hook_pre", "hook_post": "blocks.0.mlp.hook_post"}
+            hint = f" ({name!r} is now {renamed[name]!r})" if name in renamed else ""
+            raise ValueError(f"unknown hook name {name!r}{hint}; this model's hook points are "
+                             f"{list(self.hook_dict)}")
+
+    def add_hook(self, name: Any, hook: Any, *args: Any, **kwargs: Any) -> None:
+        """TransformerLens's `add_hook`, with the name checked first."""
+        self.check_hook_name(name)
+        super().add_hook(name, hook, *args, **kwargs)
+
+    def _enable_hook_with_name(self, name: str, hook: Any, dir: Any) -> None:
+        self.check_hook_name(name)  # for hooks(), run_with_hooks() and their fwd_hooks lists
+        super()._enable_hook_with_name(name, hook, dir)
+
     def forward(self, tokens: Tensor) -> Tensor:
         """Logits `[batch, p]` for int64 tokens `[batch, 2]` holding `(a, b)`."""
         tokens = self.check_tokens(tokens)

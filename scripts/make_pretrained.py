@@ -63,9 +63,9 @@ Provenance (also in each file's metadata, shown by `hooked-mlp info`): hooked-ml
     {pv['command']}
 
 Regenerate all of them with `python scripts/make_pretrained.py`. The same command on another
-machine, BLAS or torch build gives the same recipe, splits and batch order but not
-bit-identical weights (floating-point matrix kernels differ); on the same machine and backend
-it is bit-identical, whatever the thread count.
+machine, BLAS or torch build, or with another version of hooked-mlp's kernels, gives the same
+recipe, splits and batch order but not bit-identical weights (floating-point kernels differ);
+on the same machine, version and backend it is bit-identical, whatever the thread count.
 """
     atomic_write_text(DEST / "README.md", text)
     print(f"wrote {len(rows)} models and {DEST / 'README.md'}")

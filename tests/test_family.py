@@ -105,15 +105,26 @@ def test_moving_a_model_keeps_its_config_device():
     assert moved.cfg.device == "meta" and moved.cfg == MLPConfig(p=5, d_hidden=3)
 
 
-def test_the_shipped_checkpoints_are_format_1_and_load_unchanged(shipped):
-    from hooked_mlp.io import pretrained_path
+def test_a_checkpoint_of_hooked_mlp_0_1_loads_unchanged(tmp_path):
+    """tests/data/v1-seed-0.safetensors is the shipped seed-0 model as hooked-mlp 0.1 wrote
+    it (checkpoint format 1, a config without the family's fields)."""
+    from pathlib import Path
 
-    head = read_header(pretrained_path(0))
+    old = Path(__file__).parent / "data" / "v1-seed-0.safetensors"
+    head = read_header(old)
     assert head.doc["format_version"] == 1
     assert set(head.doc["config"]) == {"p", "d_hidden", "activation", "operation",
                                        "input_encoding"}
-    assert shipped.cfg == MLPConfig()
-    assert shipped.train_info.metrics["val_acc"] > 0.99
+    model = load(old)
+    assert model.cfg == MLPConfig() and model.train_info.metrics["val_acc"] > 0.99
+    tokens = all_pairs(113)
+    assert (model(tokens).argmax(-1) == (tokens.sum(1) % 113)).float().mean() > 0.99
+    # written again, it is a format-2 file with the same content
+    save(model, tmp_path / "again.safetensors")
+    again = load(tmp_path / "again.safetensors")
+    assert read_header(tmp_path / "again.safetensors").doc["format_version"] == 2
+    assert torch.equal(again.W_in, model.W_in) and again.train_info.history == \
+        model.train_info.history
 
 
 @pytest.mark.parametrize(("flags", "want"), [
