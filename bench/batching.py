@@ -37,9 +37,8 @@ def strategies(n_seeds: int):
     for name in ("stacked", "vmap", "loop"):
         t = BatchedTrainer(cfg, TrainConfig(epochs=10_000), list(range(n_seeds)),
                            backend="torch")
-        impl = t.impl
-        schedule = impl.schedule(0)
-        leaves = impl.leaves
+        schedule = t.impl.schedule(0)
+        leaves = t.impl.leaves
         names = t.names
 
         def one_seed_loss(params, rows, labels):
@@ -50,7 +49,7 @@ def strategies(n_seeds: int):
         grads = {n: t.block(t.grad, n) for n in names}
 
         def epoch(name=name, t=t, schedule=schedule, leaves=leaves, vgrad=vgrad, grads=grads,
-                  impl=impl):
+                  names=names):
             for rows, labels, _, _ in schedule:
                 if name == "stacked":
                     t.grad.zero_()

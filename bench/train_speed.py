@@ -7,9 +7,8 @@
 
 Per-epoch times alternate between the plain loop (the way the source study trains: one-hot
 inputs, nn.Sequential, DataLoader, torch's default threads) and the trainer with each backend
-at its default threads (C: two threads, each half of every batch, when that is measured to pay;
-torch: one thread, validation on a helper thread), so that the machine's load hits them alike;
-medians are printed with their ratios.
+at its default threads (one thread for the seed, its validation pass on a helper thread, as in
+a run), so that the machine's load hits them alike; medians are printed with their ratios.
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ def per_epoch(repeats: int) -> None:
     p = median(times["plain"])
     print(f"plain loop         {1000 * p:7.1f} ms/epoch  (torch default threads: {default}; "
           f"2000 epochs ~ {2000 * p:.0f} s)")
-    for b, label in (("c", "fast path, C"), ("torch", "fast path, torch")):
+    for b, label in (("c", "C accelerator"), ("torch", "general path")):
         f = median(times[b])
         how = "1 thread + helper thread" if runs[b][0].overlap else f"{runs[b][2]} threads"
         print(f"{label:18s} {1000 * f:7.1f} ms/epoch  ({how}; 2000 epochs ~ {2000 * f:.0f} s)  "
@@ -83,7 +82,7 @@ def against_reference(epochs: int) -> None:
             for _ in range(epochs):
                 trainer.run_epoch()
         trainer.close()
-        results[f"fast path, {backend}"] = trainer.params_of(0)
+        results[{"c": "C accelerator", "torch": "general path"}[backend]] = trainer.params_of(0)
     print(f"after {epochs} epoch(s) from the same start and batches (reference: {t_ref:.1f} s), "
           f"against the float64 reference:")
     info = TrainInfo(tcfg, trainer.masks[0].clone())

@@ -48,7 +48,7 @@ __all__ = [  # noqa: RUF022 - grouped by module
     "save", "load", "load_pretrained", "pretrained_seeds", "CheckpointError",
     "import_mlp", "load_linear_state_dict",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def __getattr__(name: str) -> Any:
