@@ -283,7 +283,8 @@ def top_inputs_view(model: Any, neurons: Sequence[int] | None = None, k: int = 1
                     grids: ActivationGrids | None = None) -> CircuitsVisView:
     """The `k` pairs that excite each neuron most (and least), with circuitsvis's `TopkTokens`.
 
-    Activations are scaled to 0..1 per neuron; each token is a pair `a+b`.
+    Activations are scaled to 0..1 per neuron; each token is a pair, written `a+b` for addition
+    (`a-b`, `a*b`, `a/b` for the other operations, `a,b` for `a^2 + ab + b^2`).
     """
     check_model(model)
     chosen = check_neurons(neurons, model.cfg.d_hidden)
@@ -299,14 +300,15 @@ def top_inputs_view(model: Any, neurons: Sequence[int] | None = None, k: int = 1
     tv, ti = acts.topk(k, dim=0)  # [k, n]
     bv, bi = acts.topk(k, dim=0, largest=False)
     bv, bi = bv.flip(0), bi.flip(0)
-    tokens = [f"{a}+{b}" for a in range(p) for b in range(p)]
+    sep = {"add": "+", "sub": "-", "mul": "*", "div": "/"}.get(model.cfg.operation, ",")
+    tokens = [f"{a}{sep}{b}" for a in range(p) for b in range(p)]
     rnd = lambda t: t.round(decimals=3).tolist()  # noqa: E731
     return CircuitsVisView(
         "TopkTokens",
         {"tokens": [tokens], "topkVals": [[rnd(tv)]], "topkIdxs": [[ti.tolist()]],
          "bottomkVals": [[rnd(bv)]], "bottomkIdxs": [[bi.tolist()]],
          "firstDimensionName": "Layer", "thirdDimensionName": "Neuron",
-         "sampleLabels": ["all pairs (a+b)"], "firstDimensionLabels": ["hidden"]},
+         "sampleLabels": [f"all pairs (a{sep}b)"], "firstDimensionLabels": ["hidden"]},
         title="Top and bottom inputs per neuron (columns: neurons "
               f"{', '.join(str(n) for n in chosen[:8])}{'…' if len(chosen) > 8 else ''})",
     )

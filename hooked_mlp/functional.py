@@ -115,6 +115,17 @@ def forward_rows(
 ) -> Tensor:
     """`forward` from the input rows (`input_rows(cfg, tokens)`), which a trainer computes once
     per epoch rather than once per step."""
+    post = hidden_rows(cfg, params, rows, hook)
+    logits = _affine(post, params["W_out"], params.get("b_out"))  # [..., B, p]
+    return logits if hook is None else hook("hook_logits", logits)
+
+
+def hidden_rows(
+    cfg: MLPConfig, params: Mapping[str, Tensor], rows: Tensor, hook: Hook | None = None,
+    layers: int | None = None,
+) -> Tensor:
+    """The post-activations `[..., B, d_hidden]` of hidden layer `layers - 1` (default: the
+    last), from the input rows: the model up to, not including, its readout."""
     act = ACTIVATIONS[cfg.activation].fn
     W_in = params["W_in"]
     W_flat = W_in.reshape(-1, W_in.shape[-1])  # [(S *) d_input, H]
@@ -126,7 +137,7 @@ def forward_rows(
     if cfg.bias:
         pre = pre + params["b_in"].unsqueeze(-2)  # [..., B, H]
     post = pre
-    for layer in range(cfg.n_layers):
+    for layer in range(cfg.n_layers if layers is None else layers):
         if layer:
             W = params["W_hidden"][..., layer - 1, :, :]  # [..., H, H]
             b = params["b_hidden"][..., layer - 1, :] if cfg.bias else None
@@ -136,23 +147,16 @@ def forward_rows(
         post = act(pre)  # [..., B, H]
         if hook is not None:
             post = hook(f"blocks.{layer}.mlp.hook_post", post)
-    logits = _affine(post, params["W_out"], params.get("b_out"))  # [..., B, p]
-    return logits if hook is None else hook("hook_logits", logits)
+    return post
 
 
 def hidden_activations(
     cfg: MLPConfig, params: Mapping[str, Tensor], tokens: Tensor, layer: int = -1
 ) -> Tensor:
-    """The post-activations `[..., batch, d_hidden]` of hidden layer `layer` (default the last),
-    read from `forward` through its hook."""
-    layer = layer % cfg.n_layers
-    name = f"blocks.{layer}.mlp.hook_post"
-    seen: dict[str, Tensor] = {}
-
-    def keep(hook_name: str, value: Tensor) -> Tensor:
-        if hook_name == name:
-            seen["post"] = value
-        return value
-
-    forward(cfg, params, tokens, keep)
-    return seen["post"]
+    """The post-activations `[..., batch, d_hidden]` of hidden layer `layer` (default the
+    last) on `tokens`."""
+    if isinstance(layer, bool) or not isinstance(layer, int) or not (
+            -cfg.n_layers <= layer < cfg.n_layers):
+        raise ValueError(f"layer must be an integer in [{-cfg.n_layers}, {cfg.n_layers - 1}], "
+                         f"got {layer!r}")
+    return hidden_rows(cfg, params, input_rows(cfg, tokens), layers=layer % cfg.n_layers + 1)
