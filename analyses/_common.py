@@ -18,8 +18,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hooked_mlp.data import all_pairs, dataset, labels_of, split_indices
-
 
 def check_model(model: Any, *, finite: bool = True) -> None:
     """`model` must be a `HookedMLP` (with finite weights, unless `finite=False`)."""
@@ -169,31 +167,18 @@ def to_jsonable(x: Any) -> Any:
     return x
 
 
-@torch.no_grad()
 def accuracy(model: Any, split: str = "all") -> float:
-    """Fraction of pairs whose top logit is the right answer (through the model's forward,
-    hooks included).
+    """Fraction of pairs whose top logit is the right answer, through the model's forward (its
+    hooks included): `hooked_mlp.helpers.accuracy`, after a check of the memory it needs.
 
     `split` is `"all"` (every pair of the dataset: the `p^2` pairs, or `p (p - 1)` for `div`),
     or `"train"` / `"val"` for a model that carries its training record.
     """
+    from hooked_mlp.helpers import accuracy as helpers_accuracy
+
     check_model(model, finite=False)
     check_all_pairs_memory(model.cfg, 3 * max(model.cfg.d_hidden, model.cfg.p), "accuracy")
-    if split not in ("all", "train", "val"):
-        raise ValueError(f"split must be one of ['all', 'train', 'val'], got {split!r}")
-    if split == "all":
-        tokens, labels = dataset(model.cfg, model.device)
-    else:
-        if model.train_info is None:
-            raise ValueError(f"split={split!r} needs a model with a training record")
-        train_idx, val_idx = split_indices(model.cfg, model.train_info.train_mask)
-        idx = (train_idx if split == "train" else val_idx).to(model.device)
-        if not len(idx):
-            raise ValueError(f"this model has no {split!r} pairs (it was trained with "
-                             f"train_frac={model.train_info.train_config.train_frac})")
-        pairs = all_pairs(model.cfg.p, model.device)[idx]
-        tokens, labels = pairs, labels_of(pairs, model.cfg)
-    return float((model(tokens).argmax(-1) == labels).float().mean())
+    return helpers_accuracy(model, split)
 
 
 def wrap_angle(x: Tensor) -> Tensor:

@@ -9,7 +9,6 @@ from `a` (`W_a[:, n]`), from `b` (`W_b[:, n]`) and its output weights (`W_out[n,
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,34 +16,23 @@ import torch
 from torch import Tensor
 
 from analyses._common import check_fourier, check_model, to_jsonable
+from hooked_mlp.helpers import fourier_basis
 
 SIGNALS = ("a", "b", "out")
+__all__ = [
+    "SIGNALS",
+    "fourier_basis",
+    "frequency_histogram",
+    "n_frequencies",
+    "neuron_signals",
+    "neuron_spectra",
+]
 
 
 def n_frequencies(p: int) -> int:
     """Number of non-constant frequencies used: `(p - 1) // 2` (for even p the Nyquist term is
     left out)."""
     return (p - 1) // 2
-
-
-def fourier_basis(p: int) -> tuple[Tensor, list[str]]:
-    """Orthonormal real Fourier basis of Z_p: `[p, p]` (rows), with a label per row.
-
-    Rows: the constant, then `cos(2 pi k x / p)` and `sin(2 pi k x / p)` for `k = 1..(p-1)/2`,
-    (and the alternating vector for even p), each scaled to unit norm.
-    """
-    if isinstance(p, bool) or not isinstance(p, int) or p < 2:
-        raise ValueError(f"p must be an integer >= 2, got {p!r}")
-    x = torch.arange(p, dtype=torch.float64)
-    rows, labels = [torch.ones(p, dtype=torch.float64)], ["const"]
-    for k in range(1, n_frequencies(p) + 1):
-        rows += [torch.cos(2 * math.pi * k * x / p), torch.sin(2 * math.pi * k * x / p)]
-        labels += [f"cos {k}", f"sin {k}"]
-    if p % 2 == 0:
-        rows.append(torch.cos(math.pi * x))
-        labels.append(f"cos {p // 2}")
-    basis = torch.stack(rows)
-    return (basis / basis.norm(dim=1, keepdim=True)).float(), labels
 
 
 def dft(w: Tensor) -> Tensor:

@@ -25,6 +25,7 @@ import torch
 from analyses._common import to_jsonable
 from analyses.activations import activation_grids
 from analyses.cosine_fit import NeuronFits
+from analyses.probes import ProbeRuns, run_probes
 from analyses.study import (
     HARMONIC_VARIANT,
     MAIN_VARIANT,
@@ -179,8 +180,37 @@ CAPTIONS = {
 }
 
 
+def _probe_sections(probes: ProbeRuns, pngs: dict[str, dict[str, bytes]]) -> list[str]:
+    """One section per registered probe: each model's summary (or why it does not apply), the
+    first model's numbers, and its figures."""
+    esc = html.escape
+    parts = ["<h2>Probes</h2>",
+             "<p>Every probe installed in this environment (entry points "
+             "<code>hooked_mlp.probes</code>; see <code>hooked-mlp probe --list</code>), run on "
+             "each model. Their numbers are in <code>summary.json</code> under "
+             "<code>probes</code>.</p>"]
+    for name, probe in probes.probes.items():
+        parts.append(f"<h3 class='probe' id='probe-{esc(name)}'>{esc(name)}: {esc(probe.title)}"
+                     f" <span class='meta'>(from {esc(probe.source)})</span></h3>")
+        rows = []
+        for row in probes.per_model[name]:
+            text = (f"does not apply: {row['error']}" if "error" in row
+                    else row["summary"] or "(no summary)")
+            rows.append(f"<tr><td>{esc(row['model'])}</td><td>{esc(text)}</td></tr>")
+        parts.append("<table class='claims'><tr><th>model</th><th>result</th></tr>"
+                     + "".join(rows) + "</table>")
+        first = probes.per_model[name][0]
+        if "data" in first:
+            dump = json.dumps(first["data"], indent=1, allow_nan=False)
+            parts.append(f"<details><summary>numbers ({esc(first['model'])})</summary><pre>"
+                         f"{esc(dump[:20000])}</pre></details>")
+        for fig_name, png in pngs.get(name, {}).items():
+            parts.append(_img(f"probe-{name}-{fig_name}", png, f"{name}: {fig_name}"))
+    return parts
+
+
 def render_html(result: StudyResult, figures: dict[str, bytes | None], views: list[Any],
-                source: str, seconds: float) -> str:
+                source: str, seconds: float, probe_parts: list[str] | None = None) -> str:
     """The report page (figures as data URIs, the circuitsvis bundle inlined once). A figure
     that is None is replaced by the reason its claim does not apply."""
     from hooked_mlp import __version__
@@ -232,6 +262,7 @@ def render_html(result: StudyResult, figures: dict[str, bytes | None], views: li
     for i, v in enumerate(views):
         parts.append(f"<h3>{esc(v.title)}</h3>")
         parts.append(v.fragment(f"cv-{i}"))
+    parts += probe_parts or []
     parts += [
         "<h2>Reproduce</h2>",
         "<p><code>hooked-mlp report</code> (shipped models) · <code>hooked-mlp report --seeds "
@@ -328,9 +359,14 @@ def run_report(
             grids = activation_grids(models[0], show)
             views = [neuron_grid_view(models[0], n, grids) for n in show[:3]]
             views.append(top_inputs_view(models[0], show, k=10, grids=grids))
+            probes = run_probes(models, labels)
+            probe_pngs = {name: {k: figure_png(fig) for k, fig in figs.items()}
+                          for name, figs in probes.figures.items()}
         seconds = time.perf_counter() - start
-        summary = to_jsonable({"source": source, "seconds": seconds} | result.to_dict())
-        page = render_html(result, figures, views, source, seconds)
+        summary = to_jsonable({"source": source, "seconds": seconds} | result.to_dict()
+                              | {"probes": probes.to_dict()})
+        page = render_html(result, figures, views, source, seconds,
+                           _probe_sections(probes, probe_pngs))
         for name, png in figures.items():
             if png is not None:
                 atomic_write_bytes(tmp / "figures" / f"{name}.png", png)

@@ -4,6 +4,7 @@
     hooked-mlp train --resume runs/seed-recipe              continue an interrupted run
     hooked-mlp info [PATH ...]                              what a checkpoint holds
     hooked-mlp report [--model PATH ...] [--out DIR]        the reproduction report
+    hooked-mlp probe NAME [--model PATH]                    run a probe (plugin) on a model
 
 Heavy libraries are imported inside the commands, so `--help` answers at once. Every error is
 printed as one line on stderr and the exit status is non-zero (2 for a bad command line, 1 for
@@ -208,6 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--threads", type=_threads, default=None,
                      help="CPU threads for --seeds training and the analyses")
     rep.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    pr = sub.add_parser("probe", help="run a registered probe on a checkpoint",
+                        description="Run a probe (a plugin registered under the entry-point "
+                        "group hooked_mlp.probes, built-in or from another installed package) "
+                        "on a checkpoint and print its result.")
+    pr.add_argument("name", nargs="?", help="the probe (see --list)")
+    pr.add_argument("--list", action="store_true", help="list the installed probes")
+    pr.add_argument("--model", type=Path, default=None, metavar="PATH",
+                    help="the checkpoint to probe (default: the shipped seed-0 model)")
+    pr.add_argument("--json", action="store_true", help="print the result's numbers as JSON")
+    pr.add_argument("--figures", type=Path, default=None, metavar="DIR",
+                    help="also write the probe's figures as PNG files into DIR")
     return parser
 
 
@@ -408,7 +421,45 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "info": _cmd_info, "report": _cmd_report}
+# --------------------------------------------------------------------------- probe
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from analyses._common import to_jsonable
+    from analyses.probes import get_probe, registered_probes, run_probe
+
+    if args.list:
+        if args.name is not None:
+            raise CommandLineError("probe: give a probe's name or --list, not both")
+        for name, probe in registered_probes().items():
+            print(f"{name:16s} {safe_text(probe.title)} ({safe_text(probe.source)})")
+        return 0
+    if args.name is None:
+        raise CommandLineError("probe: name a probe (hooked-mlp probe --list shows them)")
+    from hooked_mlp.io import load, pretrained_path
+
+    probe = get_probe(args.name)
+    model = load(args.model if args.model is not None else pretrained_path(0))
+    result = run_probe(probe, model)
+    if args.json:
+        print(json.dumps(to_jsonable(result.to_dict()), indent=2, allow_nan=False))
+    else:
+        print(f"{probe.name}: {safe_text(probe.title)} ({safe_text(probe.source)})")
+        summary = result.summary() if callable(getattr(result, "summary", None)) else ""
+        for line in str(summary).splitlines() or ["(no summary: --json shows the numbers)"]:
+            print(f"  {safe_text(line)}")
+    if args.figures is not None:
+        from analyses.views import figure_png
+        from hooked_mlp.io import atomic_write_bytes
+
+        figures = result.figures() if callable(getattr(result, "figures", None)) else {}
+        for name, fig in figures.items():
+            path = args.figures / f"{args.name}-{name}.png"
+            atomic_write_bytes(path, figure_png(fig))
+            print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = {"train": _cmd_train, "info": _cmd_info, "report": _cmd_report,
+            "probe": _cmd_probe}
 
 
 def _one_line(e: BaseException) -> str:

@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from transformer_lens import ActivationCache
 from transformer_lens.hook_points import HookPoint
 
 try:  # transformer-lens >= 4 exports it at the top level only
@@ -31,11 +30,13 @@ except ImportError:  # pragma: no cover - transformer-lens 2.x / 3.x
     from transformer_lens.hook_points import HookedRootModule
 
 from hooked_mlp import functional, reference
+from hooked_mlp.cache import MLPActivationCache
 from hooked_mlp.config import MAX_SEED, MLPConfig
 from hooked_mlp.functional import init_params, param_shapes
 from hooked_mlp.train_info import TrainInfo
 
 ALL_PARAM_NAMES = ("W_in", "b_in", "W_hidden", "b_hidden", "W_out", "b_out")
+RETURN_TYPES = ("logits", "loss", "both", None)
 _UNSIGNED = (torch.uint8, torch.uint16, torch.uint32, torch.uint64)
 
 
@@ -197,22 +198,77 @@ class HookedMLP(HookedRootModule):
         self.check_hook_name(name)  # for hooks(), run_with_hooks() and their fwd_hooks lists
         super()._enable_hook_with_name(name, hook, dir)
 
-    def forward(self, tokens: Tensor) -> Tensor:
-        """Logits `[batch, p]` for int64 tokens `[batch, 2]` holding `(a, b)`."""
+    def forward(
+        self, tokens: Tensor, return_type: str | None = "logits", *,
+        labels: Tensor | None = None, metric: Any = None,
+    ) -> Any:
+        """The model on int tokens `[batch, 2]` holding `(a, b)`, as TransformerLens's forward.
+
+        `return_type`: `"logits"` (`[batch, p]`), `"loss"` (the mean cross-entropy against
+        `labels`, by default the right answers of the model's operation), `"both"`
+        (`(logits, loss)`) or None (nothing: run for the hooks). `metric(logits)`, if given,
+        is returned instead (a scalar to differentiate, e.g. a logit difference: see
+        `run_with_cache(..., incl_bwd=True)`).
+        """
+        if return_type not in RETURN_TYPES:
+            raise ValueError(f"return_type must be one of {list(RETURN_TYPES)}, got "
+                             f"{return_type!r}")
         tokens = self.check_tokens(tokens)
-        return functional.forward(self.cfg, self.param_dict(), tokens, self._hook)
+        logits = functional.forward(self.cfg, self.param_dict(), tokens, self._hook)
+        if metric is not None:
+            if not callable(metric):
+                raise TypeError(f"metric must be a function of the logits, got "
+                                f"{type(metric).__name__}")
+            return metric(logits)
+        if return_type in ("loss", "both"):
+            loss = self.loss_fn(logits, tokens, labels)
+            return loss if return_type == "loss" else (logits, loss)
+        return logits if return_type == "logits" else None
+
+    def loss_fn(self, logits: Tensor, tokens: Tensor, labels: Tensor | None = None) -> Tensor:
+        """Mean cross-entropy of `logits` `[batch, p]` against `labels` (default: the answers of
+        the model's operation on `tokens`)."""
+        import torch.nn.functional as F
+
+        from hooked_mlp.data import labels_of
+
+        if labels is None:
+            labels = labels_of(tokens, self.cfg)
+        elif not isinstance(labels, Tensor) or labels.shape != logits.shape[:1] or \
+                labels.dtype.is_floating_point:
+            raise ValueError(f"labels must be an integer tensor [{logits.shape[0]}], got "
+                             f"{getattr(labels, 'dtype', type(labels).__name__)} "
+                             f"{list(getattr(labels, 'shape', []))}")
+        return F.cross_entropy(logits, labels.to(logits.device))
 
     def run_with_cache(  # type: ignore[override]
-        self, tokens: Tensor, *args: Any, **kwargs: Any
-    ) -> tuple[Tensor, ActivationCache]:
-        """Run and cache activations: `(logits [batch, p], ActivationCache)`.
+        self, tokens: Tensor, *args: Any, return_cache_object: bool = True,
+        pos_slice: Any = None, **kwargs: Any,
+    ) -> tuple[Any, Any]:
+        """Run and cache activations: `(output, MLPActivationCache)`, as in TransformerLens.
 
-        Takes TransformerLens's arguments (`names_filter`, `device`, ...). Hooks added for the
+        Takes TL's arguments (`names_filter`, `device`, `remove_batch_dim`, `incl_bwd`,
+        `return_cache_object`) and the forward's (`return_type`, `labels`, `metric`).
+        `incl_bwd=True` differentiates the output, so it needs a scalar: `return_type="loss"`
+        (gradients of the mean loss) or a `metric`; the cache then holds `<hook>_grad` entries,
+        and, as with any backward, the parameters' `.grad` accumulate (`model.zero_grad()`).
+        `pos_slice` is refused: the activations have no position axis. Hooks added for the
         cache are removed afterwards, also when the forward raises.
         """
-        logits, cache_dict = super().run_with_cache(tokens, *args, **kwargs)
+        if pos_slice is not None:
+            raise ValueError("pos_slice does not apply to a HookedMLP: its activations are "
+                             "[batch, ...] with no position axis (TransformerLens would slice "
+                             "the batch); index the cached tensors instead")
+        if kwargs.get("incl_bwd") and kwargs.get("metric") is None and kwargs.get(
+                "return_type", "logits") not in ("loss",):
+            raise ValueError("incl_bwd=True differentiates the forward's output, which must be "
+                             "a scalar: pass return_type='loss' (the mean loss) or metric=fn "
+                             "(a function of the logits returning a scalar)")
+        out, cache_dict = super().run_with_cache(tokens, *args, **kwargs)
+        if not return_cache_object:
+            return out, cache_dict
         has_batch_dim = not kwargs.get("remove_batch_dim", False)
-        return logits, ActivationCache(cache_dict, self, has_batch_dim=has_batch_dim)
+        return out, MLPActivationCache(cache_dict, self, has_batch_dim=has_batch_dim)
 
     # ----------------------------------------------------------------------------- building
     @classmethod
