@@ -1,13 +1,44 @@
-"""Views of the analyses: matplotlib figures (PNG) and circuitsvis views that work offline.
+"""Views of the analyses: matplotlib figures and circuitsvis views, in a page or in Jupyter.
 
-Figures are built with matplotlib's object API (`matplotlib.figure.Figure`, no pyplot and no
-global backend), so making them never opens a window or touches global state.
+Figures are built with matplotlib's object API (no pyplot and no global backend), so making them
+never opens a window or touches global state. Each `plot_*` function returns a
+`NotebookFigure`: a real `matplotlib.figure.Figure` that also has `_repr_png_`, because Jupyter
+shows a pyplot-free figure only as `<Figure size ...>` text unless `%matplotlib inline` has been
+run (IPython registers its figure formatter only then). Leaving a figure as a cell's last
+expression, or `display(fig)`, shows the PNG; `figure_png(fig)` gives the bytes.
 
 circuitsvis views: `str(view)` of a circuitsvis object loads its JavaScript from a CDN and shows
 nothing offline, and its `local_src` inlines the 1.3 MB bundle into every view. Here each view is
 a `CircuitsVisView` (a component name and its props); `views_page` writes a page that inlines
 the bundle once and renders each view with `CircuitsVis.render(id, CircuitsVis.<Component>,
-props)`, so the page opens with no network.
+props)`, so the page opens with no network (`fragment` is one view of such a page).
+
+In Jupyter (classic notebook, JupyterLab, VS Code) a view displays itself (`_repr_html_`), and
+the bundle goes to the notebook once, not with every view:
+
+* the first view displayed in a Python process carries the bundle, wrapped in
+  `if (!window.CircuitsVis)` so that a re-run cell (or a restarted kernel's first view) does not
+  define it again; later views carry only their props, each under a fresh element id;
+* each view's script waits for `window.CircuitsVis`: it polls for two seconds, then listens for
+  the event (`READY_EVENT`) that every notebook bundle fires once it has run. So a view shown
+  above its bundle (cells run out of order, a saved notebook reopened: outputs run in page
+  order) renders when the bundle arrives;
+* a view that finds no bundle (the output that carried it was cleared and the page reloaded, or
+  the first `_repr_html_` of the process was never displayed) says so in place of the view,
+  naming `notebook_setup()`. That function returns an object whose display always carries the
+  bundle; running it in any cell makes every waiting view render, with no cell re-run;
+* a notebook that is not trusted runs no script: each view then shows its one static line, which
+  says so;
+* frontends that put each output in its own frame (e.g. Colab) share nothing between outputs:
+  there, `notebook_setup(every_view=True)` makes every view carry the bundle.
+
+The activation grid (`neuron_grid_view`) uses circuitsvis's `AttentionPattern`, whose axis titles
+are fixed to "Source Token" / "Destination Token" (no prop renames them). Its own axes are turned
+off (`showAxisLabels: false`, which also turns off its tooltip) and the view is framed in HTML
+that labels the rows `a` (0 at the top, where circuitsvis draws row 0; the matplotlib heatmap of
+`plot_activation_grids` has it at the bottom) and the columns `b`, with a line under the grid
+that reads out `a`, `b` and the value of the cell under the pointer. The frame is part of the
+view's HTML, so it is the same in the report (`fragment`) and in Jupyter (`_repr_html_`).
 """
 
 from __future__ import annotations
@@ -16,12 +47,16 @@ import html
 import io
 import json
 import math
+import re
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch
+from matplotlib.figure import Figure
 
 from analyses._common import check_model, check_neurons, wrap_angle
 from analyses.activations import ActivationGrids, activation_grids
@@ -35,15 +70,28 @@ SEED_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
 
 
 # --------------------------------------------------------------------------- matplotlib
-def _figure(width: float, height: float, nrows: int = 1, ncols: int = 1):
-    from matplotlib.figure import Figure
+class NotebookFigure(Figure):
+    """A `matplotlib.figure.Figure` that Jupyter shows as a PNG (`_repr_png_`) with no pyplot.
 
-    fig = Figure(figsize=(width, height), layout="constrained")
+    Where `%matplotlib inline` is active, IPython's own figure formatter (registered for every
+    `Figure`) takes precedence, so the figure is still shown once.
+    """
+
+    repr_dpi: int = 100
+
+    def _repr_png_(self) -> bytes:
+        """The PNG that Jupyter displays (`repr_dpi` dots per inch)."""
+        return figure_png(self, dpi=self.repr_dpi)
+
+
+def _figure(width: float, height: float, nrows: int = 1, ncols: int = 1
+            ) -> tuple[NotebookFigure, Any]:
+    fig = NotebookFigure(figsize=(width, height), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, axes
 
 
-def figure_png(fig: Any, dpi: int = 110) -> bytes:
+def figure_png(fig: Figure, dpi: int = 110) -> bytes:
     """The figure as PNG bytes."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
@@ -51,7 +99,7 @@ def figure_png(fig: Any, dpi: int = 110) -> bytes:
 
 
 def plot_training_curves(histories: Sequence[dict[str, list[float]]],
-                         labels: Sequence[str] | None = None) -> Any:
+                         labels: Sequence[str] | None = None) -> Figure:
     """Loss (log-log) and accuracy (log-x) per epoch, train and validation, one colour per run."""
     fig, ax = _figure(10, 3.6, 1, 2)
     labels = labels or [f"run {i}" for i in range(len(histories))]
@@ -76,7 +124,7 @@ def plot_training_curves(histories: Sequence[dict[str, list[float]]],
     return fig
 
 
-def plot_activation_grids(grids: ActivationGrids, k: Sequence[int] | None = None) -> Any:
+def plot_activation_grids(grids: ActivationGrids, k: Sequence[int] | None = None) -> Figure:
     """One `p x p` heatmap (rows `a`, columns `b`) per neuron."""
     n = len(grids.neurons)
     if n == 0:
@@ -95,7 +143,7 @@ def plot_activation_grids(grids: ActivationGrids, k: Sequence[int] | None = None
     return fig
 
 
-def plot_neuron_fit(model: Any, fits: NeuronFits, neuron: int) -> Any:
+def plot_neuron_fit(model: Any, fits: NeuronFits, neuron: int) -> Figure:
     """A neuron's weights from `a`, from `b` and to the outputs, with their fitted cosines.
 
     Top row: weights against `x` with the fit drawn as a continuous curve. Bottom row: the same
@@ -137,7 +185,7 @@ def plot_neuron_fit(model: Any, fits: NeuronFits, neuron: int) -> Any:
     return fig
 
 
-def plot_fit_scatter(all_fits: Sequence[NeuronFits], labels: Sequence[str] | None = None) -> Any:
+def plot_fit_scatter(all_fits: Sequence[NeuronFits], labels: Sequence[str] | None = None) -> Figure:
     """Fitted parameters of `a` against `b`, and of the output against the inputs."""
     fig, ax = _figure(13, 6.2, 2, 4)
     labels = labels or [f"run {i}" for i in range(len(all_fits))]
@@ -168,7 +216,7 @@ def plot_fit_scatter(all_fits: Sequence[NeuronFits], labels: Sequence[str] | Non
     return fig
 
 
-def plot_replacement(curves: dict[str, Sequence[ReplacementCurve]]) -> Any:
+def plot_replacement(curves: dict[str, Sequence[ReplacementCurve]]) -> Figure:
     """Accuracy against the fraction of neurons replaced: one line per variant (mean over runs,
     band: spread over runs and neuron orders)."""
     fig, ax = _figure(7.5, 4.4)
@@ -190,7 +238,7 @@ def plot_replacement(curves: dict[str, Sequence[ReplacementCurve]]) -> Any:
     return fig
 
 
-def plot_synthetic(curve: SyntheticCurve) -> Any:
+def plot_synthetic(curve: SyntheticCurve) -> Figure:
     """Accuracy of random cosine models against the number of neurons."""
     fig, ax = _figure(6.5, 4.0)
     a = ax[0, 0]
@@ -208,7 +256,7 @@ def plot_synthetic(curve: SyntheticCurve) -> Any:
 
 
 def plot_frequency_histogram(hists: Sequence[FrequencyHistogram],
-                             labels: Sequence[str] | None = None) -> Any:
+                             labels: Sequence[str] | None = None) -> Figure:
     """Neurons per frequency, stacked over runs."""
     fig, ax = _figure(9, 3.4)
     a = ax[0, 0]
@@ -227,30 +275,212 @@ def plot_frequency_histogram(hists: Sequence[FrequencyHistogram],
 
 
 # --------------------------------------------------------------------------- circuitsvis
+READY_EVENT = "hooked-mlp:circuitsvis-ready"
+"""The window event fired after a notebook bundle has run (views waiting for it then render)."""
+
+_WAIT_MS = 2000  # how long a notebook view polls for the bundle before it shows its hint
+_POLL_MS = 50
+_ID = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+
+
 @dataclass
-class CircuitsVisView:
-    """A circuitsvis React component and its props, rendered by `views_page` or `fragment`."""
+class _NotebookState:
+    """What this Python process has sent to the notebook (a kernel restart starts it afresh)."""
 
-    component: str
-    props: dict[str, Any]
-    title: str = ""
+    bundle_sent: bool = False
+    every_view: bool = False
 
-    def fragment(self, div_id: str) -> str:
-        """HTML for this view, for a page that has loaded the bundle (`bundle_script`)."""
-        props = json.dumps(self.props, separators=(",", ":"), allow_nan=False)
-        props = props.replace("</", "<\\/")
-        return (f'<div class="cv-view" id="{div_id}"></div>\n'
-                f'<script>CircuitsVis.render("{div_id}", CircuitsVis.{self.component}, '
-                f"{props});</script>")
+
+_NOTEBOOK = _NotebookState()
+
+_HINT = ("circuitsvis is not loaded on this page: run `from analyses.views import "
+         "notebook_setup; notebook_setup()` in a cell and this view appears. (Where each output "
+         "is its own frame, e.g. Colab: `notebook_setup(every_view=True)`, then re-run this cell.)")
+_NO_SCRIPT = ("Loading the circuitsvis view… If this line stays, this page ran no script: trust "
+              "the notebook, or re-run this cell.")
+
+
+def _js(value: Any) -> str:
+    """`value` as JSON that is safe inside an HTML `<script>` (no raw `<`, `>` or `&`)."""
+    text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+@lru_cache(maxsize=1)
+def _bundle_js() -> str:
+    """circuitsvis's browser bundle (`dist/cdn/iife.js`), safe to inline in a `<script>`."""
+    import circuitsvis
+
+    path = Path(circuitsvis.__file__).parent / "dist" / "cdn" / "iife.js"
+    return re.sub(r"</(script)", r"<\\/\1", path.read_text(encoding="utf-8"), flags=re.I)
 
 
 def bundle_script() -> str:
     """The circuitsvis JavaScript bundle as one inline `<script>` (defines `CircuitsVis`)."""
-    import circuitsvis
+    return f"<script>{_bundle_js()}</script>"
 
-    path = Path(circuitsvis.__file__).parent / "dist" / "cdn" / "iife.js"
-    js = path.read_text(encoding="utf-8").replace("</script", "<\\/script")
-    return f"<script>{js}</script>"
+
+def _notebook_bundle_script(after: str = "") -> str:
+    """The bundle for a notebook: run only where `window.CircuitsVis` is not defined yet, then
+    `READY_EVENT` is fired (so views shown earlier render), then `after` (JavaScript)."""
+    return ("<script>if (!window.CircuitsVis) { (function () {\n" + _bundle_js()
+            + "\n;window.CircuitsVis = CircuitsVis;\n})(); }\n"
+            f"window.dispatchEvent(new Event({_js(READY_EVENT)}));{after}</script>")
+
+
+@dataclass(repr=False)
+class CircuitsVisView:
+    """A circuitsvis React component and its props.
+
+    Shown in a page that holds the bundle (`views_page`, `fragment`) or in Jupyter
+    (`_repr_html_`, see the module docstring). `axis_labels` (rows, columns) frames an
+    `AttentionPattern` in HTML axes with those names, the first and last token at their ends, and
+    a readout of the cell under the pointer (`neuron_grid_view` sets it and turns off circuitsvis's
+    own axes with `showAxisLabels: false`).
+    """
+
+    component: str
+    props: dict[str, Any]
+    title: str = ""
+    axis_labels: tuple[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.component.isidentifier():
+            raise ValueError(f"component must be a circuitsvis component name, got "
+                             f"{self.component!r}")
+
+    def __repr__(self) -> str:
+        return (f"CircuitsVisView({self.component!r}, title={self.title!r}, props: "
+                f"{', '.join(self.props)})")
+
+    def fragment(self, div_id: str) -> str:
+        """HTML for this view, for a page that has loaded the bundle (`bundle_script`) before it.
+
+        The circuitsvis component renders into `<div class="cv-view" id="{div_id}">`.
+        """
+        return (f"{self._markup(div_id)}\n<script>(function () {{var props = {_js(self.props)};"
+                f"CircuitsVis.render({_js(div_id)}, CircuitsVis.{self.component}, props);"
+                f"{self._readout_js(div_id)}}})();</script>")
+
+    def notebook_html(self, include_bundle: bool | None = None) -> str:
+        """HTML that renders this view in Jupyter, under a fresh element id.
+
+        `include_bundle`: by default the circuitsvis bundle goes with the first view this process
+        displays (with every view after `notebook_setup(every_view=True)`); True or False force
+        it. The view's script waits for `window.CircuitsVis` (see the module docstring).
+        """
+        if include_bundle is None:
+            include_bundle = _NOTEBOOK.every_view or not _NOTEBOOK.bundle_sent
+        if include_bundle:
+            _NOTEBOOK.bundle_sent = True
+        div_id = f"hm-cv-{uuid.uuid4().hex}"
+        script = (
+            "(function () {"
+            f"var id = {_js(div_id)}, props = {_js(self.props)}, done = false, tries = 0;"
+            "function say(text) {var n = document.getElementById(id + '-note');"
+            " if (n) { if (text) { n.textContent = text; } else { n.remove(); } }}"
+            "function draw() {var cv = window.CircuitsVis;"
+            " if (done || !cv || !document.getElementById(id)) return done;"
+            f" done = true; window.removeEventListener({_js(READY_EVENT)}, draw);"
+            f" try {{ cv.render(id, cv.{self.component}, props); }}"
+            " catch (e) { say('circuitsvis could not draw this view: ' + e); return true; }"
+            f" say(''); {self._readout_js(div_id)} return true;}}"
+            f"window.addEventListener({_js(READY_EVENT)}, draw);"
+            "(function poll() {if (draw()) return;"
+            f" if (++tries < {_WAIT_MS // _POLL_MS}) {{ setTimeout(poll, {_POLL_MS}); }}"
+            f" else if (!window.CircuitsVis) {{ say({_js(_HINT)}); }}}})();"
+            "})();")
+        title = (f'<div class="hm-cv-title" style="font-weight:600;margin:4px 0">'
+                 f"{html.escape(self.title)}</div>" if self.title else "")
+        return (f'<div class="hm-cv-output">{_notebook_bundle_script() if include_bundle else ""}'
+                f"{title}{self._markup(div_id)}"
+                f'<div class="hm-cv-note" id="{div_id}-note" style="color:#9a6700;font-size:12px">'
+                f"{html.escape(_NO_SCRIPT)}</div><script>{script}</script></div>")
+
+    def _repr_html_(self) -> str:
+        """Jupyter's HTML for this view (`notebook_html()`)."""
+        return self.notebook_html()
+
+    def _markup(self, div_id: str) -> str:
+        """The element circuitsvis renders into, framed by the axes if the view has them."""
+        if not _ID.fullmatch(div_id):
+            raise ValueError(f"div_id must be a letter then letters, digits, '-' or '_', got "
+                             f"{div_id!r}")
+        if self.axis_labels is None:
+            return f'<div class="cv-view" id="{div_id}"></div>'
+        # AttentionPattern is a react-grid-system Row (margins of -15px each side): this padding
+        # puts its canvas exactly over the element, so that the axes line up with the grid
+        target = f'<div class="cv-view" style="padding:0 15px" id="{div_id}"></div>'
+        rows, cols = (html.escape(str(x)) for x in self.axis_labels)
+        tokens = self.props.get("tokens") or [""]
+        first, last = html.escape(str(tokens[0])), html.escape(str(tokens[-1]))
+        name = "font-weight:600;font-size:15px;font-style:italic"
+        return (
+            '<div class="hm-axes" style="display:grid;grid-template-columns:auto minmax(0,1fr);'
+            'gap:2px 6px;max-width:560px;font-size:12px;color:#333">'
+            '<div class="hm-axis-rows" style="display:flex;flex-direction:column;'
+            f'justify-content:space-between;align-items:flex-end"><span>{first}</span>'
+            f'<span style="{name}">{rows}</span><span>{last}</span></div>{target}<div></div>'
+            '<div class="hm-axis-cols" style="display:flex;justify-content:space-between">'
+            f'<span>{first}</span><span style="{name}">{cols}</span><span>{last}</span></div>'
+            f'<div></div><div class="hm-readout" id="{div_id}-at" style="color:#555;'
+            f'min-height:1.4em">hover a cell for {rows}, {cols} and its value</div></div>')
+
+    def _readout_js(self, div_id: str) -> str:
+        """JavaScript (with `props` in scope) that fills the readout line under framed axes.
+
+        AttentionPattern draws row 0 at the top and column 0 at the left, and with its axes off
+        the chart fills its canvas, so the pointer's cell follows from its place on the canvas.
+        """
+        if self.axis_labels is None:
+            return ""
+        rows, cols = (str(x) for x in self.axis_labels)
+        return (
+            "(function (box, out, m, t) {if (!box || !out || !m || !m.length) return;"
+            " var n = m.length, idle = out.textContent;"
+            " box.addEventListener('mousemove', function (ev) {"
+            "  var c = box.querySelector('canvas'); if (!c) return;"
+            "  var r = c.getBoundingClientRect();"
+            "  var j = Math.floor((ev.clientX - r.left) / r.width * n);"
+            "  var i = Math.floor((ev.clientY - r.top) / r.height * n);"
+            "  if (i < 0 || j < 0 || i >= n || j >= n) { out.textContent = idle; return; }"
+            f"  out.textContent = {_js(rows + ' = ')} + t[i] + ', ' + {_js(cols + ' = ')} + t[j]"
+            "   + ': ' + m[i][j];});"
+            " box.addEventListener('mouseleave', function () { out.textContent = idle; });"
+            f"}})(document.getElementById({_js(div_id)}), "
+            f"document.getElementById({_js(div_id + '-at')}), props.attention, props.tokens);")
+
+
+@dataclass(frozen=True)
+class NotebookSetup:
+    """Displayed in Jupyter, loads the circuitsvis bundle for the views (see `notebook_setup`)."""
+
+    def __repr__(self) -> str:
+        return "NotebookSetup() (display it in a notebook to load circuitsvis for the views)"
+
+    def _repr_html_(self) -> str:
+        """The guarded bundle and a line that says whether it ran."""
+        _NOTEBOOK.bundle_sent = True
+        div_id = f"hm-cv-setup-{uuid.uuid4().hex}"
+        done = ("var s = document.getElementById(" + _js(div_id) + ");"
+                " if (s) { s.textContent = " + _js("circuitsvis is loaded for hooked-mlp views "
+                                                   "(offline).") + "; }")
+        return (f'<div id="{div_id}" class="hm-cv-setup" style="color:#555;font-size:12px">'
+                f"{html.escape(_NO_SCRIPT.replace('view', 'bundle'))}</div>"
+                f"{_notebook_bundle_script(done)}")
+
+
+def notebook_setup(every_view: bool = False) -> NotebookSetup:
+    """An object that, displayed in Jupyter, loads the circuitsvis bundle for the views.
+
+    Not needed in the usual case (the first view displayed carries the bundle); run it to load
+    the bundle again where a view says it is missing (its cell's output was cleared, the
+    notebook was reopened): views waiting on the page then render. `every_view=True` makes every
+    later view carry the bundle, for frontends that give each output its own frame (Colab);
+    `every_view=False` goes back to once per process.
+    """
+    _NOTEBOOK.every_view = every_view
+    return NotebookSetup()
 
 
 def _labels(p: int) -> list[str]:
@@ -261,21 +491,23 @@ def neuron_grid_view(model: Any, neuron: int, grids: ActivationGrids | None = No
                      decimals: int = 3) -> CircuitsVisView:
     """A neuron's activation over the `(a, b)` grid (rows: `a`, columns: `b`), scaled to 0..1.
 
-    Rendered with circuitsvis's `AttentionPattern` (hover a cell to read its value).
+    Rendered with circuitsvis's `AttentionPattern` inside HTML axes: `a` down the side (0 at the
+    top), `b` along the bottom; the line under the grid reads out the cell under the pointer.
     """
     check_model(model)
     (neuron,) = check_neurons([neuron], model.cfg.d_hidden, "neuron")
     if grids is None or neuron not in grids.neurons:
         grids = activation_grids(model, [neuron])
-    g = grids.grids[grids.neurons.index(neuron)]
+    g = grids.grids[grids.neurons.index(neuron)].double()  # rounds to short decimals in JSON
     top = float(g.max())
     scaled = (g / top if top > 0 else g).round(decimals=decimals)
     p = model.cfg.p
     return CircuitsVisView(
         "AttentionPattern",
         {"tokens": _labels(p), "attention": scaled.tolist(), "minValue": 0.0, "maxValue": 1.0,
-         "maskUpperTri": False, "showAxisLabels": True},
+         "maskUpperTri": False, "showAxisLabels": False},
         title=f"neuron {neuron}: activation over (a = row, b = column), max {top:.3g}",
+        axis_labels=("a", "b"),
     )
 
 
@@ -302,7 +534,7 @@ def top_inputs_view(model: Any, neurons: Sequence[int] | None = None, k: int = 1
     bv, bi = bv.flip(0), bi.flip(0)
     sep = {"add": "+", "sub": "-", "mul": "*", "div": "/"}.get(model.cfg.operation, ",")
     tokens = [f"{a}{sep}{b}" for a in range(p) for b in range(p)]
-    rnd = lambda t: t.round(decimals=3).tolist()  # noqa: E731
+    rnd = lambda t: t.double().round(decimals=3).tolist()  # noqa: E731
     return CircuitsVisView(
         "TopkTokens",
         {"tokens": [tokens], "topkVals": [[rnd(tv)]], "topkIdxs": [[ti.tolist()]],

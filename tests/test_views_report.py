@@ -74,7 +74,10 @@ def test_report_files_and_numbers(report):
     assert 0.5 < agg["replacement_at_90"]["mean"] < 1.0
     assert agg["synthetic"]["512"]["mean"] >= 0.999
     assert html.count("var CircuitsVis=") == 1
-    assert len(re.findall(r'<img class="fig"', html)) == 7
+    # the study's seven figures, and one for each figure a registered probe returns
+    assert len(re.findall(r'<img class="fig" id="fig-(?!probe-)', html)) == 7
+    assert len(re.findall(r'<img class="fig" id="fig-probe-frequencies', html)) == 1
+    assert set(data["probes"]) >= {"frequencies", "cosine_fits", "dead_neurons"}
     assert not re.findall(r"""(?:src|href)=["']?(?:https?:)?//""", html)  # nothing to fetch
     for name in ("training", "replacement", "synthetic", "neuron_fit"):
         assert (report.html.parent / "figures" / f"{name}.png").read_bytes().startswith(PNG)
@@ -102,7 +105,8 @@ def test_report_renders_offline_in_headless_chromium(report, tmp_path):
            "--virtual-time-budget=20000", "--dump-dom", report.html.as_uri()]
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=180).stdout
     status = dict(re.findall(r'data-([a-z-]+)="(\d+)"', dom))
-    assert status.get("figures-total") == "7" and status.get("figures-loaded") == "7", status
+    total = len(re.findall(r'<img class="fig"', report.html.read_text()))
+    assert status.get("figures-total") == str(total) == status.get("figures-loaded"), status
     assert status.get("views-total") == "4" and status.get("views-rendered") == "4", status
     # the grid views drew their canvas; the top-inputs view lists pairs such as "12+101"
     for i in range(3):
