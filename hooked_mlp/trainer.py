@@ -384,7 +384,7 @@ def _package_version() -> str:
 
 
 def _progress_bar(trainer: BatchedTrainer, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text to stderr (tqdm.auto wants ipywidgets in notebooks)
 
     label = f"seed {trainer.seeds[0]}" if trainer.S == 1 else f"{trainer.S} seeds"
     return tqdm(
