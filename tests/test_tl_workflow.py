@@ -87,7 +87,7 @@ def test_attribution_patching_on_hook_post_is_activation_patching(shipped, batch
     for neuron in (3, 40, 99):
         patched = shipped.run_with_hooks(batch, fwd_hooks=[("blocks.0.mlp.hook_post",
                                                             patch(neuron))], metric=metric)
-        effect = float(patched - clean_metric)
+        effect = float((patched - clean_metric).detach())
         assert float(attribution[neuron]) == pytest.approx(effect, rel=1e-4, abs=1e-3)
     assert float(attribution.abs().max()) > 1
 
