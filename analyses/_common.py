@@ -53,30 +53,6 @@ def check_no_hooks(model: Any, what: str) -> None:
             "True)) or write their effect into the weights first")
 
 
-def available_memory() -> int | None:
-    """Bytes this process can still allocate, as far as the OS says (None: unknown)."""
-    import resource
-
-    avail = None
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    avail = int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if soft != resource.RLIM_INFINITY:
-        try:
-            with open("/proc/self/statm") as f:
-                used = int(f.read().split()[0]) * resource.getpagesize()
-        except (OSError, ValueError, IndexError):
-            used = 0
-        room = max(0, soft - used)
-        avail = room if avail is None else min(avail, room)
-    return avail
-
-
 def check_all_pairs_memory(cfg: Any, floats_per_pair: int, what: str) -> None:
     """Refuse an analysis over all `p^2` pairs whose tensors would not fit in memory.
 
@@ -84,6 +60,8 @@ def check_all_pairs_memory(cfg: Any, floats_per_pair: int, what: str) -> None:
     (activations and logits). Refused with a message when that exceeds half of what this
     process can still allocate, rather than failing deep inside torch.
     """
+    from hooked_mlp.checks import available_memory
+
     need = cfg.p * cfg.p * floats_per_pair * 4
     avail = available_memory()
     if avail is not None and need > avail // 2:

@@ -10,11 +10,21 @@ from analyses.cosine_fit import dead_neurons as _dead_neurons
 from analyses.cosine_fit import fit_neurons
 from analyses.fourier import frequency_histogram
 from analyses.probes import ProbeResult
+from analyses.study import applicability
 from analyses.views import plot_frequency_histogram
+
+
+def _fourier_applies(model: Any) -> None:
+    """Refuse a model whose Fourier structure over residues means nothing (see
+    `analyses.study.applicability`): the report then says why, as its main sections do."""
+    why = applicability(model.cfg)["frequencies"]
+    if why is not None:
+        raise ValueError(why)
 
 
 def frequencies(model: Any) -> ProbeResult:
     """Which frequencies the first layer's neurons use (dominant frequency of a and b)."""
+    _fourier_applies(model)
     hist = frequency_histogram(model)
     return ProbeResult(
         hist.to_dict(), {"frequencies": lambda: plot_frequency_histogram([hist])},
@@ -24,6 +34,7 @@ def frequencies(model: Any) -> ProbeResult:
 
 def cosine_fits(model: Any) -> ProbeResult:
     """How well one cosine per neuron describes the weights (the study's relations)."""
+    _fourier_applies(model)
     s = fit_neurons(model).summary()
     return ProbeResult(s, text=f"median R²: a {s['r2_a_median']:.3f}, b {s['r2_b_median']:.3f}, "
                                f"out {s['r2_out_median']:.3f}; same k for a, b and out: "

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from analyses._common import to_jsonable
+from analyses._common import phase_sign, to_jsonable
 from analyses.activations import activation_grids
 from analyses.cosine_fit import NeuronFits
 from analyses.probes import ProbeRuns, run_probes
@@ -49,7 +49,34 @@ from analyses.views import (
 from hooked_mlp.family import OPERATIONS
 from hooked_mlp.io import atomic_directory, atomic_write_bytes, atomic_write_text
 
-REPORT_FILES = ("report.html", "summary.json", "figures", "models")
+
+def earlier_report(folder: Path) -> str | None:
+    """None when `folder` holds an earlier report and nothing else (`report.html`, a
+    `summary.json` this module wrote, `figures/*.png`, `models/seed-*.safetensors`), else the
+    first thing in it that is not part of one: a report replaces nothing but a report."""
+    entries = {e.name: e for e in folder.iterdir()}
+    strangers = sorted(set(entries) - {"report.html", "summary.json", "figures", "models"})
+    if strangers:
+        return ", ".join(strangers[:5])
+    try:
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "no summary.json of a hooked-mlp report"
+    if not isinstance(summary, dict) or not {"claims", "source"} <= set(summary):
+        return "its summary.json is not a hooked-mlp report's"
+    for name, pattern in (("figures", "*.png"), ("models", "seed-*.safetensors")):
+        sub = entries.get(name)
+        if sub is None:
+            continue
+        if sub.is_symlink() or not sub.is_dir():
+            return f"{name} is not a folder"
+        for f in sub.iterdir():
+            if f.is_symlink() or not f.is_file() or not f.match(pattern):
+                return f"{name}/{f.name}"
+    for name in ("report.html", "summary.json"):
+        if name in entries and (entries[name].is_symlink() or not entries[name].is_file()):
+            return name
+    return None
 
 
 @dataclass
@@ -125,30 +152,43 @@ def _img(name: str, png: bytes, alt: str) -> str:
            f'src="data:image/png;base64,{data}">'
 
 
-def _replacement_note(agg: dict[str, Any]) -> str:
+def _replacement_note(agg: dict[str, Any], cfg: Any) -> str:
+    """What the replacement variants show, in words chosen by the numbers."""
     if "replacement_at_90_by_variant" not in agg:
         return ""
-    v = agg["replacement_at_90_by_variant"]
+    v = {label: s["mean"] for label, s in agg["replacement_at_90_by_variant"].items()}
     oh = agg["output_harmonics"]
+    r2_in, r2_out = agg["fits"]["r2_a_median"]["mean"], agg["fits"]["r2_out_median"]["mean"]
+    rel = ("2φ" if cfg.tied_inputs else "φ_a + φ_b") if phase_sign(cfg) == 1 else "φ_a − φ_b"
 
-    def pct(label):
-        return f"{100 * v[label]['mean']:.1f} %"
+    def pct(label: str) -> str:
+        return f"{100 * v[label]:.1f} %"
 
+    def quality(r2: float) -> str:
+        return ("almost pure cosines" if r2 >= 0.9 else "mostly cosines" if r2 >= 0.7
+                else "far from single cosines")
+
+    harmonic = v[HARMONIC_VARIANT] - v[MAIN_VARIANT]
+    verb = "raises" if harmonic > 0.005 else "lowers" if harmonic < -0.005 else "leaves"
+    prep = "at" if verb == "leaves" else "to"
+    best, worst = v["cosine fits, best-fitting neurons first"], v[
+        "cosine fits, worst-fitting neurons first"]
+    order = ("matters little" if abs(best - worst) < 0.05 else
+             "matters: replacing the best-fitting neurons first keeps more" if best > worst else
+             "matters: replacing the worst-fitting neurons first keeps more")
     return (
         "<p class='note'>Where the damage comes from, measured at 90 % of neurons replaced "
-        "(mean over models): replacing only the <b>inputs</b> gives "
+        f"(mean over models): replacing only the <b>inputs</b> gives "
         f"{pct('inputs only replaced')}, only the <b>outputs</b> "
-        f"{pct('outputs only replaced')}, both "
-        f"{pct(MAIN_VARIANT)}. The inputs are almost pure cosines (median R² "
-        f"{agg['fits']['r2_a_median']['mean']:.3f}); the output weights are not (median R² "
-        f"{agg['fits']['r2_out_median']['mean']:.3f}): a median "
-        f"{100 * oh['share_2k_median']['mean']:.1f} % of their variance sits at the second "
-        f"harmonic 2k, with phase ≈ 2(φ_a + φ_b) + π (median distance "
-        f"{oh['phase_2k_vs_2phi_plus_pi_abs_median']['mean']:.2f} rad). Fitting the outputs "
-        f"with k and 2k raises the accuracy to {pct(HARMONIC_VARIANT)}. The study's own form "
-        "(a and b sharing k, s, o; output phase forced to φ_a ± φ_b) gives "
-        f"{pct(STUDY_VARIANT)}; "
-        "the order matters little (best-fitting first "
+        f"{pct('outputs only replaced')}, both {pct(MAIN_VARIANT)}. The input weights are "
+        f"{quality(r2_in)} (median R² {r2_in:.3f}), the output weights {quality(r2_out)} "
+        f"(median R² {r2_out:.3f}); a median {100 * oh['share_2k_median']['mean']:.1f} % of the "
+        f"output weights' variance sits at the second harmonic 2k, whose phase is a median "
+        f"{oh['phase_2k_vs_2phi_plus_pi_abs_median']['mean']:.2f} rad from 2({rel}) + π. "
+        f"Fitting the outputs with k and 2k {verb} the accuracy {prep} "
+        f"{pct(HARMONIC_VARIANT)}. The study's own form (a and b sharing k, s, o; output "
+        f"phase forced to {rel}) gives "
+        f"{pct(STUDY_VARIANT)}; the order {order} (best-fitting first "
         f"{pct('cosine fits, best-fitting neurons first')}, worst-fitting first "
         f"{pct('cosine fits, worst-fitting neurons first')}).</p>")
 
@@ -252,7 +292,7 @@ def render_html(result: StudyResult, figures: dict[str, bytes | None], views: li
         "<h2>2–3. Cosine fits of the weights</h2>", figure("neuron_fit"),
         figure("fit_scatter") if figures.get("neuron_fit") is not None else "",
         "<h2>4. Replacing neurons by their cosine fits</h2>", figure("replacement"),
-        _replacement_note(agg),
+        _replacement_note(agg, result.cfg),
         "<h2>5. Random cosine models</h2>", figure("synthetic"),
         "<h2>6. Frequencies</h2>", figure("frequencies"),
         "<h2>Interactive views (circuitsvis)</h2>",
@@ -347,7 +387,11 @@ def run_report(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out_dir must be a folder, but {out} is a file")
-    with atomic_directory(out, REPORT_FILES) as tmp:
+    for path in model_paths or ():
+        if out.exists() and Path(path).resolve().is_relative_to(out.resolve()):
+            raise ValueError(f"{path} lies inside the output folder {out}, which the report "
+                             "replaces: write the report elsewhere")
+    with atomic_directory(out, earlier_report) as tmp:
         models, labels, source = _load_models(model_paths, seeds, epochs, threads, progress)
         if seeds is not None:
             for s, m in zip(seeds, models, strict=True):

@@ -46,6 +46,9 @@ def applicability(cfg: MLPConfig, trained: bool = True) -> dict[str, str | None]
     op = OPERATIONS[cfg.operation]
     fourier = None if op.phase_sign is not None else (
         f"not applicable to {cfg.operation} ({op.symbol}): {op.fourier_note}")
+    if fourier is None and (cfg.p - 1) // 2 < 3:
+        fourier = (f"not applicable with p = {cfg.p}: there are only {(cfg.p - 1) // 2} "
+                   "frequencies, so neurons agree on one by chance")
     deep = None if cfg.n_layers == 1 else (
         f"not applicable to a {cfg.n_layers}-layer model: the output weights belong to the last "
         "layer's neurons, not to the neurons whose input weights are fitted")
@@ -279,8 +282,15 @@ def claims(agg: dict[str, Any], cfg: MLPConfig, applies: dict[str, str | None]
         "broad range (unlike the transformer's few key frequencies)",
         lambda: f"{_num(h['n_distinct'], 3)} distinct input frequencies of {h['n_available']} "
                 f"per model (effective number {_num(h['effective_number'], 3)}); at most "
-                f"{_num(h['most_common_count'], 2)} of {cfg.d_hidden} neurons share one",
-        lambda: h["n_distinct"]["mean"] >= min(20, h["n_available"] * 0.35))
+                f"{_num(h['most_common_count'], 2)} of {cfg.d_hidden} neurons share one; a "
+                f"neuron's own frequency holds a median {_pct(h['top_fraction_median'], 0)} of "
+                "its input weights' variance",
+        # broad, and real: an untrained model's neurons spread over every frequency too, but
+        # none of them has one (their variance is spread over all of them)
+        lambda: h["n_distinct"]["mean"] >= min(20, h["n_available"] * 0.35)
+        and h["top_fraction_median"]["mean"] >= 0.5,
+        lambda: h["n_distinct"]["mean"] >= min(20, h["n_available"] * 0.35)
+        and h["top_fraction_median"]["mean"] >= 0.25)
     row("free_frequency", "Fits with a free frequency land on integers",
         "(the study fitted a continuous frequency)",
         lambda: f"|f − k| < 0.05 for {_pct(f['frac_free_freq_within_0_05'], 1)} of fits; "

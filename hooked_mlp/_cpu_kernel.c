@@ -218,9 +218,11 @@ HOT static void embed(const float *W_in, const float *b_in, const int32_t *ra, c
 /* The logits are held class-major, L[c * ld + i] for sample i: every loop below runs along
  * the samples, so each sample's max, sum and loss are accumulated in its own lane, in the same
  * order whatever the vector width. Adds b_out; adds each sample's loss -log p(y) (from the
- * logits, so it cannot underflow) to *loss_sum and whether y's logit is the largest to *hits.
- * With `scale` != 0, L becomes the gradient (softmax - onehot(y)) * scale. NaN or inf in a
- * sample's logits makes its loss NaN. `work` holds 4 * ld floats. */
+ * logits, so it cannot underflow) to *loss_sum, and to *hits whether y is the sample's argmax
+ * (the first class whose logit is the largest, as torch's argmax: a tie with an earlier class is
+ * a miss, so a model whose logits are all equal is not counted right). With `scale` != 0, L
+ * becomes the gradient (softmax - onehot(y)) * scale. NaN or inf in a sample's logits makes its
+ * loss NaN. `work` holds 4 * ld floats. */
 HOT static void softmax_cols(float *restrict L, int ld, const float *restrict b_out,
                              const int32_t *restrict y, int bs, int P, float scale,
                              float *restrict work, double *loss_sum, double *hits) {
@@ -239,6 +241,13 @@ HOT static void softmax_cols(float *restrict L, int ld, const float *restrict b_
         }
     }
     for (int i = 0; i < bs; i++) ly[i] = L[(size_t)y[i] * ld + i];
+    /* each sample's argmax, into k for now (class indices < 65536 are exact in a float): the
+     * classes are visited from the last, so the first one at the maximum is what stays */
+    for (int i = 0; i < bs; i++) k[i] = (float)P;
+    for (int c = P - 1; c >= 0; c--) {
+        const float *row = L + (size_t)c * ld, fc = (float)c;
+        for (int i = 0; i < bs; i++) k[i] = row[i] == m[i] ? fc : k[i];
+    }
     for (int c = 0; c < P; c++) {
         float *row = L + (size_t)c * ld;
         for (int i = 0; i < bs; i++) {
@@ -250,7 +259,7 @@ HOT static void softmax_cols(float *restrict L, int ld, const float *restrict b_
     double loss = 0.0, hit = 0.0;
     for (int i = 0; i < bs; i++) {
         loss += (m[i] - ly[i]) + logf(s[i]); /* inf - inf and NaN both end up here as NaN */
-        hit += ly[i] >= m[i];
+        hit += k[i] == (float)y[i];
         k[i] = scale / s[i];
     }
     *loss_sum += loss;

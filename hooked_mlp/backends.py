@@ -18,7 +18,9 @@ recorded in every model's provenance.
 Both backends work on the trainer's state (`BatchedTrainer`: the flat buffers, the splits, the
 pair tables) and offer `train_epoch(epoch) -> [S, 2]` (each seed's mean train loss and
 accuracy over the epoch, each sample measured in its batch before the batch's update) and
-`evaluate(flat, split, parallel) -> ([S], [S])` (mean loss and accuracy on a whole split).
+`evaluate(flat, split, parallel) -> ([S], [S])` (mean loss and accuracy on a whole split). A
+sample counts as right when its label is the argmax of its logits (the first largest, as
+`logits.argmax(-1)`: a tie with an earlier class is a miss).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
 
 BACKENDS = ("auto", "c", "torch")
 ENV_VAR = "HOOKED_MLP_BACKEND"
-EVAL_CHUNK_ELEMENTS = 1 << 22  # logits held at once while evaluating: 16 MiB of float32
+EVAL_CHUNK_ELEMENTS = 1 << 22  # the widest activation held at once while evaluating: 16 MiB
 
 
 def _check_name(backend: object, source: str) -> str:
@@ -125,8 +127,7 @@ class TorchBackend:
             with torch.no_grad():
                 adamw()
                 self.loss_buf[:, lo : lo + bs] = per_sample.view(S, bs)
-                logit_y = flat_logits.gather(1, labels.view(-1, 1)).view(S, bs)
-                torch.ge(logit_y, logits.amax(-1), out=self.hit_buf[:, lo : lo + bs])
+                torch.eq(logits.argmax(-1), labels, out=self.hit_buf[:, lo : lo + bs])
         # per seed, in batch order: a seed's history does not depend on the seeds beside it
         n = t.n_train
         return torch.stack([self.loss_buf.sum(1) / n, self.hit_buf.sum(1, dtype=t.dtype) / n],
@@ -141,14 +142,15 @@ class TorchBackend:
         tokens, labels = self._eval[split]
         params = {name: t.block(flat, name) for name in t.names}
         n = tokens.shape[1]
-        chunk = max(1, EVAL_CHUNK_ELEMENTS // (t.S * t.cfg.p))
+        chunk = max(1, EVAL_CHUNK_ELEMENTS // (t.S * max(t.cfg.p, t.cfg.d_hidden)))
         loss = torch.zeros(t.S, dtype=torch.float64, device=t.device)
         hits = torch.zeros(t.S, dtype=torch.float64, device=t.device)
         for lo in range(0, n, chunk):
-            logp = functional.forward(t.cfg, params, tokens[:, lo : lo + chunk]).log_softmax(-1)
-            logp_y = logp.gather(-1, labels[:, lo : lo + chunk].unsqueeze(-1)).squeeze(-1)
+            logits = functional.forward(t.cfg, params, tokens[:, lo : lo + chunk])
+            y = labels[:, lo : lo + chunk]
+            logp_y = logits.log_softmax(-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
             loss -= logp_y.sum(1, dtype=torch.float64)
-            hits += (logp_y >= logp.amax(-1)).sum(1)
+            hits += (logits.argmax(-1) == y).sum(1)
         return (loss / n).float(), (hits / n).float()
 
     def close(self) -> None:

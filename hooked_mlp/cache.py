@@ -149,7 +149,11 @@ class MLPActivationCache(ActivationCache):
                     index.numel() and not (int(index.min()) >= 0 and int(index.max()) < p)):
                 raise ValueError(f"{name} must be a residue in [0, {p - 1}] or one per batch "
                                  f"element, got {which!r}")
-            index = index.to(torch.int64).expand(residual_stack.shape[-2])
+            batch = residual_stack.shape[-2]
+            if index.ndim == 1 and index.shape[0] != batch:
+                raise ValueError(f"{name} must be one residue, or one per batch element "
+                                 f"({batch}), got {index.shape[0]} of them")
+            index = index.to(torch.int64).expand(batch)
             expanded = index.expand(*residual_stack.shape[:-1])
             return residual_stack.gather(-1, expanded.unsqueeze(-1)).squeeze(-1)
 

@@ -76,3 +76,37 @@ def check_threads(threads: Any, name: str = "threads") -> int:
             1 <= threads <= MAX_THREADS):
         raise ValueError(f"{name} must be an integer in [1, {MAX_THREADS}], got {threads!r}")
     return threads
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate, as far as the OS says (None: unknown): the
+    smaller of the machine's available memory and the room left under RLIMIT_AS."""
+    import resource
+
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        try:
+            with open("/proc/self/statm") as f:
+                used = int(f.read().split()[0]) * resource.getpagesize()
+        except (OSError, ValueError, IndexError):
+            used = 0
+        room = max(0, soft - used)
+        avail = room if avail is None else min(avail, room)
+    return avail
+
+
+def check_memory(need: int, what: str) -> None:
+    """Refuse work whose tensors would take more than this process can allocate (a clear
+    ValueError with the figures instead of a failure deep inside torch)."""
+    avail = available_memory()
+    if avail is not None and need > avail:
+        raise ValueError(f"{what} needs about {need / 2**30:.1f} GiB, more than the "
+                         f"{avail / 2**30:.1f} GiB this process can still allocate")

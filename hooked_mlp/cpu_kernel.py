@@ -154,7 +154,8 @@ class EpochKernel:
         """Mean cross-entropy and accuracy of the seeds `seeds` on `pairs` int64 `[S, n]` (each
         seed's pair indices), into their rows of `out` float64 `[S, 2]`.
 
-        A sample counts as right when its label's logit is the largest (ties count). With no
+        A sample counts as right when its label is the argmax of its logits (the first largest, as
+        `torch.argmax`: a tie with an earlier class is a miss). With no
         pairs (`n == 0`) the rows become NaN, the mean of nothing, without calling the kernel.
         """
         s_lo, s_hi = _span(seeds)

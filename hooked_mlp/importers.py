@@ -396,7 +396,7 @@ def _safetensors_header(path: Path, size: int) -> dict[str, Any]:
         raw = f.read(n)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise _Refusal("not a valid safetensors file: its header is not JSON") from None
     if not isinstance(header, dict):
         raise _Refusal("not a valid safetensors file: its header is not a JSON object")
@@ -442,7 +442,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     for key in _CONFIG_KEYS:
         value = metadata.get(key)
         if isinstance(value, str) and value.lstrip().startswith("{"):
-            with contextlib.suppress(ValueError):  # not JSON: not a config we can read
+            with contextlib.suppress(ValueError, RecursionError):  # not a config we can read
                 metadata[key] = json.loads(value)
     return tensors, metadata
 

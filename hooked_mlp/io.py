@@ -30,7 +30,7 @@ import os
 import shutil
 import struct
 import tempfile
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -125,13 +125,15 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike[str], owned: Collection[str]) -> Iterator[Path]:
+def atomic_directory(path: str | os.PathLike[str],
+                     earlier: Callable[[Path], str | None]) -> Iterator[Path]:
     """Yield a new, empty temporary folder beside `path`; on success it replaces `path` whole.
 
     For outputs made of several files (a report): readers see the old folder or the new one,
-    never a mix. `path` must not exist, or hold only entries named in `owned` (an earlier
-    output of the same kind), so that nothing else is ever replaced. The swap is one
-    `renameat2(RENAME_EXCHANGE)` where the OS has it (Linux), else two renames.
+    never a mix. `path` must not exist, be empty, or be an earlier output of the same kind:
+    `earlier(path)` returns None when it is, else what in it is not (then nothing happens), so
+    that nothing else is ever replaced. The swap is one `renameat2(RENAME_EXCHANGE)` where the
+    OS has it (Linux), else two renames.
     """
     target = Path(path)
     if target.is_symlink() or (target.exists() and not target.is_dir()):
@@ -140,10 +142,10 @@ def atomic_directory(path: str | os.PathLike[str], owned: Collection[str]) -> It
         if Path.cwd().resolve().is_relative_to(target.resolve()):
             raise ValueError(f"{target} is the current folder or holds it; write the output "
                              "into a folder of its own")
-        strangers = sorted(c.name for c in target.iterdir() if c.name not in owned)
-        if strangers:
-            raise ValueError(f"{target} holds files that are not part of this output "
-                             f"({', '.join(strangers[:5])}); choose an empty or new folder")
+        why = earlier(target) if any(target.iterdir()) else None
+        if why is not None:
+            raise ValueError(f"{target} holds files that are not part of an earlier output of "
+                             f"this kind ({why}); choose an empty or new folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
@@ -552,7 +554,8 @@ def read_model(path: str | os.PathLike[str]) -> Checkpoint:
     train = doc.get("train")
     if train is not None:
         tcfg = config_from(name, TrainConfig, train.get("train_config"), "training config")
-        history = {key: tensors[f"history.{key}"].tolist() for key in train["history_keys"]}
+        history = {key: tensors[f"history.{key}"].tolist()
+                   for key in train.get("history_keys", [])}
         metrics = train.get("metrics", {})
         provenance = train.get("provenance", {})
         _check_record(name, metrics, provenance)

@@ -235,8 +235,11 @@ class HookedMLP(HookedRootModule):
         if labels is None:
             labels = labels_of(tokens, self.cfg)
         elif not isinstance(labels, Tensor) or labels.shape != logits.shape[:1] or \
-                labels.dtype.is_floating_point:
-            raise ValueError(f"labels must be an integer tensor [{logits.shape[0]}], got "
+                labels.dtype.is_floating_point or labels.dtype == torch.bool or (
+                    labels.numel() and not (int(labels.min()) >= 0
+                                            and int(labels.max()) < self.cfg.p)):
+            raise ValueError(f"labels must be residues in [0, {self.cfg.p - 1}], an integer "
+                             f"tensor [{logits.shape[0]}], got "
                              f"{getattr(labels, 'dtype', type(labels).__name__)} "
                              f"{list(getattr(labels, 'shape', []))}")
         return F.cross_entropy(logits, labels.to(logits.device))
@@ -259,6 +262,12 @@ class HookedMLP(HookedRootModule):
             raise ValueError("pos_slice does not apply to a HookedMLP: its activations are "
                              "[batch, ...] with no position axis (TransformerLens would slice "
                              "the batch); index the cached tensors instead")
+        if args:  # TL's forward takes return_type second: the same here
+            if len(args) > 1 or "return_type" in kwargs:
+                raise TypeError("run_with_cache takes the tokens and, second, return_type; "
+                                "pass everything else by name")
+            kwargs["return_type"] = args[0]
+            args = ()
         if kwargs.get("incl_bwd") and kwargs.get("metric") is None and kwargs.get(
                 "return_type", "logits") not in ("loss",):
             raise ValueError("incl_bwd=True differentiates the forward's output, which must be "

@@ -298,7 +298,10 @@ def resume_run(
         wall = float(wall) if isinstance(wall, (int, float)) and not isinstance(wall, bool) \
             else 0.0
         command = doc.get("command")
-        trainer = BatchedTrainer(cfg, tcfg, seeds, dev, chosen)
+        try:
+            trainer = BatchedTrainer(cfg, tcfg, seeds, dev, chosen)
+        except ValueError as e:  # the config or the memory it asks for: the file's doing
+            raise CheckpointError(name, f"cannot resume this run: {e}") from None
         trainer.load_state(tensors, epoch)
         return _run_folder(folder, trainer, threads=n_threads, progress=progress,
                            checkpoint_every=every, wall_before=wall,

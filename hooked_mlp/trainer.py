@@ -10,9 +10,10 @@ bit-identical to the same seed trained alone with the same backend.
 
 Per-epoch history: `train_loss`/`train_acc` are per-sample means over that epoch, each sample
 measured in its batch before the batch's update (what a standard loop reports; a sample counts
-as right when its label's logit is the largest); `val_loss`/`val_acc` are measured on the whole
-validation split after the epoch (absent when the recipe trains on every pair). The final
-`metrics` are measured on the whole of both splits.
+as right when its label is the argmax of its logits, as `logits.argmax(-1)` says);
+`val_loss`/`val_acc` are measured on the whole validation split after the epoch (absent when
+the recipe trains on every pair). The final `metrics` are measured on the whole of both
+splits.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch
 from torch import Tensor
 
 from hooked_mlp.backends import make_backend, resolve_backend
-from hooked_mlp.checks import check_device, check_seeds, check_threads, cores
+from hooked_mlp.checks import check_device, check_memory, check_seeds, check_threads, cores
 from hooked_mlp.config import MLPConfig, TrainConfig
 from hooked_mlp.data import all_pairs, apply_operation, n_train_pairs, split_masks, valid_mask
 from hooked_mlp.functional import init_params, param_shapes
@@ -96,6 +97,14 @@ def state_shapes(cfg: MLPConfig, n_seeds: int, epoch: int) -> dict[str, tuple[in
             "history": (epoch, n_seeds, len(HISTORY_KEYS))}
 
 
+def trainer_bytes(cfg: MLPConfig, tcfg: TrainConfig, n_seeds: int) -> int:
+    """About how many bytes a `BatchedTrainer` of `n_seeds` seeds holds: four flat buffers
+    (parameters, gradient, AdamW's two moments), the per-epoch history, and per seed its split
+    and its pairs (indices, rows, labels, per-sample buffers: about 64 bytes per pair)."""
+    return (4 * 8 * flat_layout(cfg, n_seeds)[1] + 16 * tcfg.epochs * n_seeds
+            + 64 * n_seeds * cfg.p * cfg.p + 40 * cfg.p * cfg.p)
+
+
 class BatchedTrainer:
     """Trains `len(seeds)` independent copies of one recipe in lock-step.
 
@@ -123,6 +132,9 @@ class BatchedTrainer:
         if dtype != torch.float32 and self.backend == "c":
             raise ValueError("backend='c' trains in float32 only; use backend='torch' for "
                              f"dtype={dtype}")
+        check_memory(trainer_bytes(cfg, tcfg, len(self.seeds)),
+                     f"training {len(self.seeds)} seed(s) of p={cfg.p}, d_hidden="
+                     f"{cfg.d_hidden}, n_layers={cfg.n_layers} for {tcfg.epochs} epochs")
         self.dtype = dtype
         S, p = len(self.seeds), cfg.p
         self.S = S

@@ -188,6 +188,9 @@ def test_the_report_runs_on_every_member(tmp_path, capsys, name):
     if name == "mul":
         assert verdicts["2."][0] == verdicts["3."][0] == verdicts["6."][0] == "n/a"
         assert "discrete-log" in verdicts["3."][1] and "discrete-log" in html
+        # the built-in probes do not print Fourier numbers the main sections call meaningless
+        assert "error" in data["probes"]["frequencies"]["per_model"][0]
+        assert "error" in data["probes"]["cosine_fits"]["per_model"][0]
     if name == "deep":
         assert verdicts["3."][0] == verdicts["4."][0] == "n/a"
         assert "2-layer model" in verdicts["3."][1]
@@ -197,6 +200,25 @@ def test_the_report_runs_on_every_member(tmp_path, capsys, name):
         assert "2φ" in [c["claim"] for c in data["claims"]][2]
     if name == "gelu-sub":
         assert "φ_a − φ_b" in data["claims"][2]["claim"] and verdicts["3."][0] != "n/a"
+        assert "2(φ_a − φ_b) + π" in html and "2(φ_a + φ_b)" not in html
     if name == "full-data":
         assert "none (trained on every pair)" in verdicts["1."][1]
         assert data["aggregate"]["val_acc"]["n"] == 0
+
+
+def test_the_claims_do_not_hold_for_an_untrained_model():
+    """An untrained model's neurons spread over every frequency, but none has one: claim 6
+    (a broad range of frequencies) does not hold for it, nor do the relations of claims 2-4."""
+    result = study([HookedMLP(MLPConfig(), seed=0)], ["untrained"], synthetic_seeds=[0],
+                   n_orders_scale=0.1)
+    verdicts = {c["claim"][:2]: c["verdict"] for c in result.claims}
+    assert verdicts["1."] == "n/a" and verdicts["5."] == "holds"
+    assert all(verdicts[k] == "differs" for k in ("2.", "3.", "4.", "6."))
+
+
+def test_with_fewer_than_three_frequencies_the_fourier_claims_do_not_apply():
+    model, _ = train(MLPConfig(p=5, d_hidden=8), TrainConfig(epochs=3), progress=False)
+    result = study([model], ["p5"], synthetic_seeds=[0], n_orders_scale=0.1)
+    verdicts = {c["claim"][:2]: (c["verdict"], c["measured"]) for c in result.claims}
+    for key in ("2.", "3.", "4.", "6."):
+        assert verdicts[key][0] == "n/a" and "only 2 frequencies" in verdicts[key][1]

@@ -128,8 +128,18 @@ def test_data_loss_a_report_is_replaced_whole_or_not_at_all(tmp_path, monkeypatc
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("mine")
     monkeypatch.setattr(report, "atomic_write_text", real)
-    with pytest.raises(ValueError, match="holds files that are not part of this output"):
+    with pytest.raises(ValueError, match="not part of an earlier output of this kind"):
         report.run_report(tmp_path / "mine", progress=False)
+    # nor a folder that looks like one at the top but holds a stranger's files below, and no
+    # model is read from inside the folder that the report replaces
+    (tmp_path / "exp" / "models").mkdir(parents=True)
+    save(HookedMLP(MLPConfig(p=11, d_hidden=16)), tmp_path / "exp" / "models" / "mine.safetensors")
+    with pytest.raises(ValueError, match="lies inside the output folder"):
+        report.run_report(tmp_path / "exp", [tmp_path / "exp" / "models" / "mine.safetensors"],
+                          progress=False)
+    with pytest.raises(ValueError, match="no summary.json of a hooked-mlp report"):
+        report.run_report(tmp_path / "exp", [model_path], progress=False)
+    assert (tmp_path / "exp" / "models" / "mine.safetensors").exists()
 
 
 def test_data_loss_temporaries_of_a_killed_run_are_removed(tmp_path):
@@ -205,6 +215,17 @@ def _bomb(tmp_path: Path, kind: str) -> list[str]:
             f.write(struct.pack("<Q", len(header)) + header)
             f.truncate(8 + len(header) + 40 * 2**30)
         return ["info", str(path)]
+    if kind == "resume-history":  # a valid state of 2000 tiny seeds, claiming 10^7 epochs
+        folder = tmp_path / kind
+        folder.mkdir()
+        from hooked_mlp.runs import _write_state
+        from hooked_mlp.trainer import BatchedTrainer
+
+        seeds = list(range(2000))
+        trainer = BatchedTrainer(MLPConfig(p=2, d_hidden=1), TrainConfig(epochs=5), seeds)
+        _write_state(folder, trainer, 1, 2, 0.0, None)
+        resign(folder / STATE_FILE, lambda d: d["train_config"].update(epochs=10_000_000))
+        return ["train", "--resume", str(folder)]
     if kind.startswith("resume"):
         folder = tmp_path / kind
         cfg = MLPConfig(p=5, d_hidden=3)
@@ -231,6 +252,7 @@ def _bomb(tmp_path: Path, kind: str) -> list[str]:
     ("info-huge-table", "no 'hooked_mlp' entry"),
     ("resume-huge", "parameters; at most 2,147,483,647 are allowed"),
     ("resume-mismatch", "expected float32"),
+    ("resume-history", "cannot resume this run: training 2000 seed(s)"),
     ("report-p65535", "more than half of the"),
 ])
 def test_memory_a_small_file_never_allocates_far_beyond_its_size(tmp_path, kind, message):
@@ -430,9 +452,12 @@ def small_checkpoint(tmp_path_factory):
     return path.read_bytes()
 
 
+DELETE = object()
+
+
 @settings(max_examples=150, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(where=st.sampled_from(PATHS), value=VALUES)
+@given(where=st.sampled_from(PATHS), value=VALUES | st.just(DELETE))
 def test_fuzzed_metadata_is_refused_clearly_or_shown_safely(small_checkpoint, tmp_path, where,
                                                             value):
     """Any value anywhere in the metadata, re-signed: loading refuses with a CheckpointError or
@@ -444,7 +469,10 @@ def test_fuzzed_metadata_is_refused_clearly_or_shown_safely(small_checkpoint, tm
         node = doc
         for key in where[:-1]:
             node = node[key]
-        node[where[-1]] = value
+        if value is DELETE:
+            node.pop(where[-1], None)
+        else:
+            node[where[-1]] = value
 
     resign(path, edit)
     try:

@@ -61,6 +61,12 @@ def test_incl_bwd_gradients_equal_autograd(shipped, batch):
         shipped.run_with_cache(batch, pos_slice=-1)
     with pytest.raises(ValueError, match="needs a scalar|must be a scalar"):
         shipped.run_with_cache(batch, incl_bwd=True)
+    # TL's positional return_type; labels that are not residues
+    loss2, _ = shipped.run_with_cache(batch, "loss", incl_bwd=True)
+    shipped.zero_grad()
+    assert float(loss2.detach()) == pytest.approx(float(loss.detach()))
+    with pytest.raises(ValueError, match="labels must be residues in \\[0, 112\\]"):
+        shipped(batch, return_type="loss", labels=torch.full((256,), 500))
 
 
 def test_attribution_patching_on_hook_post_is_activation_patching(shipped, batch):
@@ -103,6 +109,8 @@ def test_transformer_lens_cache_helpers(shipped, batch):
     attrs = cache.logit_attrs(stack, labels)  # [neurons, batch]: each neuron's correct logit
     torch.testing.assert_close(attrs.sum(0) + shipped.b_out[labels],
                                logits.gather(1, labels[:, None])[:, 0], rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="one per batch element \\(256\\), got 7"):
+        cache.logit_attrs(stack, labels[:7])
     diff = cache.logit_attrs(stack, labels, incorrect_tokens=0)
     torch.testing.assert_close(diff, attrs - stack[..., 0])
     onto = torch.zeros(113)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from _backends import BACKENDS, needs_c
 
-from hooked_mlp import MLPConfig, TrainConfig, train, train_many
+from hooked_mlp import HookedMLP, MLPConfig, TrainConfig, train, train_many
 from hooked_mlp.data import all_pairs, dataset, labels_of, split_mask
 from hooked_mlp.family import ACTIVATIONS, OPERATIONS
 from hooked_mlp.functional import init_params
@@ -377,3 +377,28 @@ def test_the_c_kernel_is_built():
     assert cpu_kernel.available(), cpu_kernel.unavailable_reason()
     assert resolve_backend("auto", torch.device("cpu"), MLPConfig()) == "c"
     assert resolve_backend("auto", torch.device("cuda"), MLPConfig()) == "torch"
+
+
+@BOTH
+def test_a_tie_is_a_miss_as_argmax_says(backend):
+    """All-equal logits (zero weights, as in a dead bias-free model) are counted right only
+    where the answer is class 0, the argmax, in the history, the metrics and helpers.accuracy
+    alike."""
+    from hooked_mlp import helpers
+
+    cfg = MLPConfig(p=11, d_hidden=4)
+    trainer = BatchedTrainer(cfg, TrainConfig(epochs=1, lr=1e-6), [0], backend=backend)
+    with torch.no_grad():
+        trainer.flat.zero_()
+    loss, acc = trainer.evaluate("val")
+    assert float(loss[0]) == pytest.approx(math.log(11), rel=1e-5)  # uniform over 11 classes
+    val = trainer.val_idx[0]
+    want = float((trainer.labels[val] == 0).float().mean())
+    assert float(acc[0]) == pytest.approx(want, abs=1e-6) and want < 0.2
+    trainer.run_epoch()  # the history's train accuracy: measured before the (tiny) update
+    train = trainer.train_idx[0]
+    assert float(trainer.history[0, 0, 1]) == pytest.approx(
+        float((trainer.labels[train] == 0).float().mean()), abs=1e-6)
+    model = HookedMLP.from_params(cfg, {k: torch.zeros_like(v)
+                                        for k, v in trainer.params_of(0).items()})
+    assert helpers.accuracy(model) == pytest.approx(1 / 11, abs=1e-6)
