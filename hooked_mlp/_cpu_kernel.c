@@ -227,27 +227,26 @@ HOT static void softmax_cols(float *restrict L, int ld, const float *restrict b_
                              const int32_t *restrict y, int bs, int P, float scale,
                              float *restrict work, double *loss_sum, double *hits) {
     float *m = work, *s = work + ld, *ly = work + 2 * (size_t)ld, *k = work + 3 * (size_t)ld;
+    /* each sample's max and argmax in one pass, the argmax into k for now (class indices below
+     * 65536 are exact in a float): a strictly larger logit moves it, so the first class at
+     * the maximum is what stays, as torch.argmax */
     for (int i = 0; i < bs; i++) {
         m[i] = -INFINITY;
         s[i] = 0.0f;
+        k[i] = 0.0f;
     }
     for (int c = 0; c < P; c++) {
         float *row = L + (size_t)c * ld;
-        const float bc = b_out[c];
+        const float bc = b_out[c], fc = (float)c;
         for (int i = 0; i < bs; i++) {
             float v = row[i] + bc;
             row[i] = v;
-            m[i] = v > m[i] ? v : m[i];
+            const int larger = v > m[i];
+            m[i] = larger ? v : m[i];
+            k[i] = larger ? fc : k[i];
         }
     }
     for (int i = 0; i < bs; i++) ly[i] = L[(size_t)y[i] * ld + i];
-    /* each sample's argmax, into k for now (class indices < 65536 are exact in a float): the
-     * classes are visited from the last, so the first one at the maximum is what stays */
-    for (int i = 0; i < bs; i++) k[i] = (float)P;
-    for (int c = P - 1; c >= 0; c--) {
-        const float *row = L + (size_t)c * ld, fc = (float)c;
-        for (int i = 0; i < bs; i++) k[i] = row[i] == m[i] ? fc : k[i];
-    }
     for (int c = 0; c < P; c++) {
         float *row = L + (size_t)c * ld;
         for (int i = 0; i < bs; i++) {
