@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from _browser import require_chromium
 from matplotlib.figure import Figure
 
 from analyses import views
@@ -118,23 +117,6 @@ def test_figures_display_in_jupyter_without_pyplot(shipped, grids):
 
 
 # --------------------------------------------------------------------------- in a browser
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-def _require_chromium() -> str:
-    exe = _chromium()
-    if exe is None:
-        if os.environ.get("HOOKED_MLP_REQUIRE_BROWSER"):
-            pytest.fail("HOOKED_MLP_REQUIRE_BROWSER is set but no chromium is installed")
-        pytest.skip("no chromium here (CI installs it and sets HOOKED_MLP_REQUIRE_BROWSER=1)")
-    return exe
-
-
 # Before anything draws: record the text drawn on each canvas, by the id of its view.
 SPY = """<script>
 window.drawn = {};
@@ -206,7 +188,7 @@ def _a_lopsided_cell(grid: CircuitsVisView) -> tuple[int, int]:
 
 @pytest.mark.browser
 def test_notebook_views_render_in_headless_chromium(fresh_notebook, grid, top, tmp_path):
-    exe = _require_chromium()
+    exe = require_chromium()
     n = len(grid.props["tokens"])
     a, b = _a_lopsided_cell(grid)
     dark = next((i, j) for i in range(n) for j in range(n) if grid.props["attention"][i][j] == 0)
@@ -273,7 +255,7 @@ setTimeout(function () {{
 @pytest.mark.browser
 def test_a_view_without_the_bundle_says_so_then_renders_when_it_arrives(fresh_notebook, top,
                                                                           tmp_path):
-    exe = _require_chromium()
+    exe = require_chromium()
     view = top.notebook_html(include_bundle=False)  # e.g. the bundle's output was cleared
     (div_id,) = VIEW_ID.findall(view)
     setup = notebook_setup()._repr_html_()

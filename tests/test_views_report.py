@@ -1,12 +1,11 @@
 """Figures, offline circuitsvis views, and the report (rendered in a real headless browser)."""
 
 import json
-import os
 import re
-import shutil
 import subprocess
 
 import pytest
+from _browser import require_chromium
 
 from analyses.activations import activation_grids
 from analyses.cosine_fit import fit_neurons
@@ -84,21 +83,9 @@ def test_report_files_and_numbers(report):
     assert not list(report.html.parent.glob(".*.tmp"))
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
 @pytest.mark.browser
 def test_report_renders_offline_in_headless_chromium(report, tmp_path):
-    exe = _chromium()
-    if exe is None:
-        if os.environ.get("HOOKED_MLP_REQUIRE_BROWSER"):
-            pytest.fail("HOOKED_MLP_REQUIRE_BROWSER is set but no chromium is installed")
-        pytest.skip("no chromium here (CI installs it and sets HOOKED_MLP_REQUIRE_BROWSER=1)")
+    exe = require_chromium()
     cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
            "--disable-extensions", f"--user-data-dir={tmp_path / 'profile'}",
