@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from transformer_lens import ActivationCache
 
-_RENAMED = {"hook_pre": "blocks.0.mlp.hook_pre", "hook_post": "blocks.0.mlp.hook_post"}
+from hooked_mlp.functional import RENAMED_HOOKS
 
 
 def _not_for_an_mlp(name: str, what: str) -> Any:
@@ -59,7 +59,7 @@ class MLPActivationCache(ActivationCache):
         try:
             return super().__getitem__(key)
         except KeyError:
-            hint = f" ({key!r} is now {_RENAMED[key]!r})" if key in _RENAMED else ""
+            hint = f" ({key!r} is now {RENAMED_HOOKS[key]!r})" if key in RENAMED_HOOKS else ""
             raise KeyError(f"{key!r} is not in this cache{hint}; it holds "
                            f"{list(self.cache_dict)}") from None
 

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from hooked_mlp.checks import MAX_SEEDS, MAX_THREADS  # light: torch is loaded on first use
 from hooked_mlp.config import MLPConfig, TrainConfig
 from hooked_mlp.family import ACTIVATIONS, OPERATIONS
 
@@ -36,9 +37,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         sub = self.prog[len(PROG):].strip()
         raise CommandLineError(f"{sub + ': ' if sub else ''}{message} (see {self.prog} --help)")
-
-
-MAX_SEEDS = 100_000  # hooked_mlp.checks.MAX_SEEDS (not imported: it would load torch)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -89,7 +87,6 @@ def _int_in(low: int, high: int, what: str):
     return parse
 
 
-MAX_THREADS = 256  # hooked_mlp.checks.MAX_THREADS
 _positive_int = _int_in(1, 10**12, "a positive integer")
 _non_negative_int = _int_in(0, 2**32 - 1, "a non-negative integer")
 _threads = _int_in(1, MAX_THREADS, f"a positive integer of at most {MAX_THREADS} threads")

@@ -28,6 +28,10 @@ from hooked_mlp.family import ACTIVATIONS
 Hook = Callable[[str, Tensor], Tensor]
 
 
+# hook names of hooked-mlp 0.1 and what they are called now (to say so when one is used)
+RENAMED_HOOKS = {"hook_pre": "blocks.0.mlp.hook_pre", "hook_post": "blocks.0.mlp.hook_post"}
+
+
 def hook_names(cfg: MLPConfig) -> list[str]:
     """Every hook point of a model with configuration `cfg`, in the order the forward meets
     them (TransformerLens's `blocks.{layer}.mlp.hook_*` scheme for the hidden layers)."""

@@ -220,10 +220,16 @@ def _canonical(x: Any) -> bytes:
 def _checksum(doc: dict[str, Any], header: dict[str, Any], body: bytes) -> str:
     """SHA-256 over the metadata (without the checksum), the tensor table (names, dtypes, shapes,
     offsets) and the tensor bytes, each in a canonical form."""
-    h = hashlib.sha256(_canonical({k: v for k, v in doc.items() if k != "checksum"}))
-    h.update(_canonical({k: v for k, v in header.items() if k != "__metadata__"}))
+    h = _checksum_start(doc, header)
     h.update(body)
     return "sha256:" + h.hexdigest()
+
+
+def _checksum_start(doc: dict[str, Any], header: dict[str, Any]) -> Any:
+    """The checksum's hash after the metadata and the tensor table, before the tensor bytes."""
+    h = hashlib.sha256(_canonical({k: v for k, v in doc.items() if k != "checksum"}))
+    h.update(_canonical({k: v for k, v in header.items() if k != "__metadata__"}))
+    return h
 
 
 def _no_constants(name: str) -> Any:
@@ -391,11 +397,12 @@ def read_safetensors(
         extra = sorted(set(got) - set(want))
         if extra:
             raise CheckpointError(name, f"unexpected tensors {[_short(k) for k in extra[:5]]}")
-    if doc["checksum"] != _file_checksum(name, head):  # in chunks: bounded memory
-        raise CheckpointError(
-            name, "checksum mismatch: the file was damaged or edited after it was written"
-        )
     if doc.get("kind") != kind:
+        # a file not read further: its checksum in chunks (bounded memory), so that a damaged or
+        # edited one is called that rather than taken at its word
+        if doc["checksum"] != _file_checksum(name, head):
+            raise CheckpointError(
+                name, "checksum mismatch: the file was damaged or edited after it was written")
         raise CheckpointError(
             name, f"is a hooked-mlp {_short(doc.get('kind'))} file, but a {kind!r} file is needed"
         )
@@ -404,9 +411,11 @@ def read_safetensors(
             data = f.read()
     except OSError as e:
         raise CheckpointError(name, f"cannot be read ({e.strerror or e})") from None
-    if len(data) != head.body_start + head.body_size or doc["checksum"] != _checksum(
-            doc, head.table, data[head.body_start :]):
+    if len(data) != head.body_start + head.body_size:
         raise CheckpointError(name, "the file changed while it was being read")
+    if doc["checksum"] != _checksum(doc, head.table, data[head.body_start :]):
+        raise CheckpointError(
+            name, "checksum mismatch: the file was damaged or edited after it was written")
     try:
         tensors = load(data)
     except Exception as e:  # safetensors raises its own error types for damaged files
@@ -419,8 +428,7 @@ def read_safetensors(
 
 def _file_checksum(name: str, head: Header, chunk: int = 1 << 20) -> str:
     """`_checksum` of a file's metadata, table and body, reading the body in chunks."""
-    h = hashlib.sha256(_canonical({k: v for k, v in head.doc.items() if k != "checksum"}))
-    h.update(_canonical(head.table))
+    h = _checksum_start(head.doc, head.table)
     try:
         with open(name, "rb") as f:
             f.seek(head.body_start)

@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - transformer-lens 2.x / 3.x
 from hooked_mlp import functional, reference
 from hooked_mlp.cache import MLPActivationCache
 from hooked_mlp.config import MAX_SEED, MLPConfig
-from hooked_mlp.functional import init_params, param_shapes
+from hooked_mlp.functional import RENAMED_HOOKS, init_params, param_shapes
 from hooked_mlp.train_info import TrainInfo
 
 ALL_PARAM_NAMES = ("W_in", "b_in", "W_hidden", "b_hidden", "W_out", "b_out")
@@ -184,8 +184,8 @@ class HookedMLP(HookedRootModule):
         """A hook name must be one of this model's hook points (a ValueError lists them, and
         points from a name of hooked-mlp 0.1 to its new one)."""
         if isinstance(name, str) and name not in self.hook_dict:
-            renamed = {"hook_pre": "blocks.0.mlp.hook_pre", "hook_post": "blocks.0.mlp.hook_post"}
-            hint = f" ({name!r} is now {renamed[name]!r})" if name in renamed else ""
+            hint = (f" ({name!r} is now {RENAMED_HOOKS[name]!r})" if name in RENAMED_HOOKS
+                    else "")
             raise ValueError(f"unknown hook name {name!r}{hint}; this model's hook points are "
                              f"{list(self.hook_dict)}")
 
