@@ -3,12 +3,15 @@
     .venv/bin/python bench/members.py [--repeats 9] [--members relu gelu quad tied nobias deep2]
 
 For each member (the study's shape, p = 113, 100 neurons, batch 128, one seed) the trainer on the
-general path (autograd through `hooked_mlp.functional`, `backend="torch"`, its default threads:
-one, with the validation pass on a helper thread) is timed epoch by epoch, interleaved with the
-plain loop (`bench/plain_loop.py`: one-hot `nn.Sequential` of the same member, a `DataLoader`,
-`torch.optim.AdamW`, torch's default threads), so that the machine's load hits both alike.
+general path (`backend="torch"`: `hooked_mlp.functional`'s forward pass with the hand-derived
+gradients of `hooked_mlp.gradients`; its default threads: one, with the validation pass on a
+helper thread) is timed epoch by epoch, interleaved with the same trainer taking its gradients
+from autograd (what the general path did before `hooked_mlp.gradients`, and still does for
+first layers that are not one-hot) and with the plain loop (`bench/plain_loop.py`: one-hot
+`nn.Sequential` of the same member, a `DataLoader`, `torch.optim.AdamW`, torch's default
+threads), so that the machine's load hits all three alike.
 Each epoch includes its validation pass (the trainer's waits for the helper thread). Medians
-and their ratios are printed; the goal is >= 3x for every member.
+and the plain loop's time over each are printed; the goal is >= 3x for every member.
 """
 
 from __future__ import annotations
@@ -48,18 +51,24 @@ def main() -> None:
     args = ap.parse_args()
     print(f"machine: {machine()}")
     default = torch.get_num_threads()
-    print(f"{'member':18s} {'plain loop':>12s} {'general path':>14s}  ratio")
+    print(f"{'member':18s} {'plain loop':>12s} {'autograd':>10s} {'general path':>14s}  "
+          f"{'ratio':>6s} {'(autograd)':>10s}")
     for name in args.members:
         cfg = MEMBERS[name]
         plain = PlainLoop(cfg)
-        trainer, epoch, threads = epoch_runner([0], 2 * args.repeats + 10, backend="torch",
-                                               cfg=cfg)
-        times = interleaved({"plain": plain.epoch, "general": epoch}, args.repeats)
+        epochs = 2 * args.repeats + 10
+        trainer, epoch, threads = epoch_runner([0], epochs, backend="torch", cfg=cfg)
+        slow, slow_epoch, _ = epoch_runner([0], epochs, backend="torch", cfg=cfg)
+        slow.impl.by_hand = False
+        times = interleaved({"plain": plain.epoch, "autograd": slow_epoch, "general": epoch},
+                            args.repeats)
         trainer.close()
-        p, g = median(times["plain"]), median(times["general"])
+        slow.close()
+        p, a, g = (median(times[k]) for k in ("plain", "autograd", "general"))
         how = "1 thread + helper" if trainer.overlap else f"{threads} threads"
-        print(f"{name:18s} {1000 * p:9.1f} ms {1000 * g:11.1f} ms  {p / g:5.2f}x   ({how}; plain "
-              f"loop on torch's default {default} threads)", flush=True)
+        print(f"{name:18s} {1000 * p:9.1f} ms {1000 * a:7.1f} ms {1000 * g:11.1f} ms  "
+              f"{p / g:5.2f}x {p / a:9.2f}x   ({how}; plain loop on torch's default {default} "
+              "threads)", flush=True)
     print(f"(medians of {args.repeats} epochs each, interleaved in blocks of 3)")
 
 

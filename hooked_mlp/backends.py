@@ -2,8 +2,9 @@
 
 - `"torch"`, the general path, for every member of the family on any device: the loss of `S`
   seeds at once from `hooked_mlp.functional.forward` (parameters stacked along a leading seed
-  dimension, batched matrix products), gradients by autograd, and one step of torch's fused
-  AdamW kernel on the trainer's flat parameter buffer.
+  dimension, batched matrix products), its gradients derived by hand (`hooked_mlp.gradients`,
+  tested equal to autograd; autograd itself for first layers it does not derive), and one step
+  of torch's fused AdamW kernel on the trainer's flat parameter buffer.
 - `"c"`, an optional accelerator (`hooked_mlp.cpu_kernel`, a C extension built at install
   time): whole epochs in C for the configurations it supports (the study's: one hidden ReLU
   layer, separate inputs, biases; any operation and modulus), on the CPU. Tests hold it to the
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hooked_mlp import cpu_kernel, functional
+from hooked_mlp import cpu_kernel, functional, gradients
 from hooked_mlp.config import MLPConfig
 from hooked_mlp.data import STREAM_SHUFFLE, hash_prefix, permutations
 
@@ -80,7 +81,7 @@ def make_backend(trainer: BatchedTrainer) -> TorchBackend | CBackend:
 
 
 class TorchBackend:
-    """The general path: autograd through `functional.forward`, for `S` seeds at once."""
+    """The general path: `functional.forward` and its gradients, for `S` seeds at once."""
 
     name = "torch"
 
@@ -93,6 +94,12 @@ class TorchBackend:
         self.leaves = {name: t.param(name).requires_grad_() for name in t.names}
         for name, leaf in self.leaves.items():
             leaf.grad = t.block(t.grad, name)  # backward adds into it, in place
+        # the hand-derived gradients (`hooked_mlp.gradients`, tested equal to autograd) where
+        # they apply (fewer operations, no graph: see bench/members.py); they write into the
+        # same gradient buffer
+        self.by_hand = gradients.supports(t.cfg) is None
+        self.params = {name: t.param(name) for name in t.names}
+        self.grads = {name: t.block(t.grad, name) for name in t.names}
         self.train_rows = functional.input_rows(t.cfg, t.tokens_of(t.train_idx))  # [S, n, 2]
         self.train_labels = t.labels[t.train_idx]  # [S, n]
         self.loss_buf = torch.empty(t.S, t.n_train, device=dev, dtype=t.dtype)
@@ -117,13 +124,17 @@ class TorchBackend:
         cfg, leaves, S, p = t.cfg, self.leaves, t.S, t.cfg.p
         grad, adamw = t.grad, t.adamw
         for rows, labels, lo, bs in (self.schedule(epoch) if schedule is None else schedule):
-            grad.zero_()
-            logits = functional.forward_rows(cfg, leaves, rows)  # [S, bs, p]
-            flat_logits = logits.view(-1, p)
-            per_sample = F.cross_entropy(flat_logits, labels.view(-1), reduction="none")
-            # the sum over seeds of each seed's batch mean: each seed's gradient is that of its
-            # own mean loss; it accumulates into the flat gradient buffer (see __init__)
-            (per_sample.mean() if S == 1 else per_sample.sum().div(bs)).backward()
+            if self.by_hand:
+                per_sample, logits = gradients.loss_and_grads(cfg, self.params, rows, labels,
+                                                              self.grads)
+            else:
+                grad.zero_()
+                logits = functional.forward_rows(cfg, leaves, rows)  # [S, bs, p]
+                per_sample = F.cross_entropy(logits.view(-1, p), labels.view(-1),
+                                             reduction="none")
+                # the sum over seeds of each seed's batch mean: each seed's gradient is that of
+                # its own mean loss; it accumulates into the flat gradient buffer (see __init__)
+                (per_sample.mean() if S == 1 else per_sample.sum().div(bs)).backward()
             with torch.no_grad():
                 adamw()
                 self.loss_buf[:, lo : lo + bs] = per_sample.view(S, bs)
