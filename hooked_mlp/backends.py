@@ -3,8 +3,8 @@
 - `"torch"`, the general path, for every member of the family on any device: the loss of `S`
   seeds at once from `hooked_mlp.functional.forward` (parameters stacked along a leading seed
   dimension, batched matrix products), its gradients derived by hand (`hooked_mlp.gradients`,
-  tested equal to autograd; autograd itself for first layers it does not derive), and one step
-  of torch's fused AdamW kernel on the trainer's flat parameter buffer.
+  tested equal to autograd through the same forward pass), and one step of torch's fused AdamW
+  kernel on the trainer's flat parameter buffer.
 - `"c"`, an optional accelerator (`hooked_mlp.cpu_kernel`, a C extension built at install
   time): whole epochs in C for the configurations it supports (the study's: one hidden ReLU
   layer, separate inputs, biases; any operation and modulus), on the CPU. Tests hold it to the
@@ -94,10 +94,10 @@ class TorchBackend:
         self.leaves = {name: t.param(name).requires_grad_() for name in t.names}
         for name, leaf in self.leaves.items():
             leaf.grad = t.block(t.grad, name)  # backward adds into it, in place
-        # the hand-derived gradients (`hooked_mlp.gradients`, tested equal to autograd) where
-        # they apply (fewer operations, no graph: see bench/members.py); they write into the
-        # same gradient buffer
-        self.by_hand = gradients.supports(t.cfg) is None
+        # the gradients derived by hand (`hooked_mlp.gradients`; fewer operations, no graph:
+        # see bench/members.py); `by_hand = False` takes them from autograd through the same
+        # forward pass instead (the reference that tests and bench/members.py compare with)
+        self.by_hand = True
         self.params = {name: t.param(name) for name in t.names}
         self.grads = {name: t.block(t.grad, name) for name in t.names}
         self.train_rows = functional.input_rows(t.cfg, t.tokens_of(t.train_idx))  # [S, n, 2]
@@ -116,8 +116,11 @@ class TorchBackend:
         perm = permutations(t.seeds_t, STREAM_SHUFFLE, epoch, t.n_train)  # [S, n]
         rows = self.train_rows.gather(1, perm.unsqueeze(-1).expand(-1, -1, 2))
         labels = self.train_labels.gather(1, perm)
-        return [(rows[:, lo : lo + B].contiguous(), labels[:, lo : lo + B].contiguous(), lo,
-                 min(B, t.n_train - lo)) for lo in range(0, t.n_train, B)]
+        # each step's rows laid out operand-major (`rows[..., 0]` and `rows[..., 1]` contiguous),
+        # so that the lookups and the gradient's `index_add_` take them without a copy
+        return [(rows[:, lo : lo + B].permute(2, 0, 1).contiguous().permute(1, 2, 0),
+                 labels[:, lo : lo + B].contiguous(), lo, min(B, t.n_train - lo))
+                for lo in range(0, t.n_train, B)]
 
     def train_epoch(self, epoch: int, schedule: Any = None) -> Tensor:
         t = self.t

@@ -9,7 +9,8 @@ Its gradient with respect to every parameter is written out layer by layer:
     d_post_L = d_logits W_out^T
     d_pre_l  = act'(pre_l) * d_post_l     (the activation's own backward kernel, below)
     dW_hidden[l-1] = post_{l-1}^T d_pre_l, d_post_{l-1} = d_pre_l W_hidden[l-1]^T, ...
-    dW_in[a] += d_pre_1, dW_in[off + b] += d_pre_1, db_in = sum over the batch of d_pre_1
+    dT[a] += d_pre_1, dT[off + b] += d_pre_1, db_in = sum over the batch of d_pre_1
+    dW_in    = E^T dT                     (the input table T = E @ W_in; E = I for one-hot)
 
 For `S` seeds at once (parameters `[S, ...]`, rows `[S, batch, 2]`), each seed's gradient is that
 of its own mean loss. Fewer operations than autograd's through the same forward pass, and no
@@ -61,15 +62,6 @@ ACTIVATION_BACKWARD: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
     "quad": _quad_backward,
     "identity": _identity_backward,
 }
-
-
-def supports(cfg: MLPConfig) -> str | None:
-    """None when `loss_and_grads` computes `cfg`'s gradients, else why not (the trainer then
-    takes them from autograd)."""
-    encoding = getattr(cfg, "input_encoding", "one_hot")
-    if encoding != "one_hot":
-        return f"it derives one-hot first layers only, got input_encoding={encoding!r}"
-    return None
 
 
 def _activation_backward(cfg: MLPConfig) -> Callable[[Tensor, Tensor], Tensor]:
@@ -135,12 +127,19 @@ def loss_and_grads(
             d_post = torch.bmm(d_pre, _tn(params["W_hidden"][:, layer - 1]))
     if cfg.bias:
         torch.sum(d_pre, 1, out=grads["b_in"])
-    # the first layer is a lookup of rows a and off + b (flattened over seeds): its gradient adds
-    # each sample's d_pre into both rows, samples in order
+    # the first layer is a lookup of rows a and off + b of the input table T = E @ W_in
+    # (flattened over seeds; T = W_in for one-hot inputs): its gradient adds each sample's d_pre
+    # into both rows, samples in order; then dW_in = E^T dT
     g_in = grads["W_in"]
-    g_flat = g_in.view(-1, g_in.shape[-1])  # [S * d_input, H]
+    one_hot = cfg.input_encoding == "one_hot"
+    g_table = g_in if one_hot else g_in.new_empty(
+        (*g_in.shape[:-2], functional.table_rows(cfg), g_in.shape[-1]))
+    g_flat = g_table.view(-1, g_table.shape[-1])  # [S * table_rows, H]
     g_flat.zero_()
     src = d_pre.reshape(-1, d_pre.shape[-1])  # [S * B, H]
     g_flat.index_add_(0, rows[..., 0].reshape(-1), src)
     g_flat.index_add_(0, rows[..., 1].reshape(-1), src)
+    if not one_hot:
+        E = functional.encoding_matrix(cfg, g_in.device, g_in.dtype)  # [table_rows, d_input]
+        torch.matmul(_tn(E), g_table, out=g_in)
     return per_sample, logits

@@ -36,7 +36,14 @@ def _by_autograd(cfg, params, tokens, labels):
     return per.view(labels.shape).detach(), logits.detach(), {k: v.grad for k, v in leaves.items()}
 
 
-@pytest.mark.parametrize("cfg", MEMBERS, ids=[_name(c) for c in MEMBERS])
+# the dense first layers of the other input encodings, with the structural fields
+ENCODED = [MLPConfig(p=7, d_hidden=6, input_encoding=e) for e in ("scalar", "circle", "binary")]
+ENCODED += [MLPConfig(p=7, d_hidden=6, input_encoding="binary", tied_inputs=True, bias=False),
+            MLPConfig(p=7, d_hidden=6, input_encoding="circle", n_layers=2, activation="quad")]
+
+
+@pytest.mark.parametrize("cfg", MEMBERS + ENCODED,
+                         ids=[_name(c) + "-" + c.input_encoding for c in MEMBERS + ENCODED])
 def test_equal_autograd_for_every_member(cfg):
     """Two seeds at once, in float64: losses, logits and every gradient of each seed's mean
     loss equal autograd's through `functional.forward`."""
@@ -65,14 +72,14 @@ def test_an_activation_without_a_listed_backward_falls_back_to_autograd(monkeypa
 
 
 def test_the_trainer_uses_them_and_equals_its_autograd_path():
-    """The general path takes the hand-derived gradients for one-hot members; a few epochs
-    with them and with autograd give the same weights and history (float tolerance)."""
+    """The general path takes the hand-derived gradients; a few epochs with them and with
+    autograd give the same weights and history (float tolerance)."""
     cfg = MLPConfig(p=11, d_hidden=16, activation="silu", n_layers=2, tied_inputs=True)
     tcfg = TrainConfig(epochs=3, batch_size=32, seed=5)
     runs = []
     for by_hand in (True, False):
         t = BatchedTrainer(cfg, tcfg, [5, 6], backend="torch")
-        assert t.impl.by_hand  # one-hot: supported
+        assert t.impl.by_hand  # the default
         t.impl.by_hand = by_hand
         for _ in range(tcfg.epochs):
             t.run_epoch()
@@ -82,11 +89,3 @@ def test_the_trainer_uses_them_and_equals_its_autograd_path():
     start = init_params(cfg, 5)
     assert all(float((a.params_of(0)[k] - start[k]).abs().max()) > 1e-3 for k in start)
     torch.testing.assert_close(a.history[:3], b.history[:3], rtol=1e-5, atol=1e-6)
-
-
-def test_supports_names_what_it_does_not_derive():
-    class Dense:
-        input_encoding = "circle"
-
-    assert gradients.supports(MLPConfig()) is None
-    assert "one-hot" in gradients.supports(Dense())
