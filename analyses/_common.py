@@ -43,6 +43,19 @@ def check_one_layer(model: Any, what: str) -> None:
             "study each layer through the cache)")
 
 
+def check_one_hot(model_or_cfg: Any, what: str) -> None:
+    """Refuse a model whose input weights are not indexed by residue (an input encoding other
+    than one-hot) in an analysis that reads `W_in` row by row as a function of `a` and `b`."""
+    cfg = getattr(model_or_cfg, "cfg", model_or_cfg)
+    encoding = getattr(cfg, "input_encoding", "one_hot")
+    if encoding != "one_hot":
+        raise ValueError(
+            f"{what} reads the input weights as functions of the residues a and b, which they "
+            f"are only with one-hot inputs; this model has input_encoding={encoding!r} (a dense "
+            f"[{cfg.d_input}, {cfg.d_hidden}] first layer). Study it through its activations: "
+            "analyses.activation_fits (or fit model.input_table(), the residue-indexed view)")
+
+
 def check_no_hooks(model: Any, what: str) -> None:
     """Refuse a model with permanent hooks in an analysis that computes from its weights."""
     hooked = sorted(name for name, hp in model.hook_dict.items() if hp.fwd_hooks or hp.bwd_hooks)

@@ -28,6 +28,7 @@ from analyses._common import (
     check_fourier,
     check_model,
     check_neurons,
+    check_one_hot,
     check_one_layer,
     phase_sign,
     to_jsonable,
@@ -404,6 +405,7 @@ def fit_neurons(model: Any, neurons: list[int] | None = None, refine: bool = Fal
     check_model(model)
     check_fourier(model.cfg, "fit_neurons")
     check_one_layer(model, "fit_neurons")
+    check_one_hot(model, "fit_neurons")
     check_all_pairs_memory(model.cfg, 3 * max(model.cfg.d_hidden, model.cfg.p), "fit_neurons")
     signals = neuron_signals(model)
     chosen = check_neurons(neurons, model.cfg.d_hidden)

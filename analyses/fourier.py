@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from analyses._common import check_fourier, check_model, to_jsonable
+from analyses._common import check_fourier, check_model, check_one_hot, to_jsonable
 from hooked_mlp.helpers import fourier_basis
 
 SIGNALS = ("a", "b", "out")
@@ -54,6 +54,7 @@ def neuron_signals(model: Any) -> dict[str, Tensor]:
     """
     check_model(model)
     check_fourier(model.cfg, "neuron_signals")
+    check_one_hot(model, "neuron_signals")
     out = {"a": model.W_a.detach().t().cpu(), "b": model.W_b.detach().t().cpu()}
     if model.cfg.n_layers == 1:
         out["out"] = model.W_out.detach().cpu()

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from analyses._common import accuracy, phase_sign, wrap_angle
+from analyses._common import accuracy, check_one_hot, phase_sign, wrap_angle
 from analyses.cosine_fit import NeuronFits, fit_cosines, fit_harmonics, fit_neurons
 from analyses.fourier import FrequencyHistogram, frequency_histogram, neuron_signals
 from analyses.replacement import ReplacementCurve, replacement_curve
@@ -332,6 +332,7 @@ def study(models: Sequence[Any], labels: Sequence[str],
     if different:
         raise ValueError(f"the models of one study must share their configuration; got {cfg} "
                          f"and {different[0]}")
+    check_one_hot(cfg, "study")
     applies = applicability(cfg, trained=all(m.train_info is not None for m in models))
     per = [measure(m, label, applies, n_orders_scale) for m, label in zip(models, labels,
                                                                              strict=True)]

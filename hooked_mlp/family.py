@@ -1,4 +1,4 @@
-"""The members of the model family, by name: activations and operations, one table each.
+"""The members of the model family, by name: activations, operations, input encodings.
 
 A model of the family reads `(a, b)` with `0 <= a, b < p` and predicts `op(a, b) mod p`:
 
@@ -9,13 +9,16 @@ A model of the family reads `(a, b)` with `0 <= a, b < p` and predicts `op(a, b)
 
 `hooked_mlp.functional` computes exactly that from the tables below; a new activation or
 operation is one entry here, and the config, the trainer, the model, the checkpoints, the CLI and
-the analyses all take it from this table. This module imports nothing heavy (the CLI validates
-configs before torch is loaded): the activations import torch when first called, and the
-operations work on Python integers and on integer tensors alike.
+the analyses all take it from this table. The input encodings (how a residue enters the first
+layer) are the third table: one-hot is a row lookup, any other encoding a dense first layer.
+This module imports nothing heavy (the CLI validates configs before torch is loaded): the
+activations and encodings import torch when first called, and the operations work on Python
+integers and on integer tensors alike.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -146,3 +149,62 @@ OPERATIONS: dict[str, Operation] = {
 def is_prime(n: int) -> bool:
     """Whether `n` is a prime number."""
     return _is_prime(n)
+
+
+# --------------------------------------------------------------------------------- encodings
+def _one_hot_features(x: Any, p: int) -> Any:
+    import torch
+
+    return torch.nn.functional.one_hot(x, p).float()
+
+
+def _scalar_features(x: Any, p: int) -> Any:
+    return (x.float() / p).unsqueeze(-1)
+
+
+def _circle_features(x: Any, p: int) -> Any:
+    import torch
+
+    angle = 2 * math.pi * x.double() / p
+    return torch.stack([angle.cos(), angle.sin()], dim=-1).float()
+
+
+def _binary_bits(p: int) -> int:
+    return max(1, math.ceil(math.log2(p)))
+
+
+def _binary_features(x: Any, p: int) -> Any:
+    import torch
+
+    powers = 2 ** torch.arange(_binary_bits(p), device=x.device)  # least significant bit first
+    return ((x.unsqueeze(-1) // powers) % 2).float()
+
+
+@dataclass(frozen=True)
+class InputEncoding:
+    """How one operand `x` in `[0, p)` enters the first layer: a vector of `width(p)` numbers.
+
+    `features(x, p)` maps int64 residues `[...]` to float32 `[..., width(p)]`. The first layer
+    reads `[enc(a); enc(b)]` (or `enc(a) + enc(b)` with tied inputs) through `W_in`
+    `[d_input, d_hidden]`. `one_hot` is a row lookup of `W_in` (`enc(x) = e_x`), and the
+    only encoding whose weights are indexed by residue.
+    """
+
+    name: str
+    width: Callable[[int], int]
+    features: Callable[[Any, int], Any]
+    description: str
+
+
+INPUT_ENCODINGS: dict[str, InputEncoding] = {
+    e.name: e
+    for e in (
+        InputEncoding("one_hot", lambda p: p, _one_hot_features,
+                      "e_x, the one-hot vector of x (p numbers; the study)"),
+        InputEncoding("scalar", lambda p: 1, _scalar_features, "x / p (one number)"),
+        InputEncoding("circle", lambda p: 2, _circle_features,
+                      "cos(2 pi x / p), sin(2 pi x / p) (two numbers)"),
+        InputEncoding("binary", _binary_bits, _binary_features,
+                      "the ceil(log2 p) bits of x, least significant first (0 or 1 each)"),
+    )
+}

@@ -1,20 +1,26 @@
 """The model family's mathematics, written once: parameter shapes, initialisation, forward pass.
 
-    pre_0  = W_in[a] + W_in[off + b] (+ b_in)           off = p, or 0 with tied inputs
+    pre_0  = T[a] + T[off + b] (+ b_in)                 off = p, or 0 with tied inputs
+           T = E @ W_in                                 the input table [2p (or p), d_hidden]
     post_l = act(pre_l)                                 l = 0 .. n_layers - 1
     pre_l  = post_{l-1} @ W_hidden[l-1] (+ b_hidden[l-1])
     logits = post_{n_layers-1} @ W_out (+ b_out)
 
 (The one-hot matmul of the first layer is a row lookup: `[e_a; e_b] @ W_in = W_in[a] +
-W_in[p + b]`, and `(e_a + e_b) @ W_in = W_in[a] + W_in[b]` with tied inputs.) Every parameter may
+W_in[p + b]`, and `(e_a + e_b) @ W_in = W_in[a] + W_in[b]` with tied inputs: `E` is the identity
+and `T = W_in`. Any other input encoding (`hooked_mlp.family.INPUT_ENCODINGS`) has `E` `[2p,
+d_input]` block-diagonal, row `x` holding `[enc(x); 0]` and row `p + x` `[0; enc(x)]`, so
+`T[a] + T[p + b] = [enc(a); enc(b)] @ W_in`: the dense first layer, still one lookup per
+operand, and `hook_embed_a` / `hook_embed_b` still see each operand's part.) Every parameter may
 carry a leading seed dimension `[S, ...]`, with tokens `[S, batch, 2]`: the trainer runs `S`
-models in one pass with batched matrix products and takes its gradients from this function by
-autograd. `HookedMLP.forward` calls it with hook points; the trainer calls it without.
+models in one pass with batched matrix products (its gradients: `hooked_mlp.gradients`, held
+equal to autograd through this function). `HookedMLP.forward` calls it with hook points.
 Activations and operations come from `hooked_mlp.family`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 
@@ -23,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hooked_mlp.config import MLPConfig
-from hooked_mlp.family import ACTIVATIONS
+from hooked_mlp.family import ACTIVATIONS, INPUT_ENCODINGS
 
 Hook = Callable[[str, Tensor], Tensor]
 
@@ -44,7 +50,8 @@ def hook_names(cfg: MLPConfig) -> list[str]:
 def param_shapes(cfg: MLPConfig) -> dict[str, tuple[int, ...]]:
     """Name and shape of each parameter, in initialisation order.
 
-    `W_in` `[d_input, d_hidden]` (`d_input` = 2p, or p with tied inputs), `b_in` `[d_hidden]`,
+    `W_in` `[d_input, d_hidden]` (`d_input` = twice the encoding's width, 2p for one-hot, or
+    once with tied inputs: `MLPConfig.d_input`), `b_in` `[d_hidden]`,
     `W_hidden` `[n_layers - 1, d_hidden, d_hidden]` and `b_hidden` `[n_layers - 1, d_hidden]`
     (deeper models only), `W_out` `[d_hidden, p]`, `b_out` `[p]`; no biases with `bias=False`.
     """
@@ -90,14 +97,49 @@ def _affine(x: Tensor, W: Tensor, b: Tensor | None) -> Tensor:
     return torch.bmm(x, W) if b is None else torch.baddbmm(b.unsqueeze(-2), x, W)
 
 
+def table_rows(cfg: MLPConfig) -> int:
+    """Rows of the input table `T = E @ W_in`: `2p` (one row per operand and residue), or `p`
+    with tied inputs."""
+    return cfg.p if cfg.tied_inputs else 2 * cfg.p
+
+
+@functools.cache
+def _encoding_matrix(p: int, encoding: str, tied: bool, device: torch.device,
+                     dtype: torch.dtype) -> Tensor:
+    x = torch.arange(p, device=device)
+    enc = INPUT_ENCODINGS[encoding].features(x, p).to(dtype)  # [p, width]
+    if tied:
+        return enc
+    zero = torch.zeros_like(enc)
+    return torch.cat([torch.cat([enc, zero], 1), torch.cat([zero, enc], 1)], 0)
+
+
+def encoding_matrix(cfg: MLPConfig, device: torch.device | str = "cpu",
+                    dtype: torch.dtype = torch.float32) -> Tensor:
+    """`E` `[table_rows(cfg), d_input]`: the encoded input of each operand and residue, row `x`
+    `[enc(x); 0]` (operand `a`) and row `p + x` `[0; enc(x)]` (operand `b`), or `enc(x)` with
+    tied inputs. The identity for one-hot inputs. (Not to be modified: it is cached.)"""
+    return _encoding_matrix(cfg.p, cfg.input_encoding, cfg.tied_inputs, torch.device(device),
+                            dtype)
+
+
+def input_table(cfg: MLPConfig, W_in: Tensor) -> Tensor:
+    """`T = E @ W_in` `[..., table_rows(cfg), d_hidden]`: what each operand and residue adds to
+    the first pre-activation (`W_in` itself for one-hot inputs, no copy)."""
+    if cfg.input_encoding == "one_hot":
+        return W_in
+    return encoding_matrix(cfg, W_in.device, W_in.dtype) @ W_in
+
+
 def input_rows(cfg: MLPConfig, tokens: Tensor) -> Tensor:
-    """The rows of `W_in` that `(a, b)` select: int64 `[..., batch, 2]` (`a`, and `p + b`, or
-    `b` with tied inputs). With a seed dimension (`tokens` `[S, batch, 2]`) the rows index
-    `W_in` flattened over seeds (`[S * d_input, d_hidden]`), so one lookup serves every seed."""
+    """The rows of the input table (`input_table`; `W_in` itself for one-hot inputs) that
+    `(a, b)` select: int64 `[..., batch, 2]` (`a`, and `p + b`, or `b` with tied inputs). With a
+    seed dimension (`tokens` `[S, batch, 2]`) the rows index the table flattened over seeds
+    (`[S * table_rows, d_hidden]`), so one lookup serves every seed."""
     rows = tokens if cfg.tied_inputs else tokens + tokens.new_tensor([0, cfg.p])
     if tokens.ndim == 3:
-        rows = rows + (torch.arange(tokens.shape[0], device=tokens.device) * cfg.d_input).view(
-            -1, 1, 1)
+        rows = rows + (torch.arange(tokens.shape[0], device=tokens.device)
+                       * table_rows(cfg)).view(-1, 1, 1)
     return rows
 
 
@@ -131,8 +173,8 @@ def hidden_rows(
     """The post-activations `[..., B, d_hidden]` of hidden layer `layers - 1` (default: the
     last), from the input rows: the model up to, not including, its readout."""
     act = ACTIVATIONS[cfg.activation].fn
-    W_in = params["W_in"]
-    W_flat = W_in.reshape(-1, W_in.shape[-1])  # [(S *) d_input, H]
+    table = input_table(cfg, params["W_in"])  # [(S,) table_rows, H]
+    W_flat = table.reshape(-1, table.shape[-1])  # [(S *) table_rows, H]
     if hook is None:  # one lookup of both rows; its backward adds in sample order
         pre = F.embedding(rows.flatten(-2), W_flat).unflatten(-2, (-1, 2)).sum(-2)
     else:

@@ -68,7 +68,7 @@ import torch
 from torch import Tensor
 
 from hooked_mlp.config import MAX_LAYERS, MLPConfig
-from hooked_mlp.family import ACTIVATIONS, OPERATIONS
+from hooked_mlp.family import ACTIVATIONS, INPUT_ENCODINGS, OPERATIONS
 from hooked_mlp.io import CheckpointError
 
 if TYPE_CHECKING:
@@ -139,6 +139,7 @@ def import_mlp(
     orientation: str | None = None,
     p: int | None = None,
     tied_inputs: bool | None = None,
+    input_encoding: str | None = None,
 ) -> HookedMLP:
     """Import an MLP from a torch or safetensors file, or from a state dict, as a `HookedMLP`.
 
@@ -161,6 +162,10 @@ def import_mlp(
         p: the modulus. Checked against the weights; for `mlp.W_in`/`mlp.W_out` it also tells
             which dimension is `p`.
         tied_inputs: checked against the weights (a first layer of `p` inputs is tied, `2p` not).
+        input_encoding: how the first layer reads each operand, a name of
+            `hooked_mlp.family.INPUT_ENCODINGS` (default `one_hot`; `scalar`, `circle`, `binary`
+            take 1, 2, ceil(log2 p) numbers per operand): the first layer must take twice (or,
+            tied, once) that many inputs. Checked against a hooked-mlp checkpoint's record.
 
     Returns:
         A `HookedMLP` with the imported weights (float32, on the CPU) and `train_info` None; for a
@@ -172,7 +177,8 @@ def import_mlp(
         ValueError, TypeError: the same for a mapping (messages start `state_dict:`), and for
             invalid arguments.
     """
-    args = _Args.checked(activation, operation, key_map, orientation, p, tied_inputs)
+    args = _Args.checked(activation, operation, key_map, orientation, p, tied_inputs,
+                         input_encoding)
     if isinstance(source, (str, os.PathLike)):
         path = Path(os.fsdecode(source))
         try:
@@ -230,7 +236,7 @@ def _import_as(source: Any, cfg: MLPConfig | None, path: str | None) -> HookedML
     if not isinstance(cfg, MLPConfig):
         raise TypeError(f"cfg must be an MLPConfig, got {type(cfg).__name__}")
     model = import_mlp(source, activation=cfg.activation, operation=cfg.operation, p=cfg.p,
-                       tied_inputs=cfg.tied_inputs)
+                       tied_inputs=cfg.tied_inputs, input_encoding=cfg.input_encoding)
     differ = [name for name in ("d_hidden", "bias", "n_layers")
               if getattr(model.cfg, name) != getattr(cfg, name)]
     if differ:
@@ -256,10 +262,11 @@ class _Args:
     orientation: str | None
     p: int | None
     tied_inputs: bool | None
+    input_encoding: str | None = None
 
     @classmethod
     def checked(cls, activation: Any, operation: Any, key_map: Any, orientation: Any, p: Any,
-                tied_inputs: Any) -> _Args:
+                tied_inputs: Any, input_encoding: Any = None) -> _Args:
         act = None if activation is None else _argument_name("activation", activation)
         op = None if operation is None else _argument_name("operation", operation)
         if key_map is not None:
@@ -285,7 +292,10 @@ class _Args:
             raise ValueError(f"p must be an integer >= 2, got {p!r}")
         if tied_inputs is not None and not isinstance(tied_inputs, bool):
             raise TypeError(f"tied_inputs must be True, False or None, got {tied_inputs!r}")
-        return cls(act, op, key_map, orientation, p, tied_inputs)
+        if input_encoding is not None and input_encoding not in INPUT_ENCODINGS:
+            raise ValueError(f"input_encoding must be one of {list(INPUT_ENCODINGS)}, got "
+                             f"{input_encoding!r}")
+        return cls(act, op, key_map, orientation, p, tied_inputs, input_encoding)
 
 
 def _normalise(value: str, aliases: Mapping[str, str]) -> str | None:
@@ -454,7 +464,8 @@ def _hooked_checkpoint(path: Path, args: _Args) -> HookedMLP:
                        "leave out key_map= and orientation=")
     model = _load_hooked(path)
     for name, wanted in (("activation", args.activation), ("operation", args.operation),
-                         ("p", args.p), ("tied_inputs", args.tied_inputs)):
+                         ("p", args.p), ("tied_inputs", args.tied_inputs),
+                         ("input_encoding", args.input_encoding)):
         recorded = getattr(model.cfg, name)
         if wanted is not None and wanted != recorded:
             raise _Refusal(f"{name}={wanted!r} was passed, but this hooked-mlp checkpoint "
@@ -493,6 +504,7 @@ def _import_object(
     try:
         cfg = MLPConfig(p=reading.p, d_hidden=reading.d_hidden, activation=activation,
                         operation=operation, tied_inputs=reading.tied, bias=bias,
+                        input_encoding=args.input_encoding or "one_hot",
                         n_layers=len(layout.layers) - 1)
     except ValueError as e:
         raise _Refusal(f"the {layout.name} weights ({_describe(layout, tensors, origin)}) give "
@@ -741,7 +753,7 @@ def _describe(layout: _Layout, tensors: Mapping[str, Tensor], origin: Mapping[st
 
 
 def _read(layout: _Layout, tensors: Mapping[str, Tensor], origin: Mapping[str, str],
-          orientation: str) -> _Reading:
+          orientation: str, encoding: str | None = None) -> _Reading:
     """p, d_hidden and tied inputs from the shapes read in `orientation`, or a refusal saying
     which key and shape do not fit."""
     layers = layout.layers
@@ -762,7 +774,14 @@ def _read(layout: _Layout, tensors: Mapping[str, Tensor], origin: Mapping[str, s
         raise _Refusal(f"its hidden layers have different widths ({listed}); hooked-mlp's "
                        f"models have one width d_hidden for every hidden layer")
     d_in, p = ins_outs[0][0], ins_outs[-1][1]
-    if d_in not in (p, 2 * p):
+    width = INPUT_ENCODINGS[encoding or "one_hot"].width(p)
+    if encoding not in (None, "one_hot") and d_in not in (width, 2 * width):
+        raise _Refusal(
+            f"{_layer_text(layers[0], tensors, origin)} takes {d_in} inputs, but "
+            f"input_encoding={encoding!r} with p = {p} (from "
+            f"{_layer_text(layers[-1], tensors, origin)} {reading_as}) gives {2 * width} "
+            f"inputs ([enc(a); enc(b)]) or {width} (tied inputs)")
+    if d_in not in (width, 2 * width):
         raise _Refusal(
             f"{_layer_text(layers[0], tensors, origin)} takes {d_in} inputs, but "
             f"{_layer_text(layers[-1], tensors, origin)} gives p = {p} outputs {reading_as}: "
@@ -776,17 +795,18 @@ def _read(layout: _Layout, tensors: Mapping[str, Tensor], origin: Mapping[str, s
                 raise _Refusal(f"{_show(origin, layer.bias, b, layer.index)} must have "
                                f"{out} entries, one per output of "
                                f"{_layer_text(layer, tensors, origin)}")
-    return _Reading(p=p, d_hidden=widths[0], tied=d_in == p)
+    return _Reading(p=p, d_hidden=widths[0], tied=d_in == width)
 
 
 def _orient(layout: _Layout, tensors: dict[str, Tensor], origin: dict[str, str],
             args: _Args) -> tuple[str, _Reading]:
     """The orientation to read the weights in, and what they give; checks p= and tied_inputs=."""
     if layout.infer_orientation and args.orientation is None:
-        orientation, reading = _infer_orientation(layout, tensors, origin, args.p)
+        orientation, reading = _infer_orientation(layout, tensors, origin, args.p,
+                                                  args.input_encoding)
     else:
         orientation = args.orientation or layout.convention
-        reading = _read(layout, tensors, origin, orientation)
+        reading = _read(layout, tensors, origin, orientation, args.input_encoding)
     last, first = layout.layers[-1], layout.layers[0]
     if args.p is not None and reading.p != args.p:
         raise _Refusal(f"p={args.p} was passed, but {_layer_text(last, tensors, origin)} gives "
@@ -800,7 +820,7 @@ def _orient(layout: _Layout, tensors: dict[str, Tensor], origin: dict[str, str],
 
 
 def _infer_orientation(layout: _Layout, tensors: dict[str, Tensor], origin: dict[str, str],
-                       p: int | None) -> tuple[str, _Reading]:
+                       p: int | None, encoding: str | None = None) -> tuple[str, _Reading]:
     """`mlp.W_in` / `mlp.W_out` are written `[out, in]` by the published codebase and `[in, out]`
     by TransformerLens: keep the readings the shapes (and p=) allow; refuse if two remain that
     give models of the same shape (square weights), else prefer the published convention."""
@@ -808,7 +828,7 @@ def _infer_orientation(layout: _Layout, tensors: dict[str, Tensor], origin: dict
     refusals: dict[str, _Refusal] = {}
     for orientation in ORIENTATIONS:
         try:
-            readings[orientation] = _read(layout, tensors, origin, orientation)
+            readings[orientation] = _read(layout, tensors, origin, orientation, encoding)
         except _Refusal as refusal:
             refusals[orientation] = refusal
     if not readings:

@@ -17,7 +17,8 @@ over the target, so a crash leaves the previous file intact; what would be refus
 (non-finite weights) is refused on writing.
 
 Format versions: 1 (hooked-mlp 0.1: the study's configuration only) and 2 (the model family:
-`tied_inputs`, `bias`, `n_layers`, `init_scale` in the config). Both are read.
+`tied_inputs`, `bias`, `n_layers`, `init_scale`, `input_encoding` in the config; a model of
+any input encoding saves and loads, its `W_in` `[d_input, d_hidden]`). Both are read.
 """
 
 from __future__ import annotations

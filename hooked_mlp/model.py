@@ -11,7 +11,9 @@ model) and checks its inputs. Hook names follow TransformerLens's scheme for lay
 `cache["post", 0]`, `transformer_lens.utilities.get_act_name("post", 0)`,
 `cache.stack_activation("post")` and `hook.layer()` work. Weights are oriented `x @ W` as in
 TransformerLens; rows `0..p-1` of `W_in` belong to `a` and rows `p..2p-1` to `b` (the one-hot
-input `[e_a; e_b]`), or all `p` rows to both with tied inputs.
+input `[e_a; e_b]`), or all `p` rows to both with tied inputs. With another input encoding
+(`scalar`, `circle`, `binary`) `W_in` is a dense `[d_input, d_hidden]` weight on `[enc(a);
+enc(b)]` and `input_table()` gives its residue-indexed view.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ class HookedMLP(HookedRootModule):
         for name in ALL_PARAM_NAMES:
             value = params.get(name)
             self.register_parameter(name, None if value is None else nn.Parameter(value))
-        self.hook_embed_a = HookPoint()  # [batch, d_hidden]: W_in[a]
+        self.hook_embed_a = HookPoint()  # [batch, d_hidden]: W_in[a] (one-hot), enc(a) @ W_a
         self.hook_embed_b = HookPoint()  # [batch, d_hidden]: W_in[p + b] (W_in[b] when tied)
         self.blocks = nn.ModuleList([Block() for _ in range(cfg.n_layers)])
         self.hook_logits = HookPoint()  # [batch, p]
@@ -119,15 +121,22 @@ class HookedMLP(HookedRootModule):
     # ----------------------------------------------------------------------------- weights
     @property
     def W_a(self) -> Tensor:
-        """Input weights from `a`, `[p, d_hidden]`: rows `0..p-1` of `W_in` (all of it when
-        tied)."""
-        return self.W_in[: self.cfg.p]
+        """Input weights from `a`, `[d_operand, d_hidden]` (`[p, d_hidden]` one-hot): the first
+        `d_operand` rows of `W_in` (all of it when tied)."""
+        return self.W_in[: self.cfg.d_operand]
 
     @property
     def W_b(self) -> Tensor:
-        """Input weights from `b`, `[p, d_hidden]`: rows `p..2p-1` of `W_in` (all of it when
-        tied)."""
-        return self.W_in if self.cfg.tied_inputs else self.W_in[self.cfg.p :]
+        """Input weights from `b`, `[d_operand, d_hidden]` (`[p, d_hidden]` one-hot): the last
+        `d_operand` rows of `W_in` (all of it when tied)."""
+        return self.W_in if self.cfg.tied_inputs else self.W_in[self.cfg.d_operand :]
+
+    def input_table(self) -> Tensor:
+        """What each residue adds to the first pre-activation, `[table_rows, d_hidden]`: row `x`
+        for `a = x` and row `p + x` for `b = x` (`p` rows when tied): `E @ W_in`
+        (`functional.input_table`). For one-hot inputs it is `W_in`; for the others it is the
+        residue-indexed view of a dense first layer (`hook_embed_a` is row `a` of it)."""
+        return functional.input_table(self.cfg, self.W_in)
 
     @property
     def device(self) -> torch.device:
@@ -301,7 +310,7 @@ class HookedMLP(HookedRootModule):
         return reference.linear_state_dict(self.cfg, self.state_tensors())
 
     def to_sequential(self) -> nn.Module:
-        """An equivalent `nn.Sequential(Linear, act, Linear, ...)` on the one-hot input
+        """An equivalent `nn.Sequential(Linear, act, Linear, ...)` on the encoded input
         (`hooked_mlp.reference.one_hot_input`: `[e_a; e_b]`, or `e_a + e_b` when tied)."""
         return reference.sequential(self.cfg, self.state_tensors())
 
@@ -312,5 +321,6 @@ class HookedMLP(HookedRootModule):
             ", tied_inputs=True" if c.tied_inputs else "",
             ", bias=False" if not c.bias else "",
             f", n_layers={c.n_layers}" if c.n_layers != 1 else "",
+            f", input_encoding={c.input_encoding!r}" if c.input_encoding != "one_hot" else "",
         ])
         return f"HookedMLP(p={c.p}, d_hidden={c.d_hidden}, activation={c.activation!r}{extra})"

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from hooked_mlp.config import MLPConfig, TrainConfig
 from hooked_mlp.data import STREAM_SHUFFLE, all_pairs, apply_operation, permutations, split_mask
-from hooked_mlp.family import ACTIVATIONS
+from hooked_mlp.family import ACTIVATIONS, INPUT_ENCODINGS
 from hooked_mlp.functional import init_params
 
 
@@ -36,10 +36,12 @@ class Activation(nn.Module):
 
 
 def one_hot_input(tokens: Tensor, cfg: MLPConfig, dtype: torch.dtype = torch.float32) -> Tensor:
-    """The one-hot input of `tokens` `[n, 2]`: `[e_a; e_b]` `[n, 2p]`, or `e_a + e_b` `[n, p]`
-    with tied inputs."""
-    a = F.one_hot(tokens[:, 0], cfg.p).to(dtype)
-    b = F.one_hot(tokens[:, 1], cfg.p).to(dtype)
+    """The input vector of `tokens` `[n, 2]`: `[e_a; e_b]` `[n, 2p]`, or `e_a + e_b` `[n, p]`
+    with tied inputs; for another `cfg.input_encoding`, `[enc(a); enc(b)]` `[n, d_input]` (or
+    `enc(a) + enc(b)`) with `enc` from `hooked_mlp.family.INPUT_ENCODINGS`."""
+    features = INPUT_ENCODINGS[cfg.input_encoding].features
+    a = features(tokens[:, 0], cfg.p).to(dtype)
+    b = features(tokens[:, 1], cfg.p).to(dtype)
     return a + b if cfg.tied_inputs else torch.cat([a, b], dim=1)
 
 

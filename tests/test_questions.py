@@ -1,0 +1,217 @@
+"""Activation-level fits and replacement, output-weight prediction, and the open-questions run
+(cache, page, CLI)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from analyses._common import accuracy
+from analyses.activation_fits import (
+    accuracy_with_replaced,
+    activation_replacement_curve,
+    fit_activations,
+    fit_grids,
+    grid_spectra,
+)
+from analyses.predict_out import SOURCES, output_replacement_curve, predict_output_weights
+from analyses.synthetic import random_cosine_model
+from hooked_mlp import HookedMLP, MLPConfig
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    """A random cosine model (p = 31, 128 neurons): its pre-activations are exactly additive
+    single-frequency cosines and its output rows exactly the predicted ones."""
+    return random_cosine_model(128, p=31, seed=4)
+
+
+def _planted(p: int = 19) -> tuple[torch.Tensor, dict]:
+    x = torch.arange(p, dtype=torch.float64)
+    a, b = x[:, None], x[None, :]
+    w = 2 * math.pi * 3 / p
+    grid = 0.5 + 1.5 * torch.cos(w * a + 0.3) + 0.7 * torch.cos(w * b - 1.1) \
+        + 0.9 * torch.cos(w * (a + b) + 2.0) + 0.2 * torch.cos(w * (a - b) - 0.4)
+    return grid[None], {"a": (1.5, 0.3), "b": (0.7, -1.1), "sum": (0.9, 2.0),
+                        "diff": (0.2, -0.4)}
+
+
+def test_closed_form_fit_recovers_a_planted_neuron():
+    grid, planted = _planted()
+    fit = fit_grids(grid, "full")
+    assert int(fit.k[0]) == 3
+    for term, (scale, phase) in planted.items():
+        assert float(fit.scale[term][0]) == pytest.approx(scale, abs=1e-9)
+        assert float(fit.phase[term][0]) == pytest.approx(phase, abs=1e-9)
+    assert float(fit.offset[0]) == pytest.approx(0.5)
+    assert float(fit.r2[0]) == pytest.approx(1.0, abs=1e-12)
+    partial = fit_grids(grid, "additive")
+    assert 0.5 < float(partial.r2[0]) < 0.95  # the a + b and a - b terms are left out
+
+
+def test_spectra_place_functions_of_a_plus_b_on_the_diagonal():
+    p = 17
+    x = torch.arange(p, dtype=torch.float64)
+    s = (x[:, None] + x[None, :]) % p
+    grids = torch.stack([torch.cos(2 * math.pi * 5 * s / p),  # a function of a + b
+                         torch.cos(2 * math.pi * 4 * x[:, None] / p).expand(p, p),  # of a alone
+                         torch.zeros(p, p)])  # dead
+    sp = grid_spectra(grids)
+    assert float(sp.sum[0]) == pytest.approx(1.0) and float(sp.axis[0]) == pytest.approx(0.0)
+    assert int(sp.sum_k[0]) == 5 and int(sp.k[0]) == 5
+    assert float(sp.single_frequency[0]) == pytest.approx(1.0)
+    assert float(sp.n_effective[0]) == pytest.approx(1.0)
+    assert float(sp.axis[1]) == pytest.approx(1.0) and int(sp.k[1]) == 4
+    assert sp.alive.tolist() == [True, True, False] and math.isnan(float(sp.sum[2]))
+
+
+def test_activation_replacement_with_exact_fits_changes_nothing(synthetic):
+    fits = fit_activations(synthetic, 0, "pre", "additive")
+    assert float(fits.r2.min()) > 1 - 1e-9
+    before = accuracy(synthetic)
+    assert before > 0.9
+    # (one pair in 961 is 1e-3: equal up to float32 rounding of the fraction means equal)
+    assert accuracy_with_replaced(synthetic, fits, range(128)) == pytest.approx(before, abs=1e-6)
+    curve = activation_replacement_curve(synthetic, 0, "pre", "additive", (0.0, 0.5, 1.0),
+                                         n_orders=2, fits=fits)
+    assert curve.mean == pytest.approx([before] * 3, abs=1e-6)
+
+
+def test_circle_inputs_make_every_first_layer_neuron_a_k1_cosine():
+    model = HookedMLP(MLPConfig(p=13, d_hidden=16, input_encoding="circle"), seed=2)
+    fits = fit_activations(model, 0, "pre", "additive")
+    assert fits.k.tolist() == [1] * 16 and float(fits.r2.min()) > 1 - 1e-6
+    assert accuracy_with_replaced(model, fits, range(16)) == pytest.approx(accuracy(model),
+                                                                          abs=1e-6)
+
+
+def test_which_part_of_a_neuron_the_output_reads(shipped):
+    """On the study's model: every post-activation replaced by its a + b term alone (R^2 about
+    0.1) keeps the accuracy, by its a and b terms alone destroys it; the additive
+    pre-activation fits keep it too."""
+    pre = activation_replacement_curve(shipped, 0, "pre", "additive", (1.0,), n_orders=1)
+    sums = activation_replacement_curve(shipped, 0, "post", "sum", (1.0,), n_orders=1)
+    axes = activation_replacement_curve(shipped, 0, "post", "additive", (1.0,), n_orders=1)
+    assert pre.mean[0] > 0.99 and sums.mean[0] > 0.99
+    assert axes.mean[0] < 0.05
+
+
+@pytest.mark.parametrize("source", [s for s in SOURCES if s != "diagonal"])
+def test_predicted_outputs_reproduce_the_synthetic_models_accuracy(synthetic, source):
+    curve = output_replacement_curve(synthetic, source, "input", (0.0, 0.5, 1.0), n_orders=2)
+    assert curve.original == pytest.approx(accuracy(synthetic), abs=1e-6)
+    assert curve.original > 0.9
+    assert curve.mean("predicted") == pytest.approx([curve.original] * 3, abs=1e-12)
+    pred = curve.prediction
+    tol = 1e-3 if source == "post" else 1e-5  # post: read from float32 activations
+    assert pred.r2 > 1 - tol and pred.k_agree == 1.0
+    assert pred.median_abs_phase_error < tol
+    if source != "post":  # unit input amplitudes: the global factor is the output amplitude, 1
+        assert pred.scale == pytest.approx(1.0, abs=1e-6)
+
+
+def test_predictions_follow_the_operation_for_a_minus_b():
+    """For a - b the predicted phase is phi_a - phi_b and the post term is the (k, -k) one."""
+    sub = random_cosine_model(64, p=23, seed=1, operation="sub")
+    for source in ("weights", "pre", "post"):
+        curve = output_replacement_curve(sub, source, "input", (0.0, 1.0), n_orders=1)
+        assert curve.prediction.r2 > 0.999
+        assert curve.mean("predicted")[1] == pytest.approx(curve.original, abs=2e-3)
+
+
+def test_matched_filter_prediction_reads_the_whole_function_of_a_plus_b(synthetic):
+    """`diagonal`: each row is the neuron's mean over the pairs of each sum. On the synthetic
+    model that is its cos(w (a + b) + phi_a + phi_b) term plus the ReLU's harmonics, so the
+    frequency agrees everywhere and the prediction explains most, not all, of the rows."""
+    from analyses.predict_out import diagonal_functions
+
+    f = diagonal_functions(synthetic)
+    _, cache = synthetic.run_with_cache(torch.tensor([[a, b] for a in range(31)
+                                                      for b in range(31)]))
+    grid = cache["blocks.0.mlp.hook_post"][:, 7].reshape(31, 31).double()
+    by_sum = torch.stack([grid[torch.arange(31), (s - torch.arange(31)) % 31].mean()
+                          for s in range(31)])
+    torch.testing.assert_close(f[7], by_sum - by_sum.mean())
+    pred = predict_output_weights(synthetic, "diagonal")
+    assert pred.k_agree == 1.0 and 0.9 < pred.r2 < 0.99
+
+
+def test_predicted_outputs_of_the_study_model(shipped):
+    """The study's one-layer model: the prediction from the input weights explains most of the
+    output weights, and keeps most, not all, of the accuracy (numbers on the questions page)."""
+    curve = output_replacement_curve(shipped, "weights", "input", (0.0, 1.0), n_orders=1)
+    pred = curve.prediction
+    assert pred.k_agree == 1.0 and pred.median_abs_phase_error < 0.1
+    assert 0.7 < pred.r2 < 0.9
+    assert 0.6 < curve.mean("predicted")[1] < curve.mean("fitted")[1] < curve.original
+
+
+def test_predictions_refuse_what_they_cannot_predict():
+    circle = HookedMLP(MLPConfig(p=11, d_hidden=8, input_encoding="circle"))
+    with pytest.raises(ValueError, match="input_encoding='circle'"):
+        predict_output_weights(circle, "weights")
+    with pytest.raises(ValueError, match="source must be one of"):
+        predict_output_weights(circle, "nope")
+    with pytest.raises(ValueError, match="holds for add and sub only"):
+        predict_output_weights(HookedMLP(MLPConfig(p=11, d_hidden=8, operation="mul")), "pre")
+    with pytest.raises(ValueError, match="layer must be an integer in"):
+        fit_activations(circle, layer=1)
+    with pytest.raises(ValueError, match="form must be one of"):
+        fit_activations(circle, form="cubic")
+
+
+# ------------------------------------------------------------------------------ the run
+TINY = dict(name="tiny", p=13, d_hidden=32, epochs=40, seeds=(0, 1),
+            encodings=("one_hot", "circle"), depths=(1, 2), retries=((("weight_decay", 0.05),),),
+            fractions=(0.0, 0.5, 1.0), n_orders=1)
+
+
+def test_questions_run_caches_and_writes_a_page(tmp_path):
+    from analyses.questions import QuestionsPlan, run_questions
+    from analyses.questions_page import write_questions_page
+
+    plan = QuestionsPlan(**TINY)
+    lines: list[str] = []
+    first = run_questions(tmp_path / "cache", plan, log=lines.append)
+    assert any(line.startswith("training circle") for line in lines)
+    assert sorted(first.encodings) == ["circle", "one_hot"] and sorted(first.depths) == ["1", "2"]
+    # one_hot did not learn at p = 13 in 40 epochs: a try with the plan's other recipe follows
+    one_hot = first.encodings["one_hot"]
+    assert one_hot["learned_with"] is None and len(one_hot["tries"]) == 1
+    assert one_hot["tries"][0]["recipe"]["weight_decay"] == 0.05
+    assert len(first.depths["2"]["summary"]["layers"]) == 2
+    again: list[str] = []
+    second = run_questions(tmp_path / "cache", plan, log=again.append)
+    assert not any(line.startswith(("training", "resuming")) for line in again)
+    assert second.timings["train_s"] < first.timings["train_s"]
+    for depth in ("1", "2"):  # the same models, so the same numbers
+        assert second.to_dict()["depths"][depth]["models"] == \
+            first.to_dict()["depths"][depth]["models"]
+    html_path, json_path = write_questions_page(second, tmp_path / "out", "hooked-mlp questions")
+    page = html_path.read_text()
+    for text in ("Open question 1", "Open question 3", "Measured answer",
+                 "What would change the answer", "data:image/png;base64,"):
+        assert text in page
+    assert "http://" not in page and "https://" not in page
+    doc = json.loads(json_path.read_text())
+    assert doc["plan"]["p"] == 13 and doc["timings"]["total_s"] > 0
+
+
+def test_questions_plan_and_cli_refuse_bad_input(tmp_path, capsys):
+    from analyses.questions import QuestionsPlan
+    from hooked_mlp.cli import main
+
+    with pytest.raises(ValueError, match="QuestionsPlan.encodings must be names in"):
+        QuestionsPlan(encodings=("fourier",))
+    with pytest.raises(ValueError, match="QuestionsPlan.retries change unknown fields"):
+        QuestionsPlan(retries=((("width", 3),),))
+    with pytest.raises(ValueError, match="QuestionsPlan.seeds must not be empty"):
+        QuestionsPlan(seeds=())
+    afile = tmp_path / "f"
+    afile.write_text("")
+    assert main(["questions", "--out", str(afile)]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a file" in err[0]
