@@ -5,6 +5,9 @@ A run folder holds `seed-<s>.safetensors` per finished seed and, while the run l
 written atomically every `checkpoint_every` epochs. `resume_run(folder)` continues from it to
 final weights bit-identical to an uninterrupted run (the batch order is a function of seed and
 epoch, so there is no generator state to lose). The folder is locked while a run lasts.
+With snapshots (`hooked_mlp.snapshots`) it also holds `snapshots-seed-<s>.safetensors` per
+finished seed and, while the run lasts, `snapshots-part-<epoch>.safetensors` (the snapshots
+taken up to each checkpoint, written before its state).
 """
 
 from __future__ import annotations
@@ -30,6 +33,14 @@ from hooked_mlp.io import (
     read_safetensors,
     write_model,
     write_safetensors,
+)
+from hooked_mlp.snapshots import (
+    SnapshotRecorder,
+    attach,
+    parse_snapshot_spec,
+    parts_of,
+    snapshot_path,
+    write_run_snapshots,
 )
 from hooked_mlp.trainer import (
     BatchedTrainer,
@@ -103,7 +114,7 @@ def _remove_stale_temporaries(folder: Path) -> None:
     so no other run is writing them."""
     for tmp in folder.glob(".*.safetensors.*.tmp"):
         name = tmp.name
-        if name.startswith((f".{STATE_FILE}.", ".seed-")) and tmp.is_file() and \
+        if name.startswith((f".{STATE_FILE}.", ".seed-", ".snapshots-")) and tmp.is_file() and \
                 not tmp.is_symlink():
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -128,18 +139,24 @@ def _write_state(folder: Path, trainer: BatchedTrainer, threads: int, every: int
         "wall_s": wall_s,
         "command": command,
     }
+    if trainer.snapshots is not None:  # their epochs; the snapshots are in the part files
+        meta["snapshots"] = trainer.snapshots.epochs
     write_safetensors(folder / STATE_FILE, trainer.state_tensors(), meta)
 
 
 def _finish(folder: Path, trainer: BatchedTrainer, threads: int, wall_s: float,
             command: str | None) -> list[Path]:
     paths = []
-    for seed, (params, info) in zip(trainer.seeds, trainer.results(threads, wall_s, command),
-                                    strict=True):
+    results = trainer.results(threads, wall_s, command)
+    if trainer.snapshots is not None:
+        write_run_snapshots(folder, trainer, [info for _, info in results])
+    for seed, (params, info) in zip(trainer.seeds, results, strict=True):
         path = model_path(folder, seed)
         write_model(path, trainer.cfg, params, info)
         paths.append(path)
     (folder / STATE_FILE).unlink(missing_ok=True)
+    for part, _ in parts_of(folder):
+        part.unlink(missing_ok=True)
     return paths
 
 
@@ -151,6 +168,8 @@ def _run_folder(
 
     def checkpoint(t: BatchedTrainer) -> None:
         wall = wall_before + time.perf_counter() - started
+        if t.snapshots is not None:  # before the state: a state never outlives its snapshots
+            t.snapshots.flush(folder, t.epoch)
         _write_state(folder, t, threads, checkpoint_every, wall, command)
 
     try:
@@ -189,8 +208,13 @@ def train_run(
     progress: bool = True,
     command: str | None = None,
     backend: str = "auto",
+    snapshots: str | Sequence[int] | None = None,
 ) -> list[Path]:
     """Train into the folder `out_dir`: one `seed-<s>.safetensors` per seed; returns their paths.
+
+    `snapshots` (`"log:64"`, `"every:100"`, a list of epochs) also keeps the weights at those
+    epochs, one `snapshots-seed-<s>.safetensors` per seed (`hooked_mlp.load_snapshots`); they
+    survive an interruption as the run state does.
 
     Every `checkpoint_every` epochs the whole run state (parameters, AdamW moments and step,
     epoch, history) is written atomically to `out_dir/state.safetensors`, so an interrupted run
@@ -201,6 +225,8 @@ def train_run(
     cfg, tcfg, seed_list, n_threads, chosen = resolve_run(cfg, tcfg, seeds, device, threads,
                                                           backend)
     every = check_checkpoint_every(checkpoint_every)
+    if snapshots is not None:
+        parse_snapshot_spec(snapshots, tcfg.epochs)  # checked before anything is written
     folder = Path(out_dir)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"out_dir must be a folder, but {folder} is a file")
@@ -210,16 +236,41 @@ def train_run(
                 f"{folder} holds an unfinished run; continue it with "
                 f"`hooked-mlp train --resume {folder}` or choose another --out"
             )
-        existing = [model_path(folder, s) for s in seed_list if model_path(folder, s).exists()]
+        existing = [path for s in seed_list for path in (model_path(folder, s),
+                                                          snapshot_path(folder, s))
+                    if path.exists()]
         if existing:
             raise ValueError(
                 f"{existing[0]} already exists; choose another --out or remove it first"
             )
+        for part, _ in parts_of(folder):  # left by a run that finished or never started
+            part.unlink(missing_ok=True)
         trainer = BatchedTrainer(cfg, tcfg, seed_list, device, chosen)
+        if snapshots is not None:
+            attach(trainer, snapshots)
         if every:
+            if trainer.snapshots is not None:
+                trainer.snapshots.flush(folder, 0)
             _write_state(folder, trainer, n_threads, every, 0.0, command)
         return _run_folder(folder, trainer, threads=n_threads, progress=progress,
                            checkpoint_every=every, wall_before=0.0, command=command)
+
+
+def _resume_snapshots(folder: Path, name: str, epochs: Any, trainer: BatchedTrainer,
+                      epoch: int) -> None:
+    """Continue taking the snapshots a run state records, with those already taken."""
+    if epochs is None:
+        return
+    try:
+        if not isinstance(epochs, list) or parse_snapshot_spec(epochs, trainer.tcfg.epochs) \
+                != epochs:
+            raise ValueError("not an ascending list of epochs from 0 to the last")
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(name, f"invalid 'snapshots' in the run state: {e}") from None
+    recorder = SnapshotRecorder(epochs)
+    recorder.restore(folder, epoch, trainer.flat.numel())
+    trainer.snapshots = recorder
+    recorder.capture(trainer)
 
 
 def _state_value(doc: dict[str, Any], key: str, name: str, check: Any, default: Any) -> Any:
@@ -303,6 +354,7 @@ def resume_run(
         except ValueError as e:  # the config or the memory it asks for: the file's doing
             raise CheckpointError(name, f"cannot resume this run: {e}") from None
         trainer.load_state(tensors, epoch)
+        _resume_snapshots(folder, name, doc.get("snapshots"), trainer, epoch)
         return _run_folder(folder, trainer, threads=n_threads, progress=progress,
                            checkpoint_every=every, wall_before=wall,
                            command=command if isinstance(command, str) else None)

@@ -184,6 +184,8 @@ class BatchedTrainer:
         self.overlap = False  # set by the driver: see run_epoch
         self.workers = 1  # threads the C backend spreads the seeds over; set by the driver
         self.impl = make_backend(self)
+        # takes the parameters at chosen epochs (`hooked_mlp.snapshots.SnapshotRecorder`)
+        self.snapshots: Any = None
         self._helper: ThreadPoolExecutor | None = None
         self._pending_eval: tuple[int, Future] | None = None
         self._next_schedule: tuple[int, Future] | None = None
@@ -248,6 +250,8 @@ class BatchedTrainer:
         self.history[epoch, :, :2] = train.to(self.history.device)
         self.epoch += 1
         self._check_finite(epoch, self.history[epoch, :, 0])
+        if self.snapshots is not None:
+            self.snapshots.capture(self)
         self.sync()  # the previous epoch's validation pass has had a whole epoch to finish
         if not self.n_val:
             return

@@ -1,0 +1,452 @@
+"""The training-dynamics page: `hooked-mlp dynamics RUN_OR_FOLDER --out DIR`.
+
+Writes `dynamics.html` (self-contained: figures embedded as PNG, no network) and
+`dynamics.json` (every series of `analyses.dynamics.dynamics`) into `DIR`, replacing an earlier
+page there as a whole. The figures: losses and accuracies against epoch (log-x) with the
+restricted and excluded losses and the phase boundaries; weight norm, mean IPR, phase error,
+single-cosine neurons and frequencies in use; each neuron's input spectrum over time; the
+lottery's hit rates against chance. `how_it_formed_html` is the short section the reproduction
+report shows when its models carry snapshots: for the shipped snapshots it reads their
+measures from `snapshots-study-seed-0.dynamics.json` beside them (`write_measures_cache`, checked
+against the checksum the snapshot file records), for any other series it measures at most
+`REPORT_SNAPSHOTS` of them.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from analyses._common import to_jsonable
+from analyses.dynamics import Dynamics, Lottery, dynamics, find_phases
+from analyses.views import figure_png, img_html, new_figure
+from hooked_mlp.io import atomic_directory, atomic_write_text
+
+PAGE_FILES = ("dynamics.html", "dynamics.json")
+PHASE_STYLE = {"memorisation_end": ("#d62728", "memorisation ends"),
+               "jump": ("#2ca02c", "validation jumps"),
+               "cleanup_end": ("#9467bd", "clean-up ends"),
+               "restricted_half": ("#ff7f0e", "restricted loss half-way")}
+CSS = """body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1180px;
+margin:24px auto;padding:0 16px;color:#222;line-height:1.45}h2{border-bottom:1px solid #ddd;
+padding-bottom:4px;margin-top:32px}img{max-width:100%}.meta{color:#666;font-size:90%}
+table{border-collapse:collapse}pre{white-space:pre-wrap}
+td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}"""
+
+
+# --------------------------------------------------------------------------- figures
+def _mark_phases(ax: Any, d: Dynamics, legend: bool = False) -> None:
+    for key, (color, label) in PHASE_STYLE.items():
+        e = getattr(d.phases, key)
+        if e is not None and e > 0:
+            ax.axvline(e, color=color, lw=1, ls=":", label=label if legend else None)
+
+
+def _x(epochs: list[int]) -> list[float]:
+    """Epochs on a log axis: epoch 0 (the initialisation) drawn at 0.5."""
+    return [max(e, 0.5) for e in epochs]
+
+
+def plot_losses(d: Dynamics) -> Any:
+    """Loss and accuracy against epoch (log-x): per-epoch curves, and at the snapshots the
+    restricted (every pair) and excluded (training pairs) losses; phase boundaries dotted."""
+    fig, ax = new_figure(11, 3.8, 1, 2)
+    h, m, x = d.history, d.measures, _x(d.epochs)
+    per_epoch = list(range(1, len(h.get("train_loss", [])) + 1))
+    for key, style in (("train_loss", "-"), ("val_loss", "--"), ("all_loss", ":")):
+        if key in h:
+            ax[0, 0].plot(per_epoch, h[key], color="#555", ls=style, lw=1, label=key)
+        elif key in m:
+            ax[0, 0].plot(x, m[key], color="#555", ls=style, lw=1, label=key)
+    for key, color in (("restricted_loss", "#ff7f0e"), ("excluded_loss", "#1f77b4")):
+        if key in m:
+            ax[0, 0].plot(x, m[key], color=color, marker=".", ms=3, lw=1.2, label=key)
+    for key, style in (("train_acc", "-"), ("val_acc", "--"), ("all_acc", ":")):
+        if key in h:
+            ax[0, 1].plot(per_epoch, h[key], color="#555", ls=style, lw=1, label=key)
+        elif key in m:
+            ax[0, 1].plot(x, m[key], color="#555", ls=style, lw=1, label=key)
+    if "restricted_acc" in m:
+        ax[0, 1].plot(x, m["restricted_acc"], color="#ff7f0e", marker=".", ms=3, lw=1.2,
+                      label="restricted_acc")
+    ax[0, 0].set(xscale="log", yscale="log", xlabel="epoch", ylabel="cross-entropy",
+                 title="Losses (restricted: key frequencies only)")
+    ax[0, 1].set(xscale="log", xlabel="epoch", ylabel="accuracy", ylim=(-0.02, 1.02),
+                 title="Accuracies")
+    _mark_phases(ax[0, 0], d)
+    _mark_phases(ax[0, 1], d, legend=True)
+    ax[0, 0].legend(fontsize=7)
+    ax[0, 1].legend(fontsize=7)
+    return fig
+
+
+MEASURE_PANELS = (("weight_norm", "total squared weight norm", "log"),
+                  ("ipr_mean", "mean IPR of the neurons' input spectra", "linear"),
+                  ("phase_error_abs_mean", "mean |phase error| (rad)", "linear"),
+                  ("frac_cosine", "neurons one cosine explains (inputs, R² ≥ 0.9)", "linear"),
+                  ("n_frequencies", "distinct frequencies (those neurons)", "linear"),
+                  ("excluded_loss", "excluded loss (training pairs)", "linear"))
+
+
+def plot_measures(d: Dynamics) -> Any:
+    """The progress measures at the snapshots, against epoch (log-x)."""
+    fig, ax = new_figure(11, 5.6, 2, 3)
+    x = _x(d.epochs)
+    for i, (key, title, yscale) in enumerate(MEASURE_PANELS):
+        a = ax[i // 3, i % 3]
+        if key in d.measures:
+            a.plot(x, d.measures[key], color="#1f77b4", marker=".", ms=3, lw=1.2)
+        else:
+            a.text(0.5, 0.5, "not measured for this model", ha="center", va="center",
+                   transform=a.transAxes, color="#666")
+        a.set(xscale="log", yscale=yscale, xlabel="epoch", title=title)
+        a.title.set_fontsize(9)
+        _mark_phases(a, d)
+    return fig
+
+
+def _heat_neurons(d: Dynamics, n: int) -> list[int]:
+    """Neurons to draw: those whose final spectra are clearest, one per final frequency first."""
+    final = d.power[-1]
+    clarity = final.max(dim=1).values
+    order = torch.argsort(clarity, descending=True).tolist()
+    chosen, seen = [], set()
+    for i in order:
+        k = int(d.dominant[-1, i])
+        if k not in seen:
+            chosen.append(i)
+            seen.add(k)
+        if len(chosen) == n:
+            break
+    for i in order:
+        if len(chosen) == n:
+            break
+        if i not in chosen:
+            chosen.append(i)
+    return sorted(chosen)
+
+
+def _ticks(d: Dynamics) -> tuple[list[int], list[str]]:
+    T = len(d.epochs)
+    ticks = sorted({0, T // 3, 2 * T // 3, T - 1})
+    return ticks, [str(d.epochs[t]) for t in ticks]
+
+
+def plot_spectra(d: Dynamics, n_neurons: int = 12) -> Any:
+    """Each chosen neuron's input power spectrum (share per frequency) over the snapshots."""
+    neurons = _heat_neurons(d, min(n_neurons, d.power.shape[1]))
+    cols = 4
+    rows = -(-len(neurons) // cols)
+    fig, ax = new_figure(11, 2.0 * rows + 0.4, rows, cols)
+    T, _, K = d.power.shape
+    ticks, labels = _ticks(d)
+    for j, n in enumerate(neurons):
+        a = ax[j // cols, j % cols]
+        a.imshow(d.power[:, n, :].T.numpy(), aspect="auto", origin="lower", cmap="viridis",
+                 vmin=0, vmax=1, extent=(-0.5, T - 0.5, 0.5, K + 0.5))
+        a.set_title(f"neuron {n} (ends at k={int(d.dominant[-1, n])})", fontsize=8)
+        a.set_xticks(ticks, labels, fontsize=7)
+        a.tick_params(labelsize=7)
+        if j % cols == 0:
+            a.set_ylabel("frequency k", fontsize=8)
+    for j in range(len(neurons), rows * cols):
+        ax[j // cols, j % cols].axis("off")
+    return fig
+
+
+def plot_frequency_share(d: Dynamics) -> Any:
+    """The share of all neurons whose input spectrum peaks at each frequency, over time."""
+    T, _, K = d.power.shape
+    counts = d.frequency_share()
+    fig, ax = new_figure(11, 3.2)
+    im = ax[0, 0].imshow(counts.T.numpy(), aspect="auto", origin="lower", cmap="magma",
+                         extent=(-0.5, T - 0.5, 0.5, K + 0.5))
+    ax[0, 0].set_xticks(*_ticks(d))
+    ax[0, 0].set(xlabel="snapshot (epoch)", ylabel="frequency k",
+                 title="share of neurons whose input spectrum peaks at k")
+    fig.colorbar(im, ax=ax[0, 0], fraction=0.02)
+    return fig
+
+
+def plot_lottery(d: Dynamics) -> Any:
+    """The lottery: hit rates against chance, and each neuron's initial first frequency against
+    its final one."""
+    lot = d.lottery
+    fig, ax = new_figure(11, 3.4, 1, 2)
+    names, hits, chance = ["magnitude"], [lot.hit_rate_magnitude], [lot.chance_magnitude]
+    if lot.hit_rate_alignment is not None:
+        names.append("alignment")
+        hits.append(lot.hit_rate_alignment)
+        chance.append(lot.chance_alignment)
+    xs = range(len(names))
+    ax[0, 0].bar([x - 0.2 for x in xs], hits, width=0.4, color="#1f77b4", label="hit rate")
+    ax[0, 0].bar([x + 0.2 for x in xs], chance, width=0.4, color="#aaa", label="chance")
+    ax[0, 0].axhline(lot.uniform, color="#d62728", lw=1, ls=":", label="1/K")
+    ax[0, 0].set_xticks(list(xs), [f"first by {n}" for n in names])
+    ax[0, 0].set(ylim=(0, 1), ylabel="fraction of neurons",
+                 title=f"Does the initial spectrum pick the winner? ({lot.n_neurons} neurons)")
+    ax[0, 0].title.set_fontsize(9)
+    ax[0, 0].legend(fontsize=7)
+    ax[0, 1].scatter(lot.initial_magnitude, lot.final, s=8, alpha=0.6, color="#1f77b4")
+    K = lot.n_frequencies
+    ax[0, 1].plot([1, K], [1, K], color="#999", lw=0.8)
+    ax[0, 1].set(xlabel=f"initial first frequency (by magnitude, epoch {lot.initial_epoch})",
+                 ylabel="final frequency", title="each neuron")
+    ax[0, 1].title.set_fontsize(9)
+    return fig
+
+
+# --------------------------------------------------------------------------- page
+def figures_of(d: Dynamics) -> dict[str, bytes]:
+    """The page's figures as PNG bytes (those that apply to this series)."""
+    out = {"losses": figure_png(plot_losses(d)), "measures": figure_png(plot_measures(d))}
+    if d.power is not None:
+        out["spectra"] = figure_png(plot_spectra(d))
+        out["frequencies"] = figure_png(plot_frequency_share(d))
+    if d.lottery is not None and d.lottery.n_neurons:
+        out["lottery"] = figure_png(plot_lottery(d))
+    return out
+
+
+def _phase_rows(d: Dynamics) -> str:
+    ph = d.phases
+    rows = [("memorisation ends (train accuracy ≥ 99 %)", ph.memorisation_end),
+            ("validation accuracy jumps (steepest rise)", ph.jump),
+            ("validation accuracy reaches 50 %", ph.val_acc_50),
+            ("clean-up ends", ph.cleanup_end),
+            ("restricted loss half-way down", ph.restricted_half),
+            ("validation loss half-way down", ph.val_loss_half),
+            ("excluded loss lowest (end of its fall)", ph.excluded_low),
+            ("excluded loss highest after that", ph.excluded_peak)]
+    return "".join(f"<tr><td>{html.escape(name)}</td><td>{'—' if e is None else e}</td></tr>"
+                   for name, e in rows)
+
+
+def render_page(d: Dynamics, figures: dict[str, bytes], seconds: float) -> str:
+    """The self-contained HTML page of one series' dynamics."""
+    from hooked_mlp import __version__
+
+    esc = html.escape
+    captions = {
+        "losses": "Loss and accuracy per epoch (grey; dashed: validation) with the restricted "
+                  "loss (logits kept only along cos/sin w_k(a+b) for the key frequencies, every "
+                  "pair) and the excluded loss (those components removed, training pairs) at "
+                  "the snapshots. Dotted lines: phase boundaries.",
+        "measures": "Progress measures at the snapshots (log-x).",
+        "spectra": "Each neuron's input power spectrum over the snapshots (share of power per "
+                   "frequency), for neurons with the clearest final spectra.",
+        "frequencies": "The share of all neurons whose input spectrum peaks at each "
+                       "frequency, over the snapshots.",
+        "lottery": "The lottery (He et al. 2026): how often a neuron's final frequency is the "
+                   "one its initial spectrum ranked first, against chance.",
+    }
+    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+             "<title>hooked-mlp: training dynamics</title>", f"<style>{CSS}</style></head><body>",
+             "<h1>How the circuit formed</h1>",
+             f"<p class='meta'>hooked-mlp {esc(__version__)} · {esc(d.source)} · "
+             f"{len(d.epochs)} snapshots · computed in {seconds:.1f} s · every series is in "
+             "<code>dynamics.json</code></p>",
+             f"<pre>{esc(d.summary())}</pre>",
+             "<h2>Phases</h2><table><tr><th>boundary</th><th>epoch</th></tr>",
+             _phase_rows(d), "</table>", f"<p class='meta'>{esc(d.phases.how)}.</p>"]
+    for name, png in figures.items():
+        parts += [f"<h2>{esc(name.capitalize())}</h2>", img_html(png, captions[name]),
+                  f"<p>{esc(captions[name])}</p>"]
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def earlier_page(folder: Path) -> str | None:
+    """None when `folder` holds an earlier dynamics page and nothing else."""
+    for entry in folder.iterdir():
+        if entry.name not in PAGE_FILES or entry.is_symlink() or not entry.is_file():
+            return entry.name
+    try:
+        doc = json.loads((folder / "dynamics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "no dynamics.json of a hooked-mlp dynamics page"
+    if not isinstance(doc, dict) or not {"measures", "phases"} <= set(doc):
+        return "its dynamics.json is not a hooked-mlp dynamics page's"
+    return None
+
+
+def write_dynamics_page(source: str | os.PathLike[str], out_dir: str | os.PathLike[str],
+                        seed: int | None = None, **importer_options: Any
+                        ) -> tuple[Path, Path, Dynamics]:
+    """Load the snapshots at `source` (`hooked_mlp.load_snapshots(source, seed,
+    **importer_options)`), measure their dynamics, and write `dynamics.html` and
+    `dynamics.json` into `out_dir` (replacing an earlier page there, nothing else)."""
+    from hooked_mlp.snapshots import load_snapshots
+
+    start = time.perf_counter()
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out must be a folder, but {out} is a file")
+    if out.exists() and Path(source).resolve().is_relative_to(out.resolve()):
+        raise ValueError(f"{source} lies inside the output folder {out}, which the page "
+                         "replaces: write the page elsewhere")
+    with atomic_directory(out, earlier_page) as tmp:  # refuses a folder of other files first
+        series = load_snapshots(source, seed, **importer_options)
+        d = dynamics(series)
+        figures = figures_of(d)
+        seconds = time.perf_counter() - start
+        atomic_write_text(tmp / "dynamics.json",
+                          json.dumps(to_jsonable({"seconds": seconds} | d.to_dict()), indent=1,
+                                     allow_nan=False))
+        atomic_write_text(tmp / "dynamics.html", render_page(d, figures, seconds))
+    return out / "dynamics.html", out / "dynamics.json", d
+
+
+# --------------------------------------------------------------------------- measures cache
+CACHE_KIND = "hooked-mlp dynamics measures"
+# bump when a measure's definition changes: a cache of another version is not used
+CACHE_VERSION = 2
+SHIPPED_CACHE = "snapshots-study-seed-0.dynamics.json"
+REPORT_SNAPSHOTS = 17  # the report's section measures at most this many snapshots of a series
+# the lottery's numbers that are NaN, never None (JSON writes NaN as null)
+_NEVER_NONE = ("hit_rate_magnitude", "chance_magnitude", "final_rank_median")
+
+
+def _checksum(path: str | os.PathLike[str]) -> str | None:
+    """The SHA-256 checksum a hooked-mlp file records of its contents (checked by every read of
+    the file: `hooked_mlp.io`)."""
+    from hooked_mlp.io import CheckpointError, read_header
+
+    try:
+        value = read_header(path).doc.get("checksum")
+    except CheckpointError:
+        return None
+    return value if isinstance(value, str) else None
+
+
+def write_measures_cache(series_path: str | os.PathLike[str], d: Dynamics,
+                         cache_path: str | os.PathLike[str]) -> None:
+    """Write the scalar measures, key frequencies and lottery of `d` (the dynamics of the
+    snapshots file `series_path`) to the JSON `cache_path`, atomically, with the checksum the
+    file records of its contents, so that `read_measures_cache` uses it for that file only."""
+    checksum = _checksum(series_path)
+    if checksum is None:
+        raise ValueError(f"{series_path} is not a hooked-mlp snapshots file with a checksum")
+    doc = {"kind": CACHE_KIND, "version": CACHE_VERSION,
+           "snapshots_checksum": checksum, "epochs": d.epochs,
+           "key_frequencies": d.key_frequencies, "measures": d.measures,
+           "lottery": None if d.lottery is None else d.lottery.to_dict()}
+    atomic_write_text(cache_path, json.dumps(to_jsonable(doc), separators=(",", ":"),
+                                             allow_nan=False))
+
+
+def read_measures_cache(series: Any, series_path: str | os.PathLike[str],
+                        cache_path: str | os.PathLike[str]) -> Dynamics | None:
+    """The dynamics of `series` (read from `series_path`) from the cache `cache_path`: None
+    when there is none, it was written for another file or another version of the measures,
+    or it does not fit the series. Phases are placed afresh (`find_phases`); the per-neuron
+    spectra over time are not cached (`dominant`, `power` None)."""
+    try:
+        doc = json.loads(Path(cache_path).read_text(encoding="utf-8"))
+        if not isinstance(doc, dict) or doc.get("kind") != CACHE_KIND or \
+                doc.get("version") != CACHE_VERSION or \
+                doc.get("snapshots_checksum") in (None, "") or \
+                doc.get("snapshots_checksum") != _checksum(series_path) or \
+                doc.get("epochs") != list(series.epochs):
+            return None
+        n = len(series.epochs)
+        measures = {str(k): [math.nan if v is None else float(v) for v in values]
+                    for k, values in doc["measures"].items()}
+        if any(len(v) != n for v in measures.values()):
+            return None
+        keys = [int(k) for k in doc["key_frequencies"]]
+        lot = None if doc["lottery"] is None else Lottery(**{
+            k: math.nan if v is None and k in _NEVER_NONE else v
+            for k, v in doc["lottery"].items()})
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+    info = series.train_info
+    history = dict(info.history) if info is not None else {}
+    return Dynamics(list(series.epochs), keys, measures, history, None, None, lot,
+                    find_phases(history, series.epochs, measures),
+                    source=getattr(series, "source", ""))
+
+
+def _fewer(series: Any, n: int) -> Any:
+    """At most `n` snapshots of a `SnapshotSeries`, evenly spaced in the series (the first and
+    the last kept)."""
+    from hooked_mlp.snapshots import SnapshotSeries
+
+    if len(series) <= n or not isinstance(series, SnapshotSeries):
+        return series
+    keep = sorted({round(i * (len(series) - 1) / (n - 1)) for i in range(n)})
+    return SnapshotSeries(series.cfg, [series.epochs[i] for i in keep],
+                          {k: v[keep] for k, v in series.params.items()}, series.train_info,
+                          source=series.source)
+
+
+# --------------------------------------------------------------------------- the report
+def _series_for(model: Any, path: Any, shipped: bool) -> tuple[Any, str] | None:
+    """The snapshots a model carries (`train_info.snapshots`), those beside its checkpoint (a
+    run folder's `snapshots-seed-<s>`), or for the shipped seed-0 model the shipped series of
+    its retrained twin."""
+    from hooked_mlp.io import PRETRAINED_DIR
+    from hooked_mlp.snapshots import SHIPPED_SERIES, read_series, snapshot_path
+
+    info = model.train_info
+    if info is None:
+        return None
+    if info.snapshots is not None:
+        return info.snapshots, "the snapshots taken while it trained"
+    seed = info.train_config.seed
+    if path is not None:
+        candidate = snapshot_path(Path(path).parent, seed)
+        if candidate.is_file():
+            return read_series(candidate), f"snapshots of {Path(path).name} ({candidate.name})"
+        return None
+    twin = PRETRAINED_DIR / SHIPPED_SERIES
+    if shipped and seed == 0 and twin.is_file():
+        return read_series(twin), (
+            "the shipped snapshots of seed 0 retrained with the same recipe and split "
+            "(hooked_mlp/pretrained/SNAPSHOTS.md: not bit-identical to seed-0.safetensors)")
+    return None
+
+
+def _section_dynamics(series: Any, shipped_twin: bool) -> tuple[Dynamics, str]:
+    """The dynamics the report's section shows: the shipped series' from its cache (measured
+    afresh if the cache is missing or stale), any other's over at most `REPORT_SNAPSHOTS`."""
+    from hooked_mlp.io import PRETRAINED_DIR
+    from hooked_mlp.snapshots import SHIPPED_SERIES
+
+    if shipped_twin:
+        d = read_measures_cache(series, PRETRAINED_DIR / SHIPPED_SERIES,
+                                PRETRAINED_DIR / SHIPPED_CACHE)
+        if d is not None:
+            return d, f"{len(d.epochs)} snapshots (measures read from {SHIPPED_CACHE})"
+    fewer = _fewer(series, REPORT_SNAPSHOTS)
+    note = "" if len(fewer) == len(series) else f" (measured at {len(fewer)} of them)"
+    return dynamics(fewer), f"{len(series)} snapshots{note}"
+
+
+def how_it_formed_html(models: list[Any], model_paths: list[Any] | None,
+                       shipped: bool = False) -> list[str]:
+    """The report's short "How it formed" section for the first model that carries snapshots
+    (`shipped`: the models are the shipped ones); none carries any: no section."""
+    paths = list(model_paths) if model_paths else [None] * len(models)
+    for model, path in zip(models, paths, strict=True):
+        found = _series_for(model, path, shipped)
+        if found is None:
+            continue
+        series, what = found
+        d, count = _section_dynamics(series, shipped and model.train_info.snapshots is None
+                                     and path is None)
+        esc = html.escape
+        return ["<h2>How it formed</h2>",
+                f"<p>From {esc(what)}: {esc(count)}. Full page: <code>hooked-mlp "
+                "dynamics RUN --out DIR</code>.</p>",
+                f"<pre style='white-space:pre-wrap'>{esc(d.summary())}</pre>",
+                img_html(figure_png(plot_losses(d)), "losses over training"),
+                img_html(figure_png(plot_measures(d)), "progress measures over training")]
+    return []

@@ -1,0 +1,278 @@
+"""Progress measures, the lottery and the phase finder (analyses.dynamics), and their page."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from analyses.dynamics import (
+    dynamics,
+    frequency_losses,
+    ipr,
+    key_frequencies,
+    lottery,
+    neuron_measures,
+    weight_norms,
+)
+from hooked_mlp import HookedMLP, MLPConfig, TrainConfig, train
+from hooked_mlp.cli import main
+
+P = 23
+KEYS = [2, 5, 9]
+QUARTERS = [0.0, math.pi / 2, math.pi, 3 * math.pi / 2]
+
+
+def key_frequency_model(keys=KEYS, p=P, operation="add") -> HookedMLP:
+    """x^2 neurons whose logits are exactly 8 * sum_k cos(w_k (a + b - c)): for each key
+    frequency, 16 neurons with input phases in {0, pi/2, pi, 3pi/2}^2 and output phase their
+    sum, so every other product term cancels across the 16."""
+    cfg = MLPConfig(p=p, d_hidden=16 * len(keys), activation="quad", bias=False,
+                    operation=operation)
+    x = torch.arange(p, dtype=torch.float64)
+    W_a, W_b, W_out = [], [], []
+    for k in keys:
+        w = 2 * math.pi * k / p
+        for pa in QUARTERS:
+            for pb in QUARTERS:
+                W_a.append(torch.cos(w * x + pa))
+                W_b.append(torch.cos(w * x + pb))
+                W_out.append(torch.cos(w * x + pa + pb))
+    W_in = torch.cat([torch.stack(W_a, 1), torch.stack(W_b, 1)])
+    return HookedMLP.from_params(cfg, {"W_in": W_in.float(), "W_out": torch.stack(W_out).float()})
+
+
+def test_the_construction_is_exact():
+    model = key_frequency_model()
+    pairs = torch.cartesian_prod(torch.arange(P), torch.arange(P))
+    c = torch.arange(P)
+    s = (pairs[:, 0] + pairs[:, 1])[:, None] - c[None, :]
+    want = 8 * sum(torch.cos(2 * math.pi * k * s / P) for k in KEYS)
+    assert torch.allclose(model(pairs).double(), want.double(), atol=1e-4)
+
+
+def test_restricted_loss_of_a_key_frequency_model_is_its_loss_and_excluded_is_chance():
+    model = key_frequency_model()
+    assert key_frequencies(model) == KEYS
+    out = frequency_losses(model, KEYS)
+    assert out["loss_all"] < 0.5  # the construction is right, not just uniform
+    assert out["restricted_loss"] == pytest.approx(out["loss_all"], abs=1e-5)
+    assert out["restricted_acc"] == 1.0
+    assert out["excluded_loss"] == pytest.approx(math.log(P), abs=1e-4)
+    # dropping one key frequency from the restriction costs loss; excluding fewer keeps signal
+    partial = frequency_losses(model, KEYS[:2])
+    assert partial["restricted_loss"] > 2 * out["restricted_loss"]
+    assert partial["excluded_loss"] < math.log(P) - 0.1
+
+
+def test_restricted_logits_keep_each_answers_constant_term():
+    """Nanda et al. keep the constant term (their code adds back each answer's mean logit): a
+    per-answer bias stays in the restricted logits and is all the excluded logits keep."""
+    base = key_frequency_model()
+    cfg = MLPConfig(**{**base.cfg.to_dict(), "bias": True})
+    b_out = 3.0 * torch.randn(P, generator=torch.Generator().manual_seed(1))
+    model = HookedMLP.from_params(cfg, {"W_in": base.W_in, "b_in": torch.zeros(cfg.d_hidden),
+                                        "W_out": base.W_out, "b_out": b_out})
+    out = frequency_losses(model, KEYS)
+    assert out["restricted_loss"] == pytest.approx(out["loss_all"], abs=1e-5)
+    labels = (torch.arange(P)[:, None] + torch.arange(P)[None, :]).flatten() % P
+    bias_only = torch.nn.functional.cross_entropy(b_out.expand(P * P, P).double(), labels)
+    assert out["excluded_loss"] == pytest.approx(float(bias_only), abs=1e-4)
+    assert abs(float(bias_only) - math.log(P)) > 0.5  # the bias is big enough to tell
+
+
+def test_subtraction_uses_a_minus_b():
+    model = key_frequency_model(operation="sub")
+    # the same weights compute a + b, which for `sub` has no power along w_k (a - b)
+    assert frequency_losses(model, KEYS)["restricted_loss"] == pytest.approx(math.log(P),
+                                                                             abs=1e-3)
+
+
+def test_ipr_of_one_frequency_is_one_and_of_a_flat_spectrum_one_over_k():
+    K = (P - 1) // 2
+    assert float(ipr(torch.eye(K)[3])) == 1.0
+    assert float(ipr(torch.ones(K))) == pytest.approx(1 / K)
+    model = key_frequency_model()
+    m = neuron_measures(model)
+    assert torch.allclose(m.ipr, torch.ones(48), atol=1e-6)
+    assert m.dominant.tolist() == [k for k in KEYS for _ in range(16)]
+    assert float(m.phase_error.abs().max()) < 1e-4
+    assert bool(m.explained.all()) and m.summary()["n_frequencies"] == 3
+    # a flat neuron: every frequency at equal amplitude, random phases, in a and in b
+    gen = torch.Generator().manual_seed(0)
+    x = torch.arange(P, dtype=torch.float64)
+    flat = sum(torch.cos(2 * math.pi * k * x / P + 6.28 * torch.rand(1, generator=gen))
+               for k in range(1, K + 1))
+    W_in = model.W_in.detach().clone()
+    W_in[:P, 0], W_in[P:, 0] = flat.float(), flat.float()
+    flat_model = HookedMLP.from_params(model.cfg, {"W_in": W_in, "W_out": model.W_out})
+    assert float(neuron_measures(flat_model).ipr[0]) == pytest.approx(1 / K, rel=1e-4)
+
+
+def test_weight_norms():
+    model = key_frequency_model()
+    norms = weight_norms(model)
+    assert norms["W_in"] == pytest.approx(float(model.W_in.detach().double().square().sum()))
+    assert norms["total"] == pytest.approx(norms["W_in"] + norms["W_out"])
+
+
+def test_lottery_of_a_model_against_itself_hits_every_neuron():
+    model = key_frequency_model()
+    lot = lottery(model, model)
+    assert lot.n_neurons == 48
+    assert lot.hit_rate_magnitude == 1.0 and lot.hit_rate_alignment == 1.0
+    assert lot.chance_magnitude == pytest.approx(3 * (1 / 3) ** 2)
+    assert lot.final_rank_median == 1
+
+
+def test_refusals():
+    model = key_frequency_model()
+    with pytest.raises(ValueError, match=r"key frequencies must be .* integers in \[1, 11\]"):
+        frequency_losses(model, [0, 3])
+    with pytest.raises(ValueError, match="coverage"):
+        key_frequencies(model, coverage=1.5)
+    mul = HookedMLP(MLPConfig(p=P, d_hidden=8, operation="mul"))
+    with pytest.raises(ValueError, match="add or sub"):
+        frequency_losses(mul, [1])
+    with pytest.raises(TypeError, match="series must be"):
+        dynamics([model, model])
+
+
+@pytest.fixture(scope="module")
+def grokked():
+    """The grokking preset at a small size: p = 23, 128 neurons, lr 1e-2, weight decay 1, 75 %
+    of the pairs, 1200 epochs (about a second)."""
+    cfg = MLPConfig(p=P, d_hidden=128)
+    tcfg = TrainConfig.grokking(epochs=1200, lr=1e-2, weight_decay=1.0, train_frac=0.75)
+    model, history = train(cfg, tcfg, snapshots="log:40", progress=False, threads=1)
+    return model, history, dynamics(model.train_info.snapshots)
+
+
+def test_grokking_preset_small_phases(grokked):
+    model, history, d = grokked
+    ph = d.phases
+    # validation accuracy lags: memorised early, validation still near 0 there
+    assert ph.memorisation_end is not None and ph.memorisation_end < 150
+    assert history["val_acc"][ph.memorisation_end - 1] < 0.1
+    # the finder's jump (steepest rise) lands where validation accuracy crosses 50 %
+    assert ph.val_acc_50 is not None and ph.val_acc_50 > 2 * ph.memorisation_end
+    assert abs(ph.jump - ph.val_acc_50) <= 0.2 * ph.val_acc_50
+    # the restricted loss falls before the jump (Nanda et al.)
+    assert ph.restricted_half is not None and ph.restricted_half < ph.jump
+    m = d.measures
+    assert m["ipr_mean"][-1] > 3 * m["ipr_mean"][0]  # spectra sparsify
+    assert d.epochs[0] == 0 and d.epochs[-1] == 1200 and len(m["val_acc"]) == len(d.epochs)
+    assert m["val_acc"][-1] == pytest.approx(model.train_info.metrics["val_acc"], abs=1e-6)
+    assert d.lottery.n_neurons > 50
+
+
+def test_split_measures_from_the_shared_forward_equal_their_own(grokked):
+    from analyses.dynamics import _logits_grid, split_measures
+
+    model = grokked[0].train_info.snapshots[20]
+    own, shared = split_measures(model), split_measures(model, _logits_grid(model))
+    assert set(own) == {"train_loss", "train_acc", "val_loss", "val_acc"} == set(shared)
+    for name, value in own.items():
+        assert shared[name] == pytest.approx(value, rel=1e-6), name
+    assert own["val_acc"] < 0.9 < own["train_acc"]  # a snapshot where the splits differ
+
+
+def test_page_and_cli(tmp_path, grokked, capsys):
+    model, _, _ = grokked
+    from hooked_mlp.snapshots import write_series
+
+    run = tmp_path / "run"
+    run.mkdir()
+    series = model.train_info.snapshots
+    # every other snapshot (and the last): the page's cost is in its figures, not its length
+    keep = sorted({*range(0, len(series), 2), len(series) - 1})
+    write_series(run / "snapshots-seed-0.safetensors", type(series)(
+        series.cfg, [series.epochs[i] for i in keep],
+        {k: v[keep] for k, v in series.params.items()}, series.train_info))
+    (tmp_path / "page").mkdir()
+    (tmp_path / "page" / "dynamics.json").write_text('{"measures": {}, "phases": {}}')
+    assert main(["dynamics", str(run), "--out", str(tmp_path / "page")]) == 0  # replaces it
+    assert "validation accuracy jumps" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "page" / "dynamics.json").read_text())
+    assert doc["epochs"][-1] == 1200 and set(doc["measures"]) >= {
+        "restricted_loss", "excluded_loss", "weight_norm", "ipr_mean", "phase_error_abs_mean",
+        "n_frequencies", "val_acc"}
+    assert doc["phases"]["jump"] is not None and doc["lottery"]["n_neurons"] > 50
+    text = (tmp_path / "page" / "dynamics.html").read_text()
+    assert text.count("data:image/png;base64,") == 5 and "http" not in text
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "mine.txt").write_text("keep")
+    assert main(["dynamics", str(run), "--out", str(tmp_path / "other")]) == 1
+    assert "mine.txt" in capsys.readouterr().err
+    assert (tmp_path / "other" / "mine.txt").exists()
+
+
+def test_shipped_snapshots_and_the_report_section():
+    from analyses.dynamics_page import how_it_formed_html
+    from hooked_mlp import load_pretrained, load_snapshots
+    from hooked_mlp.io import PRETRAINED_DIR, read_header
+    from hooked_mlp.snapshots import SHIPPED_SERIES
+
+    path = PRETRAINED_DIR / SHIPPED_SERIES
+    assert path.stat().st_size < 3 * 2**20
+    assert read_header(path).table["param.W_in"]["dtype"] == "F16"
+    series = load_snapshots(path)
+    assert series.epochs[0] == 0 and series.epochs[-1] == 2000 and len(series) == 33
+    assert series.train_info.metrics["val_acc"] > 0.99
+    # the same recipe and split as the shipped seed 0 (a retrained twin, see SNAPSHOTS.md)
+    shipped = load_pretrained(0).train_info
+    assert series.train_info.train_config == shipped.train_config
+    assert torch.equal(series.train_info.train_mask, shipped.train_mask)
+    parts = how_it_formed_html([load_pretrained(0)], None, shipped=True)
+    assert parts[0] == "<h2>How it formed</h2>" and "33 snapshots" in parts[1]
+    assert sum(p.count("data:image/png;base64,") for p in parts) == 2
+    assert how_it_formed_html([load_pretrained(1)], None, shipped=True) == []
+    assert how_it_formed_html([load_pretrained(0)], None, shipped=False) == []
+
+
+def test_the_shipped_measures_cache_is_the_measures_of_the_shipped_snapshots(tmp_path):
+    """The report reads the shipped series' measures from a cache: it must be what measuring
+    the stored snapshots gives now (checked at three snapshots and for the lottery), and it is
+    not used for another file."""
+    from analyses.dynamics import measure
+    from analyses.dynamics_page import SHIPPED_CACHE, read_measures_cache
+    from hooked_mlp import load_snapshots
+    from hooked_mlp.io import PRETRAINED_DIR
+    from hooked_mlp.snapshots import SHIPPED_SERIES
+
+    path, cache = PRETRAINED_DIR / SHIPPED_SERIES, PRETRAINED_DIR / SHIPPED_CACHE
+    series = load_snapshots(path)
+    d = read_measures_cache(series, path, cache)
+    assert d is not None, "stale cache: run scripts/make_shipped_snapshots.py --measures-only"
+    keys = key_frequencies(series[-1])
+    assert d.key_frequencies == keys
+    for i in (0, len(series) // 2, len(series) - 1):
+        fresh, _ = measure(series[i], keys)
+        assert set(fresh) <= set(d.measures)
+        for name, value in fresh.items():
+            assert d.measures[name][i] == pytest.approx(value, rel=1e-5, abs=1e-7,
+                                                        nan_ok=True), (i, name)
+    lot = lottery(series[0], series[-1])
+    assert (d.lottery.hit_rate_magnitude, d.lottery.hit_rate_alignment, d.lottery.final) == (
+        lot.hit_rate_magnitude, lot.hit_rate_alignment, lot.final)
+    assert d.phases.memorisation_end is not None and d.power is None
+    # written for another file (or another version of the measures): not used
+    doc = json.loads(cache.read_text())
+    other = tmp_path / "cache.json"
+    other.write_text(json.dumps(doc | {"snapshots_checksum": "sha256:" + "0" * 64}))
+    assert read_measures_cache(series, path, other) is None
+    other.write_text(json.dumps(doc | {"version": doc["version"] - 1}))
+    assert read_measures_cache(series, path, other) is None
+    other.write_text("{not json")
+    assert read_measures_cache(series, path, other) is None
+
+
+def test_report_section_measures_a_long_series_at_fewer_snapshots(grokked, monkeypatch):
+    from analyses import dynamics_page
+    from analyses.dynamics_page import REPORT_SNAPSHOTS, how_it_formed_html
+
+    monkeypatch.setattr(dynamics_page, "figure_png", lambda fig: b"png")  # the text only
+    model, _, d = grokked
+    parts = how_it_formed_html([model], None)
+    assert f"{len(d.epochs)} snapshots (measured at {REPORT_SNAPSHOTS} of them)" in parts[1]
+    assert "epochs 0..1200" in parts[2]
