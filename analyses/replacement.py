@@ -33,6 +33,7 @@ from analyses._common import (
     check_model,
     check_neurons,
     check_no_hooks,
+    check_one_hot,
     check_one_layer,
     to_jsonable,
 )
@@ -111,14 +112,19 @@ def replace_neurons(
     fits: NeuronFits | None = None,
     form: str = "separate",
     parts: str = "both",
-    _weights: dict[str, torch.Tensor] | None = None,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> Any:
     """A new `HookedMLP` with `neurons`' weights replaced by their cosine fits (one hidden
-    layer; the new model has no hooks, so a model carrying permanent hooks is refused)."""
+    layer; the new model has no hooks, so a model carrying permanent hooks is refused).
+
+    `weights`, if given, replaces the fits of `form`: `W_a`, `W_b` `[p, n]` and `W_out`
+    `[n, p]` for the `n` neurons of `fits` (all of them when `fits` is None), e.g.
+    `analyses.forms.form_weights`."""
     from hooked_mlp.model import HookedMLP
 
     check_model(model)
     check_one_layer(model, "replace_neurons")
+    check_one_hot(model, "replace_neurons")
     check_no_hooks(model, "replace_neurons")
     if parts not in PARTS:
         raise ValueError(f"parts must be one of {list(PARTS)}, got {parts!r}")
@@ -126,7 +132,8 @@ def replace_neurons(
     if fits is None:
         fits = fit_neurons(model)
     _check_fits(model, fits)
-    weights = _weights if _weights is not None else fitted_weights(model, fits, form)
+    if weights is None:
+        weights = fitted_weights(model, fits, form)
     col = {n: i for i, n in enumerate(fits.neurons)}
     missing = [n for n in chosen if n not in col]
     if missing:
@@ -216,6 +223,7 @@ def replacement_curve(
     """
     check_model(model)
     check_one_layer(model, "replacement_curve")
+    check_one_hot(model, "replacement_curve")
     check_no_hooks(model, "replacement_curve")
     check_all_pairs_memory(model.cfg, 4 * model.cfg.d_hidden + 2 * model.cfg.p,
                            "replacement_curve")
@@ -242,16 +250,19 @@ def replacement_curve(
         quality = (fits.a.r2 + fits.b.r2 + fits.out.r2) / 3
         ranked = torch.argsort(quality, descending=(order == "best_first"), stable=True)
         orders = [ranked.tolist()]
-    curves = _accuracy_along_orders(model, weights, parts, orders, fracs)
+    curves = accuracy_along_orders(model, weights, parts, orders, fracs)
     return ReplacementCurve(fracs, order, form, parts, curves, seed)
 
 
 @torch.no_grad()
-def _accuracy_along_orders(
+def accuracy_along_orders(
     model: Any, weights: dict[str, torch.Tensor], parts: str, orders: list[list[int]],
     fracs: list[float],
 ) -> list[list[float]]:
-    """Accuracy after replacing the first `round(f * H)` neurons of each order, for each `f`.
+    """Accuracy after replacing the first `round(f * H)` neurons of each order, for each `f`:
+    `[len(orders)][len(fracs)]`. `weights` holds the replacements of every neuron, `W_a`,
+    `W_b` `[p, H]` and `W_out` `[H, p]` (as `fitted_weights` gives them); `parts` is one of
+    `PARTS`; an order is a permutation of `range(H)`.
 
     Replacing a neuron changes the logits only through its own term `post_n * W_out[n]`, so the
     logits are updated neuron block by neuron block instead of re-running the model; the
