@@ -10,7 +10,6 @@ leaves the previous report as it was.
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import time
@@ -25,6 +24,8 @@ import torch
 from analyses._common import phase_sign, to_jsonable
 from analyses.activations import activation_grids
 from analyses.cosine_fit import NeuronFits
+from analyses.dynamics_page import how_it_formed_html
+from analyses.forms_report import forms_section
 from analyses.probes import ProbeRuns, run_probes
 from analyses.study import (
     HARMONIC_VARIANT,
@@ -36,6 +37,7 @@ from analyses.study import (
 from analyses.views import (
     bundle_script,
     figure_png,
+    img_html,
     neuron_grid_view,
     plot_activation_grids,
     plot_fit_scatter,
@@ -146,12 +148,6 @@ window.addEventListener('load', function () {
 </script>"""
 
 
-def _img(name: str, png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img class="fig" id="fig-{name}" alt="{html.escape(alt)}" ' \
-           f'src="data:image/png;base64,{data}">'
-
-
 def _replacement_note(agg: dict[str, Any], cfg: Any) -> str:
     """What the replacement variants show, in words chosen by the numbers."""
     if "replacement_at_90_by_variant" not in agg:
@@ -245,7 +241,7 @@ def _probe_sections(probes: ProbeRuns, pngs: dict[str, dict[str, bytes]]) -> lis
             parts.append(f"<details><summary>numbers ({esc(first['model'])})</summary><pre>"
                          f"{esc(dump[:20000])}</pre></details>")
         for fig_name, png in pngs.get(name, {}).items():
-            parts.append(_img(f"probe-{name}-{fig_name}", png, f"{name}: {fig_name}"))
+            parts.append(img_html(png, f"{name}: {fig_name}", f"probe-{name}-{fig_name}"))
     return parts
 
 
@@ -273,7 +269,7 @@ def render_html(result: StudyResult, figures: dict[str, bytes | None], views: li
         if png is None:
             reason = why.get(name) or "no figure for these models"
             return f"<p class='note'>{esc(reason[:1].upper() + reason[1:])}.</p>"
-        return f"{_img(name, png, CAPTIONS[name])}\n<p>{CAPTIONS[name]}</p>"
+        return f"{img_html(png, CAPTIONS[name], name)}\n<p>{CAPTIONS[name]}</p>"
 
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -406,11 +402,15 @@ def run_report(
             probes = run_probes(models, labels)
             probe_pngs = {name: {k: figure_png(fig) for k, fig in figs.items()}
                           for name, figs in probes.figures.items()}
+            forms_html, forms_data = forms_section(  # "What each neuron computes"
+                models, labels, n_orders=max(1, round(3 * n_orders_scale)))
         seconds = time.perf_counter() - start
         summary = to_jsonable({"source": source, "seconds": seconds} | result.to_dict()
-                              | {"probes": probes.to_dict()})
+                              | {"probes": probes.to_dict(), "neuron_forms": forms_data})
         page = render_html(result, figures, views, source, seconds,
-                           _probe_sections(probes, probe_pngs))
+                           [forms_html, *_probe_sections(probes, probe_pngs),
+                            *how_it_formed_html(models, model_paths,
+                                                shipped=not model_paths and seeds is None)])
         for name, png in figures.items():
             if png is not None:
                 atomic_write_bytes(tmp / "figures" / f"{name}.png", png)

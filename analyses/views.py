@@ -43,6 +43,7 @@ view's HTML, so it is the same in the report (`fragment`) and in Jupyter (`_repr
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 import json
@@ -84,7 +85,7 @@ class NotebookFigure(Figure):
         return figure_png(self, dpi=self.repr_dpi)
 
 
-def _figure(width: float, height: float, nrows: int = 1, ncols: int = 1
+def new_figure(width: float, height: float, nrows: int = 1, ncols: int = 1
             ) -> tuple[NotebookFigure, Any]:
     fig = NotebookFigure(figsize=(width, height), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
@@ -98,10 +99,21 @@ def figure_png(fig: Figure, dpi: int = 110) -> bytes:
     return buf.getvalue()
 
 
+def img_html(png: bytes, alt: str, name: str | None = None, caption: bool = False) -> str:
+    """An `<img>` element embedding `png` as base64 (id `fig-{name}` when named; inside a
+    `<figure>` with `alt` as its caption when `caption`), for self-contained pages."""
+    data = base64.b64encode(png).decode("ascii")
+    ident = f' id="fig-{html.escape(name)}"' if name else ""
+    img = (f'<img class="fig"{ident} style="max-width:100%" alt="{html.escape(alt)}" '
+           f'src="data:image/png;base64,{data}">')
+    return f"<figure>{img}<figcaption>{html.escape(alt)}</figcaption></figure>" if caption \
+        else img
+
+
 def plot_training_curves(histories: Sequence[dict[str, list[float]]],
                          labels: Sequence[str] | None = None) -> Figure:
     """Loss (log-log) and accuracy (log-x) per epoch, train and validation, one colour per run."""
-    fig, ax = _figure(10, 3.6, 1, 2)
+    fig, ax = new_figure(10, 3.6, 1, 2)
     labels = labels or [f"run {i}" for i in range(len(histories))]
     for i, (h, label) in enumerate(zip(histories, labels, strict=True)):
         c = SEED_COLORS[i % len(SEED_COLORS)]
@@ -131,7 +143,7 @@ def plot_activation_grids(grids: ActivationGrids, k: Sequence[int] | None = None
         raise ValueError("grids must hold at least one neuron")
     ncols = min(n, 4)
     nrows = math.ceil(n / ncols)
-    fig, ax = _figure(2.6 * ncols, 2.6 * nrows, nrows, ncols)
+    fig, ax = new_figure(2.6 * ncols, 2.6 * nrows, nrows, ncols)
     for i, neuron in enumerate(grids.neurons):
         a = ax[i // ncols, i % ncols]
         a.imshow(grids.grids[i].numpy(), cmap="viridis", origin="lower",
@@ -160,7 +172,7 @@ def plot_neuron_fit(model: Any, fits: NeuronFits, neuron: int) -> Figure:
     fine = torch.linspace(0, p - 1, 40 * p, dtype=torch.float64)
     weights = {"a": model.W_a.detach()[:, neuron], "b": model.W_b.detach()[:, neuron],
                "out": model.W_out.detach()[neuron]}
-    fig, ax = _figure(12, 6.2, 2, 3)
+    fig, ax = new_figure(12, 6.2, 2, 3)
     for j, (name, var, title) in enumerate((("a", "a", "input weights from a"),
                                             ("b", "b", "input weights from b"),
                                             ("out", "c", "output weights"))):
@@ -187,7 +199,7 @@ def plot_neuron_fit(model: Any, fits: NeuronFits, neuron: int) -> Figure:
 
 def plot_fit_scatter(all_fits: Sequence[NeuronFits], labels: Sequence[str] | None = None) -> Figure:
     """Fitted parameters of `a` against `b`, and of the output against the inputs."""
-    fig, ax = _figure(13, 6.2, 2, 4)
+    fig, ax = new_figure(13, 6.2, 2, 4)
     labels = labels or [f"run {i}" for i in range(len(all_fits))]
     for i, (f, label) in enumerate(zip(all_fits, labels, strict=True)):
         c = SEED_COLORS[i % len(SEED_COLORS)]
@@ -219,7 +231,7 @@ def plot_fit_scatter(all_fits: Sequence[NeuronFits], labels: Sequence[str] | Non
 def plot_replacement(curves: dict[str, Sequence[ReplacementCurve]]) -> Figure:
     """Accuracy against the fraction of neurons replaced: one line per variant (mean over runs,
     band: spread over runs and neuron orders)."""
-    fig, ax = _figure(7.5, 4.4)
+    fig, ax = new_figure(7.5, 4.4)
     a = ax[0, 0]
     for i, (label, runs) in enumerate(curves.items()):
         c = SEED_COLORS[i % len(SEED_COLORS)]
@@ -240,7 +252,7 @@ def plot_replacement(curves: dict[str, Sequence[ReplacementCurve]]) -> Figure:
 
 def plot_synthetic(curve: SyntheticCurve) -> Figure:
     """Accuracy of random cosine models against the number of neurons."""
-    fig, ax = _figure(6.5, 4.0)
+    fig, ax = new_figure(6.5, 4.0)
     a = ax[0, 0]
     acc = torch.tensor(curve.accuracy)  # [ns, seeds]
     a.plot(curve.ns, curve.mean, marker="o", color=SEED_COLORS[0], label="mean over seeds")
@@ -258,7 +270,7 @@ def plot_synthetic(curve: SyntheticCurve) -> Figure:
 def plot_frequency_histogram(hists: Sequence[FrequencyHistogram],
                              labels: Sequence[str] | None = None) -> Figure:
     """Neurons per frequency, stacked over runs."""
-    fig, ax = _figure(9, 3.4)
+    fig, ax = new_figure(9, 3.4)
     a = ax[0, 0]
     labels = labels or [f"run {i}" for i in range(len(hists))]
     K = len(hists[0].counts)

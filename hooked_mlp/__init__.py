@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from hooked_mlp.io import CheckpointError, load, load_pretrained, pretrained_seeds, save
     from hooked_mlp.model import HookedMLP
     from hooked_mlp.runs import RunLockedError, resume_run, train_run
+    from hooked_mlp.snapshots import load_snapshots
     from hooked_mlp.train_info import TrainInfo
     from hooked_mlp.trainer import TrainingDivergedError
     from hooked_mlp.training import train, train_many
@@ -40,13 +41,14 @@ _LAZY = {
     "CheckpointError": "hooked_mlp.io",
     "import_mlp": "hooked_mlp.importers",
     "load_linear_state_dict": "hooked_mlp.importers",
+    "load_snapshots": "hooked_mlp.snapshots",
 }
 
 __all__ = [  # noqa: RUF022 - grouped by module
     "MLPConfig", "TrainConfig", "HookedMLP", "TrainInfo",
     "train", "train_many", "train_run", "resume_run", "TrainingDivergedError", "RunLockedError",
     "save", "load", "load_pretrained", "pretrained_seeds", "CheckpointError",
-    "import_mlp", "load_linear_state_dict",
+    "import_mlp", "load_linear_state_dict", "load_snapshots",
 ]
 __version__ = "0.2.0"
 

@@ -2,6 +2,8 @@
 
     hooked-mlp train --seeds 0-4 --out runs/seed-recipe     train (batched over seeds)
     hooked-mlp train --resume runs/seed-recipe              continue an interrupted run
+    hooked-mlp train --recipe grokking --snapshots log:64 --out runs/grok   keep snapshots
+    hooked-mlp dynamics runs/grok --out grok-dynamics       how the circuit formed
     hooked-mlp info [PATH ...]                              what a checkpoint holds
     hooked-mlp report [--model PATH ...] [--out DIR]        the reproduction report
     hooked-mlp probe NAME [--model PATH]                    run a probe (plugin) on a model
@@ -24,7 +26,7 @@ from typing import Any, NoReturn
 
 from hooked_mlp.checks import MAX_SEEDS, MAX_THREADS  # light: torch is loaded on first use
 from hooked_mlp.config import MLPConfig, TrainConfig
-from hooked_mlp.family import ACTIVATIONS, OPERATIONS
+from hooked_mlp.family import ACTIVATIONS, INPUT_ENCODINGS, OPERATIONS
 
 PROG = "hooked-mlp"
 
@@ -111,6 +113,8 @@ RECIPE_FLAGS = [
      f"activation: {', '.join(ACTIVATIONS)}"),
     ("--operation", "model", "operation", str, "what the model computes modulo p: "
      + ", ".join(f"{name} ({op.symbol})" for name, op in OPERATIONS.items())),
+    ("--input-encoding", "model", "input_encoding", str,
+     f"how a and b enter the first layer: {', '.join(INPUT_ENCODINGS)}"),
     ("--tied-inputs", "model", "tied_inputs", _bool,
      "true: one input weight [p, d_hidden] for a and b (input e_a + e_b)"),
     ("--bias", "model", "bias", _bool, "false: no biases"),
@@ -148,9 +152,21 @@ def _recipe(args: argparse.Namespace) -> tuple[MLPConfig, TrainConfig]:
     given = {which: {name: getattr(args, name) for flag, w, name, _, _ in RECIPE_FLAGS
                      if w == which and getattr(args, name) is not None}
              for which in ("model", "train")}
-    cfg = MLPConfig(**given["model"])
-    tcfg = TrainConfig(**given["train"], seed=args.seed or 0, split_seed=args.split_seed)
+    base_model, base_train = _preset(getattr(args, "recipe", None))
+    cfg = MLPConfig(**{**base_model, **given["model"]})
+    tcfg = TrainConfig(**{**base_train, **given["train"]}, seed=args.seed or 0,
+                       split_seed=args.split_seed)
     return cfg, tcfg
+
+
+def _preset(name: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model and recipe fields of `--recipe NAME` (flags given override them)."""
+    if name == "grokking":
+        recipe = TrainConfig.grokking().to_dict()
+        for key in ("seed", "split_seed"):  # the command line's own
+            del recipe[key]
+        return TrainConfig.grokking_model(), recipe
+    return {}, {}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto (default: the C accelerator where it supports the run, else "
                    "the general torch path), c or torch; --resume keeps the run's own")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--snapshots", default=None, metavar="SPEC",
+                   help="also keep the weights at chosen epochs (with epoch 0): log:N (N "
+                   "log-spaced), every:K, or a list such as 0,10,100; one "
+                   "snapshots-seed-<s>.safetensors per seed (see hooked-mlp dynamics)")
+    g.add_argument("--recipe", choices=("study", "grokking"), default=None,
+                   help="study (default: the source study) or grokking (p=47, 256 neurons, "
+                   "full batch, lr 3e-3, weight decay 2, half the pairs, 5000 epochs: "
+                   "validation accuracy jumps long after train accuracy); flags override it")
 
     info = sub.add_parser("info", help="show what a checkpoint or run folder holds",
                           description="Config, provenance and accuracies of checkpoints "
@@ -218,7 +242,45 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print the result's numbers as JSON")
     pr.add_argument("--figures", type=Path, default=None, metavar="DIR",
                     help="also write the probe's figures as PNG files into DIR")
+    dyn = sub.add_parser("dynamics", help="how the circuit formed: progress measures over a "
+                         "run's snapshots (dynamics.html, dynamics.json)",
+                         description="Measure every snapshot of a run (train --snapshots) or of "
+                         "a folder of another codebase's checkpoints (one per epoch) and write "
+                         "dynamics.html and dynamics.json into --out.")
+    dyn.add_argument("source", type=Path, metavar="RUN_OR_FOLDER", nargs="?", default=None,
+                     help="a run folder, a snapshots-seed-<s>.safetensors file, or a folder of "
+                     "checkpoint files named by epoch (default: the shipped snapshots of seed "
+                     "0 retrained with the study's recipe)")
+    dyn.add_argument("--out", type=Path, default=Path("dynamics"),
+                     help="output folder (default ./dynamics)")
+    dyn.add_argument("--seed", type=_seed, default=None,
+                     help="which seed of a run folder holding several")
+    dyn.add_argument("--activation", default=None,
+                     help="for other codebases' checkpoints: their activation (the importer's "
+                     "activation=)")
+    dyn.add_argument("--operation", default=None,
+                     help="for other codebases' checkpoints: their operation (default add)")
+    dyn.add_argument("--threads", type=_threads, default=None, help="CPU threads (default 1)")
+    _add_questions_parser(sub)
     return parser
+
+
+def _add_questions_parser(sub: Any) -> None:
+    q = sub.add_parser("questions", help="answer the study's open questions 1 and 3 "
+                       "(questions.html, questions.json)",
+                       description="Train the input encodings and 1-3 layer MLPs (reusing "
+                       "finished runs in --cache), measure their neurons as functions of "
+                       "(a, b) and predict output weights, and write questions.html and "
+                       "questions.json into --out. The default plan takes under 10 minutes on "
+                       "2 cores; --full runs the study's 2000 epochs on more seeds.")
+    q.add_argument("--out", type=Path, default=Path("questions"),
+                   help="output folder (default ./questions)")
+    q.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                   help="where trained runs are kept and reused (default OUT/cache)")
+    q.add_argument("--full", action="store_true",
+                   help="the fuller plan: 2000 epochs, 5 seeds, more recipes, finer curves")
+    q.add_argument("--threads", type=_threads, default=None,
+                   help="torch threads for the analyses (default: torch's own)")
 
 
 def _version() -> str:
@@ -234,7 +296,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     progress = not args.no_progress and sys.stderr.isatty()
     if args.resume is not None:
         given = [("--out", args.out), ("--seed", args.seed), ("--seeds", args.seeds),
-                 ("--split-seed", args.split_seed)]
+                 ("--split-seed", args.split_seed), ("--snapshots", args.snapshots),
+                 ("--recipe", args.recipe)]
         given += [(flag, getattr(args, name)) for flag, _, name, _, _ in RECIPE_FLAGS]
         recipe_flags = [flag for flag, value in given if value is not None]
         if recipe_flags:
@@ -253,10 +316,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         cfg, tcfg = _recipe(args)
         seeds = args.seeds if args.seeds is not None else [tcfg.seed]
         every = 50 if args.checkpoint_every is None else args.checkpoint_every
+        if args.snapshots is not None:  # issue 10: the flag's own one-line error, before any work
+            from hooked_mlp.snapshots import parse_snapshot_spec
+
+            try:
+                parse_snapshot_spec(args.snapshots, tcfg.epochs, name="--snapshots")
+            except (TypeError, ValueError) as e:
+                raise CommandLineError(f"train: {e}") from None
         command = shlex.join([PROG, *args.argv])
         paths = train_run(args.out, cfg, tcfg, seeds, checkpoint_every=every,
                           device=args.device or "cpu", threads=args.threads, progress=progress,
-                          command=command, backend=args.backend or "auto")
+                          command=command, backend=args.backend or "auto",
+                          snapshots=args.snapshots)
 
     for path in paths:
         print(f"{path}: {_metrics_line(describe(path).get('metrics', {}))}")
@@ -455,8 +526,49 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "info": _cmd_info, "report": _cmd_report,
-            "probe": _cmd_probe}
+# --------------------------------------------------------------------------- dynamics
+def _cmd_dynamics(args: argparse.Namespace) -> int:
+    from analyses.dynamics_page import write_dynamics_page
+    from hooked_mlp.trainer import torch_threads
+
+    options = {k: v for k, v in (("activation", args.activation),
+                                 ("operation", args.operation)) if v is not None}
+    source = args.source
+    if source is None:
+        from hooked_mlp.io import PRETRAINED_DIR
+        from hooked_mlp.snapshots import SHIPPED_SERIES
+
+        source = PRETRAINED_DIR / SHIPPED_SERIES
+    with torch_threads(args.threads or 1):  # small tensors: one thread is fastest on a busy CPU
+        page, data, d = write_dynamics_page(source, args.out, args.seed, **options)
+    print(d.summary())
+    print(f"wrote {page} and {data}")
+    return 0
+
+
+# --------------------------------------------------------------------------- questions
+def _cmd_questions(args: argparse.Namespace) -> int:
+    import torch
+
+    from analyses.questions import DEFAULT_PLAN, FULL_PLAN, run_questions
+    from analyses.questions_page import write_questions_page
+
+    if args.out.exists() and not args.out.is_dir():
+        raise CommandLineError(f"questions: --out {args.out} is a file, not a folder")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    cache = args.cache if args.cache is not None else args.out / "cache"
+    result = run_questions(cache, FULL_PLAN if args.full else DEFAULT_PLAN,
+                           log=lambda line: print(line, file=sys.stderr))
+    command = shlex.join([PROG, *sys.argv[1:]]) if sys.argv[1:2] == ["questions"] else None
+    html_path, json_path = write_questions_page(result, args.out, command)
+    print(f"wrote {html_path} and {json_path} ({result.timings['total_s']:.1f} s)")
+    return 0
+
+
+COMMANDS = {"train": _cmd_train, "dynamics": _cmd_dynamics, "info": _cmd_info,
+            "report": _cmd_report,
+            "probe": _cmd_probe, "questions": _cmd_questions}
 
 
 def _one_line(e: BaseException) -> str:

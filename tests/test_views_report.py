@@ -74,7 +74,13 @@ def test_report_files_and_numbers(report):
     assert agg["synthetic"]["512"]["mean"] >= 0.999
     assert html.count("var CircuitsVis=") == 1
     # the study's seven figures, and one for each figure a registered probe returns
-    assert len(re.findall(r'<img class="fig" id="fig-(?!probe-)', html)) == 7
+    assert len(re.findall(r'<img class="fig" id="fig-(?!probe-|forms-)', html)) == 7
+    # "What each neuron computes" (analyses.forms_report): its figure and its numbers
+    assert html.count('id="fig-forms-replacement"') == 1
+    forms = data["neuron_forms"]
+    assert forms["clock_pizza"]["trained_verdicts"] == ["clock"] * 5
+    assert forms["replacement"]["by_form"]["best"]["at_1.0"]["mean"] > forms["replacement"][
+        "by_form"]["cosine"]["at_1.0"]["mean"]
     assert len(re.findall(r'<img class="fig" id="fig-probe-frequencies', html)) == 1
     assert set(data["probes"]) >= {"frequencies", "cosine_fits", "dead_neurons"}
     assert not re.findall(r"""(?:src|href)=["']?(?:https?:)?//""", html)  # nothing to fetch
