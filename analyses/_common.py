@@ -138,6 +138,15 @@ def check_fractions(fractions: Sequence[float]) -> list[float]:
     return out
 
 
+def check_orders(n_orders: Any, seed: Any) -> None:
+    """`n_orders` random neuron orders (a positive integer) drawn from `seed` (an integer in
+    [0, 2^63)), as the replacement experiments take them."""
+    if isinstance(n_orders, bool) or not isinstance(n_orders, int) or n_orders < 1:
+        raise ValueError(f"n_orders must be a positive integer, got {n_orders!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+
+
 def to_jsonable(x: Any) -> Any:
     """Tensors and numpy values to lists and floats; NaN and infinities to None."""
     import numpy as np

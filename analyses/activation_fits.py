@@ -37,6 +37,7 @@ from analyses._common import (
     check_fractions,
     check_model,
     check_neurons,
+    check_orders,
     to_jsonable,
     wrap_angle,
 )
@@ -356,10 +357,7 @@ def activation_replacement_curve(
     activation function still follows the fit."""
     check_model(model)
     fracs = check_fractions(fractions)
-    if isinstance(n_orders, bool) or not isinstance(n_orders, int) or n_orders < 1:
-        raise ValueError(f"n_orders must be a positive integer, got {n_orders!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_orders(n_orders, seed)
     if fits is None:
         fits = fit_activations(model, layer, hook, form)
     elif not isinstance(fits, ActivationFits):

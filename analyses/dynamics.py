@@ -55,6 +55,7 @@ from torch import Tensor
 from analyses._common import (
     check_fourier,
     check_model,
+    check_one_hot,
     check_one_layer,
     phase_sign,
     to_jsonable,
@@ -270,6 +271,7 @@ def neuron_measures(model: Any) -> NeuronMeasures:
     check_model(model)
     check_fourier(model.cfg, "neuron_measures")
     check_one_layer(model, "neuron_measures")
+    check_one_hot(model, "neuron_measures")
     Fa, Fb, Fo = _spectra(model)
     pa, pb, po = (f[:, 1:].abs().square() for f in (Fa, Fb, Fo))
     p_in = pa + pb
@@ -347,6 +349,7 @@ def lottery(initial: Any, final: Any, initial_epoch: int = 0) -> Lottery:
         check_model(m)
         check_one_layer(m, f"lottery ({name})")
     check_fourier(final.cfg, "lottery")
+    check_one_hot(final, "lottery")
     if initial.cfg != final.cfg:
         raise ValueError("initial and final must be snapshots of one model (their configs "
                          "differ)")
@@ -575,8 +578,8 @@ def _lead(by: int | None) -> str:
 def measure(model: Any, keys: Sequence[int] | None) -> tuple[dict[str, float],
                                                               NeuronMeasures | None]:
     """Every scalar progress measure of one model, and its per-neuron measures (None for a
-    deeper model). `keys` None skips the restricted and excluded losses. One forward over every
-    pair serves both the splits and the frequency losses."""
+    deeper model or a dense first layer). `keys` None skips the restricted and excluded losses.
+    One forward over every pair serves both the splits and the frequency losses."""
     grid = None if keys is None else _logits_grid(model)
     out = split_measures(model, grid)
     if keys is not None:
@@ -585,7 +588,7 @@ def measure(model: Any, keys: Sequence[int] | None) -> tuple[dict[str, float],
     out["weight_norm"] = norms.pop("total")
     out.update({f"weight_norm.{k}": v for k, v in norms.items()})
     neurons = None
-    if model.cfg.n_layers == 1:
+    if model.cfg.n_layers == 1 and model.cfg.input_encoding == "one_hot":
         neurons = neuron_measures(model)
         out.update(neurons.summary())
     return out, neurons
@@ -627,7 +630,7 @@ def dynamics(series: Any, keys: Sequence[int] | None = None,
     info = getattr(series, "train_info", None)
     history = dict(info.history) if info is not None else {}
     lot = None
-    if final.cfg.n_layers == 1 and final.cfg.p >= 3:
+    if final.cfg.n_layers == 1 and final.cfg.p >= 3 and final.cfg.input_encoding == "one_hot":
         lot = lottery(first, final, initial_epoch=epochs[0])
     phases = find_phases(history, epochs, measures)
     return Dynamics(list(epochs), keys or [], measures, history,

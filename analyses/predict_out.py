@@ -48,6 +48,7 @@ from analyses._common import (
     check_no_hooks,
     check_one_hot,
     check_one_layer,
+    check_orders,
     phase_sign,
     to_jsonable,
     wrap_angle,
@@ -68,9 +69,12 @@ class OutputPrediction:
 
     `k`, `phase`, `amp` `[d_hidden]` are the per-neuron frequency, predicted output phase and
     amplitude; `scale` the global least-squares factor; `r2` the share of the (row-centred)
-    output weights' variance the prediction explains; `k_agree` the share of neurons whose own
-    output-weight fit has the predicted frequency; `phase_error` `[d_hidden]` the predicted minus
-    the fitted output phase (wrapped), on the neurons whose frequencies agree.
+    output weights' variance the prediction explains; `alive` `[d_hidden]` bool: the neurons
+    whose post-activation varies over the pairs (a dead or constant neuron's row only shifts
+    every logit alike, so it has no frequency to agree on); `k_agree` the share of the live
+    neurons whose own output-weight fit has the predicted frequency; `phase_error`
+    `[d_hidden]` the predicted minus the fitted output phase (wrapped), on the live neurons
+    whose frequencies agree (NaN elsewhere).
     """
 
     p: int
@@ -85,6 +89,7 @@ class OutputPrediction:
     r2: float
     k_agree: float
     phase_error: Tensor
+    alive: Tensor  # bool [d_hidden]
 
     @property
     def median_abs_phase_error(self) -> float | None:
@@ -96,6 +101,7 @@ class OutputPrediction:
                             "layer": self.layer, "k": self.k, "phase": self.phase,
                             "amp": self.amp, "scale": self.scale, "r2": self.r2,
                             "k_agree": self.k_agree,
+                            "alive_fraction": float(self.alive.double().mean()),
                             "median_abs_phase_error": self.median_abs_phase_error})
 
 
@@ -177,12 +183,14 @@ def predict_output_weights(model: Any, source: str = "weights",
     sst = float(Wc.square().sum())
     r2 = 1 - float((Wc - pred).square().sum()) / sst if sst > 0 else float("nan")
     own = fit_cosines(W.float())
-    agree = own.k == k
+    var = layer_activations(model, model.cfg.n_layers - 1, "post").flatten(1).var(dim=1)
+    alive = var > 1e-12 * var.max().clamp_min(1e-300)
+    agree = (own.k == k) & alive
     err = torch.where(agree, wrap_angle(phase - own.phase.double()),
                       torch.full_like(phase, float("nan")))
+    k_agree = float(agree.sum()) / int(alive.sum()) if bool(alive.any()) else float("nan")
     return OutputPrediction(p, source, amplitude, model.cfg.n_layers - 1, k,
-                            wrap_angle(phase), amp, lam, pred.float(), r2,
-                            float(agree.double().mean()), err)
+                            wrap_angle(phase), amp, lam, pred.float(), r2, k_agree, err, alive)
 
 
 @dataclass
@@ -221,10 +229,7 @@ def output_replacement_curve(
     check_model(model)
     check_no_hooks(model, "output_replacement_curve")
     fracs = check_fractions(fractions)
-    if isinstance(n_orders, bool) or not isinstance(n_orders, int) or n_orders < 1:
-        raise ValueError(f"n_orders must be a positive integer, got {n_orders!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_orders(n_orders, seed)
     pred = predict_output_weights(model, source, amplitude)
     cfg, H, p = model.cfg, model.cfg.d_hidden, model.cfg.p
     tokens, labels = dataset(cfg)

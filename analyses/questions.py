@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from analyses._common import accuracy, to_jsonable
+from analyses._common import accuracy, check_fractions, to_jsonable
 from analyses.activation_fits import (
     activation_replacement_curve,
     fit_grids,
@@ -67,6 +67,7 @@ class QuestionsPlan:
     retry_seeds: tuple[int, ...] = (0,)
     fractions: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
     n_orders: int = 2
+    small_p: bool = True  # also train every encoding on the small problem (`SMALL_P_MODEL`)
 
     def __post_init__(self) -> None:
         for name in ("seeds", "encodings", "depths", "retry_seeds", "fractions"):
@@ -78,8 +79,30 @@ class QuestionsPlan:
                              f"got {unknown}")
         MLPConfig(p=self.p, d_hidden=self.d_hidden)
         TrainConfig(epochs=self.epochs)
+        for depth in self.depths:
+            MLPConfig(p=self.p, d_hidden=self.d_hidden, n_layers=depth)
+        for seed in (*self.seeds, *self.retry_seeds):
+            TrainConfig(seed=seed)
+        if len(set(self.seeds)) != len(self.seeds) or \
+                len(set(self.retry_seeds)) != len(self.retry_seeds):
+            raise ValueError(f"QuestionsPlan.seeds and retry_seeds must not repeat a seed, got "
+                             f"{list(self.seeds)} and {list(self.retry_seeds)}")
+        try:
+            check_fractions(self.fractions)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"QuestionsPlan.{e}") from None
+        if isinstance(self.n_orders, bool) or not isinstance(self.n_orders, int) or \
+                self.n_orders < 1:
+            raise ValueError(f"QuestionsPlan.n_orders must be a positive integer, got "
+                             f"{self.n_orders!r}")
+        if isinstance(self.learned, bool) or not isinstance(self.learned, (int, float)) or \
+                not 0 <= self.learned <= 1:
+            raise ValueError(f"QuestionsPlan.learned must be an accuracy in [0, 1], got "
+                             f"{self.learned!r}")
         for changes in self.retries:
-            _split_changes(dict(changes))
+            recipe(self, dict(changes))  # known fields, valid values
+        if not isinstance(self.small_p, bool):
+            raise TypeError(f"QuestionsPlan.small_p must be True or False, got {self.small_p!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(dataclasses.asdict(self))
@@ -264,15 +287,33 @@ class QuestionsResult:
     and the time each part took."""
 
     plan: QuestionsPlan
+    small_p: dict[str, dict[str, float]] = field(default_factory=dict)
     encodings: dict[str, dict[str, Any]] = field(default_factory=dict)
     depths: dict[str, dict[str, Any]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return to_jsonable({"plan": self.plan.to_dict(), "encodings": self.encodings,
+        return to_jsonable({"plan": self.plan.to_dict(), "small_p": self.small_p,
+                            "encodings": self.encodings,
                             "depths": self.depths, "timings": self.timings,
                             "environment": self.environment})
+
+
+# The small problem every encoding is also trained on (seconds each): the page reports what each
+# reaches, and tests/test_encodings.py trains the same runs and holds them to those numbers.
+SMALL_P_MODEL: dict[str, Any] = {"p": 17, "d_hidden": 64}
+SMALL_P_RECIPE = TrainConfig(epochs=150, batch_size=32, weight_decay=0.05)
+
+
+def small_p_run(encoding: str) -> dict[str, float]:
+    """Train `encoding` on the small problem (`SMALL_P_MODEL`, `SMALL_P_RECIPE`, seed 0) and
+    return its final train and validation accuracy (deterministic on the CPU)."""
+    from hooked_mlp.training import train
+
+    _, history = train(MLPConfig(input_encoding=encoding, **SMALL_P_MODEL), SMALL_P_RECIPE,
+                       progress=False)
+    return {"train_acc": history["train_acc"][-1], "val_acc": history["val_acc"][-1]}
 
 
 def examples(model: Any, n: int = 3) -> dict[str, Any]:
@@ -322,6 +363,9 @@ def run_questions(cache: str | Path, plan: QuestionsPlan = DEFAULT_PLAN,
     result = QuestionsResult(plan)
     train_s = 0.0
     measured: dict[str, dict[str, Any]] = {}  # run key -> its group (one-hot at depth 1 twice)
+    for enc in plan.encodings if plan.small_p else ():
+        result.small_p[enc] = small_p_run(enc)
+    small_p_s = time.perf_counter() - start
     for enc in plan.encodings:
         cfg, tcfg = recipe(plan, {"input_encoding": enc})
         models, spent = cached_models(cache, cfg, tcfg, plan.seeds, log)
@@ -357,7 +401,8 @@ def run_questions(cache: str | Path, plan: QuestionsPlan = DEFAULT_PLAN,
                                                spent)
         log(f"{depth} layer(s): measured ({time.perf_counter() - start:.0f} s)")
     total = time.perf_counter() - start
-    result.timings = {"train_s": train_s, "measure_s": total - train_s, "total_s": total}
+    result.timings = {"small_p_s": small_p_s, "train_s": train_s,
+                      "measure_s": total - train_s - small_p_s, "total_s": total}
     result.environment = {"torch": torch.__version__, "python": platform.python_version(),
                           "cpus": len(os.sched_getaffinity(0)) if hasattr(
                               os, "sched_getaffinity") else os.cpu_count(),
@@ -370,5 +415,18 @@ def finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-__all__ = ["DEFAULT_PLAN", "FULL_PLAN", "QuestionsPlan", "QuestionsResult", "cached_models",
-           "measure_model", "recipe", "run_key", "run_questions", "summarise"]
+__all__ = [
+    "DEFAULT_PLAN",
+    "FULL_PLAN",
+    "SMALL_P_MODEL",
+    "SMALL_P_RECIPE",
+    "QuestionsPlan",
+    "QuestionsResult",
+    "cached_models",
+    "measure_model",
+    "recipe",
+    "run_key",
+    "run_questions",
+    "small_p_run",
+    "summarise",
+]

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from analyses.questions import QuestionsResult, finite
+from analyses.questions import SMALL_P_MODEL, SMALL_P_RECIPE, QuestionsResult, finite
 from analyses.views import SEED_COLORS, figure_png, img_html, new_figure
 from hooked_mlp.config import MLPConfig, TrainConfig
 
@@ -40,6 +40,20 @@ def _m(s: dict[str, Any] | None, pct: bool = True, digits: int = 1) -> str:
 
 def _fig(png: bytes, alt: str) -> str:
     return img_html(png, alt, caption=True)
+
+
+def _small_p(result: Any) -> str:
+    """The small problem every encoding also trains on (the tests' check of these numbers)."""
+    if not result.small_p:
+        return ""
+    r = SMALL_P_RECIPE
+    rows = [[html.escape(enc), f"{100 * v['train_acc']:.1f} %", f"{100 * v['val_acc']:.1f} %"]
+            for enc, v in result.small_p.items()]
+    return (f"<h4>At a small p</h4><p>Every encoding also trained on p = {SMALL_P_MODEL['p']}, "
+            f"{SMALL_P_MODEL['d_hidden']} ReLU neurons, {r.epochs} epochs, batch {r.batch_size}, "
+            f"weight decay {r.weight_decay} (seed 0; seconds each; tests/test_encodings.py trains "
+            "the same runs and holds them to these numbers).</p>"
+            + _table(["encoding", "train acc", "val acc"], rows))
 
 
 def _table(head: list[str], rows: list[list[str]]) -> str:
@@ -240,11 +254,13 @@ def _answer_q1(result: QuestionsResult) -> str:
             f"validation {_m(s['val_acc'])} with {html.escape(g['label'])}): "
             f"{_m(layer['single_frequency_fraction'], digits=0)} of the live first-layer "
             f"neurons are single-frequency (their low harmonics of one k hold more than half "
-            f"their power), {_m(layer['single_frequency_k1_fraction'], digits=0)} of them "
-            f"with k = 1 (any smooth function of a and b counts as k = 1: its power sits at "
-            f"the lowest frequencies); frequencies: {html.escape(_k_text(ks))}. The output "
-            f"layer reads {_m(post['k_agree'], digits=0)} of the neurons at the frequency of "
-            f"their a + b term (median phase error "
+            f"their power), {_m(layer['single_frequency_k1_fraction'], digits=0)} of the live "
+            f"neurons with k = 1"
+            + (" (with these inputs any smooth function of a and b counts as k = 1: its "
+               "power sits at the lowest frequencies)" if enc != "one_hot" else "")
+            + f"; frequencies: {html.escape(_k_text(ks))}. The output "
+            f"layer reads {_m(post['k_agree'], digits=0)} of the live neurons at the frequency "
+            f"of their a + b term (median phase error "
             f"{_m(post['median_abs_phase_error'], False)} rad); with every output row replaced "
             f"by its prediction the accuracy is "
             f"{_m(post['predicted_at_1'])} (original {_m(post['original'])}, own cosine fits "
@@ -341,14 +357,16 @@ def render_questions_html(result: QuestionsResult, command: str | None = None) -
     depth_groups = list(result.depths.values())
     env = result.environment
     minutes = t.get("total_s", float("nan")) / 60
+    study = TrainConfig()
     parts = [
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>hooked-mlp: the study's open "
         f"questions</title><style>{CSS}</style></head><body>",
         "<h1>The study's open questions 1 and 3, answered with numbers</h1>",
         f"<p class='note'>Plan <b>{html.escape(plan.name)}</b>: p = {plan.p}, the study's "
-        f"recipe (AdamW lr 3e-3, weight decay 0.5, batch 128, 80 % train) for "
+        f"recipe (AdamW lr {study.lr:g}, weight decay {study.weight_decay:g}, batch "
+        f"{study.batch_size}, {100 * study.train_frac:g} % train) for "
         f"<b>{plan.epochs} epochs</b>"
-        + (" (the study: 2000)" if plan.epochs != 2000 else "")
+        + (f" (the study: {study.epochs})" if plan.epochs != study.epochs else "")
         + f", seeds {list(plan.seeds)}; replacement fractions {list(plan.fractions)}, "
         f"{plan.n_orders} random neuron orders each. Run time: <b>{minutes:.1f} min</b> "
         f"(training {t.get('train_s', 0):.0f} s of it; runs found in the cache cost nothing) "
@@ -377,13 +395,14 @@ def render_questions_html(result: QuestionsResult, command: str | None = None) -
         "recipes; every try is listed.</p>",
         "<h3>Measured answer</h3>", _answer_q1(result),
         _table(["run", "recipe", "train acc", "val acc", "single-freq. neurons (last layer)",
-                "their k", "median a+b share", "k agree / phase err (rad)",
+                "their k", "median a+b share", "k agree (live neurons) / phase err (rad)",
                 "original acc", "predicted outputs (from inputs), 100 %",
                 "predicted (from a+b term), 100 %",
                 "predicted (matched filter of f(a+b)), 100 %", "fitted outputs, 100 %",
                 "activation replacement, 100 %"], _encoding_rows(result)),
         _fig(fig_histories(study_groups + tries), "Training curves of every encoding and "
              "try (first seed)"),
+        _small_p(result),
         _fig(fig_examples(enc_groups, layer=0), "The most active first-layer neurons of each "
              "encoding (the recipe analysed: the one that learned, else the best try) and "
              "their 2-D power spectra (left: the activation, a vertical, b horizontal; right: log "
@@ -425,7 +444,7 @@ def render_questions_html(result: QuestionsResult, command: str | None = None) -
                 "effective no. of frequency pairs", "R² pre additive", "R² post full",
                 "R² post sum", "k of single-freq. neurons"], _depth_rows(result)),
         _table(["model", "prediction from", "original", "predicted, 90 %", "predicted, 100 %",
-                "fitted, 90 %", "fitted, 100 %", "R² of predicted rows", "k agree",
+                "fitted, 90 %", "fitted, 100 %", "R² of predicted rows", "k agree (live neurons)",
                 "median |phase error| (rad)"], _output_rows(result)),
         _fig(fig_output_curves(depth_groups, "Output rows replaced: predicted (solid), matched "
              "filter (dash-dot), fitted (dashed), per depth"),
@@ -445,7 +464,7 @@ def render_questions_html(result: QuestionsResult, command: str | None = None) -
         "little to read, and a recipe under which every seed learns would change those "
         "numbers.</li>"
         f"<li>{len(plan.seeds)} seeds and {plan.epochs} epochs; run with <code>--full</code> "
-        "for the study's 2000 epochs and more seeds.</li></ul>",
+        f"for the study's {TrainConfig().epochs} epochs and more seeds.</li></ul>",
         "</body></html>",
     ]
     return "\n".join(parts)

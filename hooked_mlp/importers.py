@@ -786,7 +786,9 @@ def _read(layout: _Layout, tensors: Mapping[str, Tensor], origin: Mapping[str, s
             f"{_layer_text(layers[0], tensors, origin)} takes {d_in} inputs, but "
             f"{_layer_text(layers[-1], tensors, origin)} gives p = {p} outputs {reading_as}: "
             f"the first layer must take 2p = {2 * p} (one-hot [e_a; e_b]) or p = {p} "
-            f"(e_a + e_b, tied inputs)")
+            f"(e_a + e_b, tied inputs)"
+            + ("; for a dense first layer pass input_encoding= (scalar, circle or binary)"
+               if d_in < p else ""))
     for layer, (_, out) in zip(layers, ins_outs, strict=True):
         if layer.bias is not None:
             b = tensors[layer.bias]

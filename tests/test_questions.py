@@ -20,6 +20,7 @@ from analyses.activation_fits import (
 from analyses.predict_out import SOURCES, output_replacement_curve, predict_output_weights
 from analyses.synthetic import random_cosine_model
 from hooked_mlp import HookedMLP, MLPConfig
+from hooked_mlp.data import all_pairs
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +72,20 @@ def test_spectra_place_functions_of_a_plus_b_on_the_diagonal():
 def test_activation_replacement_with_exact_fits_changes_nothing(synthetic):
     fits = fit_activations(synthetic, 0, "pre", "additive")
     assert float(fits.r2.min()) > 1 - 1e-9
+    # the fitted grids, put in place of every pre-activation, give the model's own logits
+    tokens = all_pairs(31)
+    flat = fits.values().reshape(128, 31 * 31)[:, tokens[:, 0] * 31 + tokens[:, 1]].t()
+    logits = synthetic.run_with_hooks(tokens, fwd_hooks=[(
+        "blocks.0.mlp.hook_pre", lambda act, hook: flat.to(act.dtype))])
+    torch.testing.assert_close(logits, synthetic(tokens), rtol=1e-4, atol=1e-4)
     before = accuracy(synthetic)
     assert before > 0.9
     # (one pair in 961 is 1e-3: equal up to float32 rounding of the fraction means equal)
     assert accuracy_with_replaced(synthetic, fits, range(128)) == pytest.approx(before, abs=1e-6)
+    # the hook is live: zero grids in place of the fits leave every logit 0 (no biases), the
+    # answer 0 everywhere, right on 1 pair in 31
+    zeros = torch.zeros(128, 31, 31, dtype=torch.float64)
+    assert accuracy_with_replaced(synthetic, fits, range(128), zeros) == pytest.approx(1 / 31)
     curve = activation_replacement_curve(synthetic, 0, "pre", "additive", (0.0, 0.5, 1.0),
                                          n_orders=2, fits=fits)
     assert curve.mean == pytest.approx([before] * 3, abs=1e-6)
@@ -111,6 +122,34 @@ def test_predicted_outputs_reproduce_the_synthetic_models_accuracy(synthetic, so
     assert pred.median_abs_phase_error < tol
     if source != "post":  # unit input amplitudes: the global factor is the output amplitude, 1
         assert pred.scale == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("source", ["weights", "pre"])
+def test_predicted_outputs_restore_overwritten_rows(synthetic, source):
+    """Every other output row of the synthetic model overwritten by noise: the accuracy falls
+    to near chance; the rows predicted from the inputs alone (the global factor, fitted on the
+    rows that are left, is about 1/2) give back the intact model's accuracy exactly."""
+    params = synthetic.state_tensors()
+    broken = params["W_out"].clone()
+    broken[::2] = 3 * torch.randn(broken[::2].shape, generator=torch.Generator().manual_seed(0))
+    model = HookedMLP.from_params(synthetic.cfg, {**params, "W_out": broken})
+    curve = output_replacement_curve(model, source, "input", (0.0, 1.0), n_orders=1)
+    assert curve.original < 0.2
+    assert 0.4 < curve.prediction.scale < 0.6
+    assert curve.mean("predicted")[1] == pytest.approx(accuracy(synthetic), abs=1e-6)
+    assert curve.mean("fitted")[1] < 0.5  # each row's own fit keeps the noise rows' damage
+
+
+def test_dead_neurons_do_not_count_in_the_frequency_agreement(synthetic):
+    params = synthetic.state_tensors()
+    W_in, W_out = params["W_in"].clone(), params["W_out"].clone()
+    W_in[:, :32] = 0.0  # 32 dead neurons (no biases: their activation is 0 on every pair)
+    W_out[:32] = torch.randn(32, 31, generator=torch.Generator().manual_seed(1))
+    pred = predict_output_weights(HookedMLP.from_params(synthetic.cfg, {"W_in": W_in,
+                                                                        "W_out": W_out}), "pre")
+    assert pred.alive.tolist() == [False] * 32 + [True] * 96
+    assert pred.k_agree == 1.0 and bool(pred.phase_error[:32].isnan().all())
+    assert pred.to_dict()["alive_fraction"] == 0.75
 
 
 def test_predictions_follow_the_operation_for_a_minus_b():
@@ -166,7 +205,7 @@ def test_predictions_refuse_what_they_cannot_predict():
 # ------------------------------------------------------------------------------ the run
 TINY = dict(name="tiny", p=13, d_hidden=32, epochs=40, seeds=(0, 1),
             encodings=("one_hot", "circle"), depths=(1, 2), retries=((("weight_decay", 0.05),),),
-            fractions=(0.0, 0.5, 1.0), n_orders=1)
+            fractions=(0.0, 0.5, 1.0), n_orders=1, small_p=False)
 
 
 def test_questions_run_caches_and_writes_a_page(tmp_path):
@@ -190,8 +229,11 @@ def test_questions_run_caches_and_writes_a_page(tmp_path):
     for depth in ("1", "2"):  # the same models, so the same numbers
         assert second.to_dict()["depths"][depth]["models"] == \
             first.to_dict()["depths"][depth]["models"]
+    assert first.small_p == {}  # the plan leaves it out; tests/test_encodings.py trains it
+    second.small_p = {"circle": {"train_acc": 1.0, "val_acc": 0.914}}
     html_path, json_path = write_questions_page(second, tmp_path / "out", "hooked-mlp questions")
     page = html_path.read_text()
+    assert "At a small p" in page and "91.4 %" in page
     for text in ("Open question 1", "Open question 3", "Measured answer",
                  "What would change the answer", "data:image/png;base64,"):
         assert text in page
