@@ -382,7 +382,25 @@ def describe(path: Path) -> dict[str, Any]:
         train_idx, val_idx = split_indices(ckpt.cfg, ckpt.info.train_mask)
         out.update(train_config=ckpt.info.train_config.to_dict(), metrics=ckpt.info.metrics,
                    provenance=ckpt.info.provenance, n_train=len(train_idx), n_val=len(val_idx))
+    snapshots = _snapshots_beside(path)
+    if snapshots is not None:
+        out["snapshots"] = snapshots
     return out
+
+
+def _snapshots_beside(path: Path) -> dict[str, Any] | None:
+    """The snapshots a run keeps beside `seed-<s>.safetensors` (`snapshots-seed-<s>`), from
+    the file's header alone: where, and how many; None when there are none."""
+    from hooked_mlp.io import read_header
+
+    if not (path.name.startswith("seed-") and path.name.endswith(".safetensors")):
+        return None
+    beside = path.with_name("snapshots-" + path.name)
+    if not beside.is_file():
+        return None
+    shape = read_header(beside).table.get("epochs", {}).get("shape")
+    count = shape[0] if isinstance(shape, list) and len(shape) == 1 else None
+    return {"path": str(beside), "count": count}
 
 
 def safe_text(value: Any, limit: int = 300) -> str:
@@ -462,6 +480,10 @@ def _format(d: dict[str, Any]) -> str:
                  f"finished {safe_text(pv.get('finished'))}")
     if pv.get("command"):
         lines.append(f"  command  {safe_text(pv['command'], 2000)}")
+    if "snapshots" in d:
+        s = d["snapshots"]
+        lines.append(f"  snapshots {safe_text(s['count'])} in {safe_text(s['path'], 4096)} "
+                     f"(hooked_mlp.load_snapshots; {PROG} dynamics)")
     return "\n".join(lines)
 
 

@@ -112,7 +112,7 @@ def test_resumed_snapshots_equal_an_uninterrupted_run(tmp_path, monkeypatch, bac
         assert a.train_info.history == b.train_info.history
 
 
-def test_run_folder_file_and_cli(tmp_path):
+def test_run_folder_file_and_cli(tmp_path, capsys):
     run = tmp_path / "run"
     rc = main(["train", "--p", "11", "--d-hidden", "12", "--epochs", "20", "--batch-size", "32",
                "--seeds", "0,3", "--snapshots", "log:4", "--out", str(run), "--no-progress"])
@@ -124,8 +124,14 @@ def test_run_folder_file_and_cli(tmp_path):
     assert series.train_info.train_config.seed == 3
     same = load_snapshots(snapshot_path(run, 3))
     assert torch.equal(same.params["W_in"], series.params["W_in"])
-    # hooked-mlp info still lists the models only
+    # hooked-mlp info lists the models, each with the snapshots kept beside it
+    capsys.readouterr()
     assert main(["info", str(run)]) == 0
+    shown = capsys.readouterr().out
+    n = len(series.epochs)
+    for s in (0, 3):
+        assert f"snapshots {n} in {snapshot_path(run, s)}" in shown
+    assert "snapshots-seed" not in shown.split("\n")[0]  # not listed as a model of its own
     # float16 storage: the same weights to float16 precision
     small = tmp_path / "small.safetensors"
     write_series(small, series, dtype="float16")
