@@ -171,8 +171,8 @@ def _check_keys(keys: Any, p: int) -> list[int]:
     K = n_frequencies(p)
     if isinstance(keys, (str, bytes)) or not isinstance(keys, Sequence) or not keys or not all(
             isinstance(k, int) and not isinstance(k, bool) and 1 <= k <= K for k in keys):
-        raise ValueError(f"key frequencies must be a non-empty list of integers in [1, {K}], "
-                         f"got {keys!r}")
+        raise ValueError(f"keys: the key frequencies must be a non-empty list of integers in "
+                         f"[1, {K}], got {keys!r}")
     if len(set(keys)) != len(keys):
         raise ValueError(f"key frequencies must be distinct, got {list(keys)}")
     return sorted(keys)
@@ -327,10 +327,15 @@ class Lottery:
         return to_jsonable(self.__dict__)
 
     def summary(self) -> str:
+        if self.n_neurons == 0:  # no hit rate to give (they are NaN): say why instead
+            return (f"no neuron's final input spectrum has a clear frequency (power share >= "
+                    f"0.5), so there is no hit rate to compare with chance (1/K = "
+                    f"{self.uniform:.1%})")
         align = ("" if self.hit_rate_alignment is None else
                  f"; by alignment {self.hit_rate_alignment:.0%} (chance "
                  f"{self.chance_alignment:.0%})")
-        return (f"{self.n_neurons} neurons: the final frequency was the initial spectrum's first "
+        return (f"{self.n_neurons} neuron{'s' * (self.n_neurons != 1)}: the final frequency was "
+                f"the initial spectrum's first "
                 f"by magnitude for {self.hit_rate_magnitude:.0%} (chance "
                 f"{self.chance_magnitude:.0%}, 1/K = {self.uniform:.1%}){align}; median rank "
                 f"of the final frequency at epoch {self.initial_epoch}: "
@@ -345,6 +350,9 @@ def _chance(a: Tensor, b: Tensor, K: int) -> float:
 
 def lottery(initial: Any, final: Any, initial_epoch: int = 0) -> Lottery:
     """The lottery over frequencies between two snapshots of one model (one hidden layer)."""
+    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int) or initial_epoch < 0:
+        raise ValueError(f"initial_epoch must be a non-negative integer (the epoch of `initial`), "
+                         f"got {initial_epoch!r}")
     for name, m in (("initial", initial), ("final", final)):
         check_model(m)
         check_one_layer(m, f"lottery ({name})")
@@ -546,9 +554,12 @@ class Dynamics:
         m = self.measures
         lines = [f"{len(self.epochs)} snapshots, epochs {self.epochs[0]}..{self.epochs[-1]}; "
                  f"{len(self.key_frequencies)} key frequencies {self.key_frequencies}"]
-        lines.append(f"memorisation ends at epoch {ph.memorisation_end}, validation accuracy "
-                     f"jumps at {ph.jump} (50 % at {ph.val_acc_50}), clean-up ends at "
-                     f"{ph.cleanup_end}")
+        def at(epoch: int | None, prefix: str = "") -> str:  # None: the run never got there
+            return "never" if epoch is None else f"at {prefix}{epoch}"
+
+        lines.append(f"memorisation ends {at(ph.memorisation_end, 'epoch ')}, validation "
+                     f"accuracy jumps {at(ph.jump)} (50 % {at(ph.val_acc_50)}), clean-up "
+                     f"ends {at(ph.cleanup_end)}")
         if ph.jump is not None and ph.memorisation_end is not None and \
                 ph.jump <= ph.memorisation_end:
             lines.append("no grokking: validation accuracy rose with train accuracy, so the "

@@ -73,6 +73,9 @@ class QuestionsPlan:
         for name in ("seeds", "encodings", "depths", "retry_seeds", "fractions"):
             if not getattr(self, name):
                 raise ValueError(f"QuestionsPlan.{name} must not be empty")
+        if isinstance(self.encodings, str):  # not read letter by letter
+            raise TypeError(f"QuestionsPlan.encodings must be a tuple of names in "
+                            f"{list(INPUT_ENCODINGS)}, got the str {self.encodings!r}")
         unknown = [e for e in self.encodings if e not in INPUT_ENCODINGS]
         if unknown:
             raise ValueError(f"QuestionsPlan.encodings must be names in {list(INPUT_ENCODINGS)}, "
@@ -358,7 +361,15 @@ def run_questions(cache: str | Path, plan: QuestionsPlan = DEFAULT_PLAN,
 
     if not isinstance(plan, QuestionsPlan):
         raise TypeError(f"plan must be a QuestionsPlan, got {type(plan).__name__}")
+    if not isinstance(cache, (str, os.PathLike)):
+        raise TypeError(f"cache must be a folder path (str or os.PathLike), got "
+                        f"{type(cache).__name__}")
     cache = Path(cache)
+    for above in (cache, *cache.parents):  # refused before any training, not after a first run
+        if above.exists():
+            if not above.is_dir():
+                raise ValueError(f"cache must be a folder, but {above} is a file")
+            break
     start = time.perf_counter()
     result = QuestionsResult(plan)
     train_s = 0.0

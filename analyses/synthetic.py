@@ -233,8 +233,9 @@ def quad_construction(n_neurons: int, p: int = 113, seed: int = 0) -> Any:
     they break it (7 neurons: about 20 % at p = 113)."""
     from hooked_mlp.model import HookedMLP
 
+    _check_positive_int("n_neurons", n_neurons)
+    cfg = MLPConfig(p=p, d_hidden=n_neurons, activation="quad", bias=False)  # sizes checked
     prm = _grouped_phases(n_neurons, p, seed, QUAD_GROUP, QUAD_PHASE_STEP)
-    cfg = MLPConfig(p=p, d_hidden=n_neurons, activation="quad", bias=False)
     return HookedMLP.from_params(cfg, cosine_weights(prm["k"], prm["phi_a"], prm["phi_b"], p))
 
 
@@ -247,6 +248,7 @@ def pizza_construction(n_neurons: int, p: int = 113, seed: int = 0) -> Any:
     the distance `a - b` only, and pairs near antipodal are often wrong."""
     from hooked_mlp.model import HookedMLP
 
+    _check_positive_int("n_neurons", n_neurons)
+    cfg = MLPConfig(p=p, d_hidden=n_neurons, activation="quad", bias=False)  # sizes checked
     prm = _grouped_phases(n_neurons, p, seed, PIZZA_GROUP, 1)
-    cfg = MLPConfig(p=p, d_hidden=n_neurons, activation="quad", bias=False)
     return HookedMLP.from_params(cfg, cosine_weights(prm["k"], prm["phi_a"], prm["phi_a"], p))

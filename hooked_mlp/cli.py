@@ -549,12 +549,26 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- dynamics
+def _check_folder_arg(command: str, flag: str, path: Path) -> None:
+    """A usage error (exit 2) when `path`, or the nearest of its parents that exists, is not a
+    folder: an output folder could never be made there."""
+    for above in (path, *path.parents):
+        if above.exists():
+            if above == path and not above.is_dir():
+                raise CommandLineError(f"{command}: {flag} {path} is a file, not a folder")
+            if not above.is_dir():
+                raise CommandLineError(f"{command}: {flag} {path} must be a folder, but it "
+                                       f"cannot be one ({above} is a file)")
+            return
+
+
 def _cmd_dynamics(args: argparse.Namespace) -> int:
     from analyses.dynamics_page import write_dynamics_page
     from hooked_mlp.trainer import torch_threads
 
     options = {k: v for k, v in (("activation", args.activation),
                                  ("operation", args.operation)) if v is not None}
+    _check_folder_arg("dynamics", "--out", args.out)
     source = args.source
     if source is None:
         from hooked_mlp.io import PRETRAINED_DIR
@@ -575,11 +589,11 @@ def _cmd_questions(args: argparse.Namespace) -> int:
     from analyses.questions import DEFAULT_PLAN, FULL_PLAN, run_questions
     from analyses.questions_page import write_questions_page
 
-    if args.out.exists() and not args.out.is_dir():
-        raise CommandLineError(f"questions: --out {args.out} is a file, not a folder")
+    _check_folder_arg("questions", "--out", args.out)
+    cache = args.cache if args.cache is not None else args.out / "cache"
+    _check_folder_arg("questions", "--cache", cache)  # before any training, not after a run
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    cache = args.cache if args.cache is not None else args.out / "cache"
     result = run_questions(cache, FULL_PLAN if args.full else DEFAULT_PLAN,
                            log=lambda line: print(line, file=sys.stderr))
     command = shlex.join([PROG, *sys.argv[1:]]) if sys.argv[1:2] == ["questions"] else None

@@ -87,7 +87,8 @@ def parse_snapshot_spec(spec: Any, epochs: int, name: str = "snapshots") -> list
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
     allowed = (f"{name} must be 'log:N' (N log-spaced epochs), 'every:K' (every K epochs), "
-               "a list of epochs like '0,10,100', or a sequence of integers")
+               + ("or a list of epochs like '0,10,100'" if name.startswith("--") else
+                  "a list of epochs like '0,10,100', or a sequence of integers"))
     if isinstance(spec, str):
         text = spec.strip()
         kind, colon, arg = text.partition(":")
@@ -96,7 +97,7 @@ def parse_snapshot_spec(spec: Any, epochs: int, name: str = "snapshots") -> list
                 raise ValueError(f"{name}={spec!r}: {kind}:N needs a positive integer N; "
                                  f"{allowed}")
             n = int(arg)
-            count = n if kind == "log" else epochs // n
+            count = min(n, epochs + 1) if kind == "log" else epochs // n  # log:N takes <= all
             if count > MAX_SNAPSHOTS:
                 raise ValueError(f"{name}={spec!r} chooses about {count:,} epochs; at most "
                                  f"{MAX_SNAPSHOTS:,}")
@@ -107,10 +108,13 @@ def parse_snapshot_spec(spec: Any, epochs: int, name: str = "snapshots") -> list
                 raise ValueError(f"{name}={spec!r} is not understood; {allowed}")
             chosen = [int(s) for s in parts]
     elif isinstance(spec, Sequence) and not isinstance(spec, (bytes, bytearray)):
-        if len(spec) > MAX_SNAPSHOTS or not all(
-                isinstance(e, int) and not isinstance(e, bool) for e in spec):
-            raise TypeError(f"{name} as a sequence must hold at most {MAX_SNAPSHOTS:,} "
-                            f"integers, got {type(spec).__name__}; {allowed}")
+        if len(spec) > MAX_SNAPSHOTS:
+            raise ValueError(f"{name} as a sequence must hold at most {MAX_SNAPSHOTS:,} "
+                             f"epochs, got {len(spec):,}")
+        odd = [e for e in spec if isinstance(e, bool) or not isinstance(e, int)]
+        if odd:  # the first offender named, not just the container's type
+            raise TypeError(f"{name} as a sequence must hold integers (epochs), got "
+                            f"{odd[0]!r} ({type(odd[0]).__name__}); {allowed}")
         chosen = list(spec)
     else:
         raise TypeError(f"{name} must be a str or a sequence of ints, got "
@@ -498,6 +502,9 @@ def load_snapshots(path: str | os.PathLike[str], seed: int | None = None,
     so are hooked-mlp files (a run folder's `seed-<s>.safetensors` are seeds, not epochs): a
     folder with nothing else is refused, saying so.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike (a run folder, a snapshots file or a "
+                        f"folder of checkpoint files), got {type(path).__name__}")
     p = Path(path)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
@@ -508,7 +515,13 @@ def load_snapshots(path: str | os.PathLike[str], seed: int | None = None,
             raise ValueError(f"{p} is a hooked-mlp snapshots file; importer options "
                              f"{sorted(importer_options)} apply to a folder of other "
                              "checkpoints only")
-        return read_series(p)
+        series = read_series(p)
+        tcfg = getattr(series.train_info, "train_config", None)
+        if seed is not None and seed != getattr(tcfg, "seed", None):  # never silently ignored
+            raise ValueError(f"{p} holds the snapshots of seed "
+                             f"{getattr(tcfg, 'seed', 'unknown')}, not seed {seed}; seed= "
+                             "chooses among a run folder's snapshots files")
+        return series
     own = sorted(p.glob("snapshots-seed-*.safetensors"), key=lambda f: (len(f.name), f.name))
     own = [f for f in own if f.name[len("snapshots-seed-"):-len(".safetensors")].isdigit()]
     if own:

@@ -136,6 +136,29 @@ def test_refusals():
         frequency_losses(mul, [1])
     with pytest.raises(TypeError, match="series must be"):
         dynamics([model, model])
+    with pytest.raises(ValueError, match="keys: the key frequencies must be"):
+        frequency_losses(model, [float("nan")])
+    with pytest.raises(ValueError, match="initial_epoch must be a non-negative integer"):
+        lottery(model, model, initial_epoch=-1)
+
+
+def test_summaries_of_a_run_that_got_nowhere_read_as_words(tmp_path, capsys):
+    from analyses.dynamics import Lottery
+
+    none = Lottery(n_neurons=0, n_frequencies=11, hit_rate_magnitude=math.nan,
+                   hit_rate_alignment=math.nan, chance_magnitude=math.nan,
+                   chance_alignment=math.nan, uniform=1 / 11, final_rank_median=math.nan)
+    assert "nan" not in none.summary() and "no neuron" in none.summary()
+    model, _ = train(MLPConfig(p=11, d_hidden=8), TrainConfig(epochs=4), snapshots="0,2",
+                     progress=False)
+    text = dynamics(model.train_info.snapshots).summary()
+    assert "None" not in text and "nan" not in text and "jumps never" in text
+    afile = tmp_path / "f"
+    afile.write_text("")
+    for out in (afile, afile / "page"):  # a usage error (2), as in `questions`
+        assert main(["dynamics", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"dynamics: --out {out}" in err
 
 
 @pytest.fixture(scope="module")

@@ -60,3 +60,13 @@ def test_trained_quad_model_against_the_construction() -> None:
     # ... but not its phase lattice: the sums the construction zeroes stay well above zero
     assert max(exact["phase_sum_mean"]) < 1e-5
     assert min(trained["phase_sum_mean"]) > 0.1
+
+
+def test_sizes_are_checked_before_anything_is_built():
+    from analyses.synthetic import pizza_construction
+
+    for build in (quad_construction, pizza_construction):
+        with pytest.raises(ValueError, match="d_hidden must be an integer in"):
+            build(10**9)
+        with pytest.raises(ValueError, match="n_neurons"):
+            build(0)

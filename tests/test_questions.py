@@ -252,8 +252,26 @@ def test_questions_plan_and_cli_refuse_bad_input(tmp_path, capsys):
         QuestionsPlan(retries=((("width", 3),),))
     with pytest.raises(ValueError, match="QuestionsPlan.seeds must not be empty"):
         QuestionsPlan(seeds=())
+    with pytest.raises(TypeError, match="QuestionsPlan.encodings must be a tuple .* 'circle'"):
+        QuestionsPlan(encodings="circle")
+    from analyses.questions import run_questions
+
+    with pytest.raises(TypeError, match="cache must be a folder path"):
+        run_questions(None, QuestionsPlan(), log=lambda line: None)
+    (tmp_path / "c").write_text("")
+    with pytest.raises(ValueError, match="cache must be a folder, but .* is a file"):
+        run_questions(tmp_path / "c" / "runs", QuestionsPlan(), log=lambda line: None)
     afile = tmp_path / "f"
     afile.write_text("")
     assert main(["questions", "--out", str(afile)]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a file" in err[0]
+    # a --cache (or an --out) that cannot be a folder is refused before any training (it used
+    # to train a whole run first and then fail with "[Errno 20] Not a directory")
+    for argv, flag in ((["--out", str(tmp_path / "q"), "--cache", str(afile)], "--cache"),
+                       (["--out", str(tmp_path / "q"), "--cache", str(afile / "c")], "--cache"),
+                       (["--out", str(afile / "q")], "--out")):
+        assert main(["questions", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"questions: {flag} " in err and "Errno" not in err
+    assert not (tmp_path / "q").exists()

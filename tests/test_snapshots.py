@@ -23,6 +23,7 @@ def test_spec_log_every_and_lists():
     assert log[0] == 0 and log[-1] == 1000 and len(log) == 9
     assert all(b / a > 1.5 for a, b in itertools.pairwise(log[2:]))  # log-spaced
     assert parse_snapshot_spec("log:64", 20) == list(range(21))  # more than there are epochs
+    assert parse_snapshot_spec("log:99999999", 20) == list(range(21))  # not refused as 1e8
     assert parse_snapshot_spec("every:300", 1000) == [0, 300, 600, 900, 1000]
     assert parse_snapshot_spec("5, 10", 20) == [0, 5, 10, 20]
     assert parse_snapshot_spec([3, 3, 7], 10) == [0, 3, 7, 10]
@@ -35,6 +36,13 @@ def test_spec_log_every_and_lists():
 def test_spec_refused(spec, error):
     with pytest.raises(error, match="snapshots"):
         parse_snapshot_spec(spec, 20)
+
+
+def test_spec_refusal_names_the_offending_epoch():
+    with pytest.raises(TypeError, match=r"must hold integers \(epochs\), got nan \(float\)"):
+        parse_snapshot_spec([0, float("nan")], 20)
+    with pytest.raises(ValueError, match="at most 100,000 epochs, got 100,001"):
+        parse_snapshot_spec(range(100_001), 200_000)
 
 
 @pytest.mark.parametrize("backend", ["c", "torch"])
@@ -145,12 +153,23 @@ def test_bad_snapshot_arguments(tmp_path, capsys):
                  str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "--snapshots='log:zero'" in err and "'every:K'" in err and err.count("\n") == 1
+    assert "sequence" not in err  # the Python API's form, not the command line's
     assert main(["train", "--p", "11", "--epochs", "5", "--snapshots", "0,9", "--out",
                  str(tmp_path / "x")]) == 2
     assert "--snapshots: epoch 9 is outside [0, 5]" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()  # refused before anything was written
     with pytest.raises(ValueError, match="no such file or folder"):
         load_snapshots(tmp_path / "missing")
+    for bad in (None, 3, b"runs"):
+        with pytest.raises(TypeError, match="path must be a str or os.PathLike"):
+            load_snapshots(bad)
+    from hooked_mlp.io import PRETRAINED_DIR
+    from hooked_mlp.snapshots import SHIPPED_SERIES
+
+    shipped_series = PRETRAINED_DIR / SHIPPED_SERIES  # seed 0: seed=1 is refused, not ignored
+    assert load_snapshots(shipped_series, seed=0).epochs[-1] == 2000
+    with pytest.raises(ValueError, match="holds the snapshots of seed 0, not seed 1"):
+        load_snapshots(shipped_series, seed=1)
     with pytest.raises(ValueError, match="holds no snapshots"):
         load_snapshots(tmp_path)
     (tmp_path / "notes.txt").write_text("not a checkpoint")
