@@ -138,13 +138,23 @@ def check_fractions(fractions: Sequence[float]) -> list[float]:
     return out
 
 
+def check_count(name: str, value: Any) -> None:
+    """`value` (the argument `name`) is a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_seed(seed: Any) -> None:
+    """`seed` is an integer in [0, 2^63), as `torch.Generator.manual_seed` takes it."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+
+
 def check_orders(n_orders: Any, seed: Any) -> None:
     """`n_orders` random neuron orders (a positive integer) drawn from `seed` (an integer in
     [0, 2^63)), as the replacement experiments take them."""
-    if isinstance(n_orders, bool) or not isinstance(n_orders, int) or n_orders < 1:
-        raise ValueError(f"n_orders must be a positive integer, got {n_orders!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_count("n_orders", n_orders)
+    check_seed(seed)
 
 
 def to_jsonable(x: Any) -> Any:

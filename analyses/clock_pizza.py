@@ -37,7 +37,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from analyses._common import check_all_pairs_memory, check_model, check_one_hot, to_jsonable
+from analyses._common import (
+    check_all_pairs_memory,
+    check_count,
+    check_model,
+    check_one_hot,
+    check_seed,
+    to_jsonable,
+)
 
 GS_THRESHOLD = 0.98
 DI_THRESHOLD = 0.6
@@ -74,10 +81,8 @@ def gradient_symmetricity(model: Any, n_triples: int = 4096, seed: int = 0) -> f
     check_model(model)
     check_one_hot(model, "gradient_symmetricity")
     sign = _check_operation(model)
-    if isinstance(n_triples, bool) or not isinstance(n_triples, int) or n_triples < 1:
-        raise ValueError(f"n_triples must be a positive integer, got {n_triples!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_count("n_triples", n_triples)
+    check_seed(seed)
     p = model.cfg.p
     gen = torch.Generator().manual_seed(seed)
     abc = torch.randint(0, p, (n_triples, 3), generator=gen)

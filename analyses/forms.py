@@ -53,6 +53,7 @@ from analyses._common import (
     check_no_hooks,
     check_one_hot,
     check_one_layer,
+    check_orders,
     to_jsonable,
     wrap_angle,
 )
@@ -497,10 +498,7 @@ def form_replacement(
     check_all_pairs_memory(model.cfg, 4 * model.cfg.d_hidden + 2 * model.cfg.p,
                            "form_replacement")
     fracs = check_fractions(fractions)
-    if isinstance(n_orders, bool) or not isinstance(n_orders, int) or n_orders < 1:
-        raise ValueError(f"n_orders must be a positive integer, got {n_orders!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_orders(n_orders, seed)
     if isinstance(forms, str) or not forms or any(f not in REPLACEMENT_FORMS for f in forms):
         raise ValueError(f"forms must be a non-empty list drawn from {list(REPLACEMENT_FORMS)}, "
                          f"got {forms!r}")

@@ -29,12 +29,14 @@ import torch
 
 from analyses._common import (
     check_all_pairs_memory,
+    check_count,
     check_fractions,
     check_model,
     check_neurons,
     check_no_hooks,
     check_one_hot,
     check_one_layer,
+    check_seed,
     to_jsonable,
 )
 from analyses.cosine_fit import (
@@ -228,14 +230,12 @@ def replacement_curve(
     check_all_pairs_memory(model.cfg, 4 * model.cfg.d_hidden + 2 * model.cfg.p,
                            "replacement_curve")
     fracs = check_fractions(fractions)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    check_seed(seed)
     if order not in ORDERS:
         raise ValueError(f"order must be one of {list(ORDERS)}, got {order!r}")
     if parts not in PARTS:
         raise ValueError(f"parts must be one of {list(PARTS)}, got {parts!r}")
-    if isinstance(n_orders, bool) or not isinstance(n_orders, int) or n_orders < 1:
-        raise ValueError(f"n_orders must be a positive integer, got {n_orders!r}")
+    check_count("n_orders", n_orders)
     H = model.cfg.d_hidden
     if fits is None:
         fits = fit_neurons(model)
