@@ -9,8 +9,8 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "hooked_mlp._cpu_kernel",
-            sources=["hooked_mlp/_cpu_kernel.c"],
+            "hooked_mlp.training._c_kernel",
+            sources=["hooked_mlp/training/_c_kernel.c"],
             extra_compile_args=["-O3", "-fno-math-errno", "-ffp-contract=off", "-std=c11"],
             libraries=["dl", "m"],
             optional=True,

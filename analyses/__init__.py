@@ -1,6 +1,23 @@
-"""Probes that read a `HookedMLP` through its hooks and weights.
+"""Analyses of a `HookedMLP`, grouped by kind.
 
-Each analysis is a plain function over a model (or its cache) that returns a small result object
-which serialises to JSON. Imports go `analyses -> hooked_mlp`, never back (the `hooked-mlp`
-command line, a thin layer over both, is the one place that reaches into `analyses`).
+- computations (this folder): plain functions over a model, its cache or a series of snapshots,
+  each returning a small result object that serialises to JSON (`to_dict()`), says what it
+  found in a few lines (`summary()`) and may draw itself (`figures()`);
+- `analyses.experiments`: the study, the forms comparison, how the circuit formed and the open
+  questions, composed from the computations, returning result objects;
+- `analyses.pages`: the report and the other HTML pages, rendered from those results.
+
+Imports point one way: `hooked_mlp` <- computations <- experiments <- pages <- the CLI.
 """
+
+from hooked_mlp._moved import register as _register
+
+_register({
+    "analyses.report": ("analyses.pages.report",),
+    "analyses.dynamics_page": ("analyses.pages.dynamics",),
+    "analyses.questions_page": ("analyses.pages.questions",),
+    "analyses.forms_report": ("analyses.pages.forms",),
+    "analyses.study": ("analyses.experiments.study",),
+    "analyses.questions": ("analyses.experiments.questions",),
+    "analyses.construction": ("analyses.experiments.construction",),
+})

@@ -91,6 +91,21 @@ def check_fourier(cfg: Any, what: str) -> None:
                          "between 1 and (p - 1) / 2 to fit)")
 
 
+def fourier_structure(cfg: Any) -> str | None:
+    """None where models of `cfg` have residue Fourier structure to measure (the frequencies
+    neurons use, their cosine fits), else why not: an operation with no single-frequency
+    relation over residues, or too few frequencies for agreement to mean anything."""
+    from hooked_mlp.family import OPERATIONS
+
+    op = OPERATIONS[cfg.operation]
+    if op.phase_sign is None:
+        return f"not applicable to {cfg.operation} ({op.symbol}): {op.fourier_note}"
+    if (cfg.p - 1) // 2 < 3:
+        return (f"not applicable with p = {cfg.p}: there are only {(cfg.p - 1) // 2} "
+                "frequencies, so neurons agree on one by chance")
+    return None
+
+
 def phase_sign(cfg: Any) -> int | None:
     """`s` in the predicted `phi_out = phi_a + s * phi_b` for `cfg`'s operation, or None where
     no such relation over residues is predicted (see `hooked_mlp.family.OPERATIONS`)."""

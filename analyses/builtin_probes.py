@@ -6,18 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from analyses._common import fourier_structure
 from analyses.cosine_fit import dead_neurons as _dead_neurons
 from analyses.cosine_fit import fit_neurons
 from analyses.fourier import frequency_histogram
 from analyses.probes import ProbeResult
-from analyses.study import applicability
 from analyses.views import plot_frequency_histogram
 
 
 def _fourier_applies(model: Any) -> None:
-    """Refuse a model whose Fourier structure over residues means nothing (see
-    `analyses.study.applicability`): the report then says why, as its main sections do."""
-    why = applicability(model.cfg)["frequencies"]
+    """Refuse a model whose Fourier structure over residues means nothing
+    (`analyses._common.fourier_structure`): the report then says why, as its main sections
+    do."""
+    why = fourier_structure(model.cfg)
     if why is not None:
         raise ValueError(why)
 

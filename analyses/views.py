@@ -573,7 +573,7 @@ def views_page(views: Sequence[CircuitsVisView], title: str = "hooked-mlp views"
 def save_views_page(views: Sequence[CircuitsVisView], path: str | Path,
                     title: str = "hooked-mlp views") -> Path:
     """Write `views_page(views)` to `path` atomically."""
-    from hooked_mlp.io import atomic_write_text
+    from hooked_mlp.files.format import atomic_write_text
 
     atomic_write_text(path, views_page(views, title))
     return Path(path)

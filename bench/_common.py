@@ -57,7 +57,7 @@ def epoch_runner(seeds: list[int], epochs: int, threads: int | None = None,
     beside the next epoch (one thread per seed) and is waited for at the end of that next
     epoch: the time of an epoch is the steady state of the pipeline."""
     from hooked_mlp import MLPConfig, TrainConfig
-    from hooked_mlp.trainer import BatchedTrainer, default_threads, torch_threads
+    from hooked_mlp.training.trainer import BatchedTrainer, default_threads, torch_threads
 
     trainer = BatchedTrainer(MLPConfig() if cfg is None else cfg, TrainConfig(epochs=epochs),
                              seeds, backend=backend)

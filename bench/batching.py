@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import interleaved, machine, median
 from hooked_mlp import MLPConfig, TrainConfig, functional
-from hooked_mlp.trainer import BatchedTrainer
+from hooked_mlp.training.trainer import BatchedTrainer
 
 
 def strategies(n_seeds: int):

@@ -35,7 +35,8 @@ def _first(values, threshold):
 
 def _time_snapshot_work() -> list[float]:
     """Wrap the snapshot code's entry points so that the time spent in them is summed."""
-    from hooked_mlp import runs, snapshots, training
+    from hooked_mlp import training
+    from hooked_mlp.training import runs, snapshots
 
     spent = [0.0]
 

@@ -51,8 +51,8 @@ def main() -> None:
     torch.set_num_threads(1)
     print(f"machine: {machine()}; torch threads {torch.get_num_threads()}")
 
-    from analyses.construction import compare_quad, quad_curve
     from analyses.discovery import discover
+    from analyses.experiments.construction import compare_quad, quad_curve
     from analyses.forms import FORMS, compare_forms, fit_form, fit_forms
     from analyses.fourier import neuron_signals
     from analyses.synthetic import quad_construction
@@ -153,7 +153,7 @@ def main() -> None:
 
     # ------------------------------------------------------------- the report's section
     from analyses.forms import REPLACEMENT_FORMS, form_replacement, form_weights
-    from analyses.forms_report import forms_section
+    from analyses.pages.forms import forms_section
     from analyses.replacement import accuracy_along_orders
 
     labels = [f"seed {s}" for s in seeds]

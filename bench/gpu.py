@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hooked_mlp import MLPConfig, TrainConfig
-from hooked_mlp.trainer import BatchedTrainer
+from hooked_mlp.training.trainer import BatchedTrainer
 
 
 def timed_epochs(trainer: BatchedTrainer, epochs: int) -> float:

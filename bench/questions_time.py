@@ -30,8 +30,8 @@ def main() -> None:
                         help="keep the page written by the last call in this folder")
     args = parser.parse_args()
 
-    from analyses.questions import DEFAULT_PLAN, FULL_PLAN, run_questions
-    from analyses.questions_page import write_questions_page
+    from analyses.experiments.questions import DEFAULT_PLAN, FULL_PLAN, run_questions
+    from analyses.pages.questions import write_questions_page
 
     plan = FULL_PLAN if args.full else DEFAULT_PLAN
     print(machine())

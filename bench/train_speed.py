@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import epoch_runner, interleaved, machine, median
 from bench.plain_loop import PlainLoop
 from hooked_mlp import MLPConfig, TrainConfig
-from hooked_mlp.trainer import BatchedTrainer, default_threads, torch_threads
+from hooked_mlp.training.trainer import BatchedTrainer, default_threads, torch_threads
 
 
 def per_epoch(repeats: int) -> None:

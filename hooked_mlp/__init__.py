@@ -13,35 +13,37 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from hooked_mlp import _moved  # old module names, kept importable
 from hooked_mlp.config import MLPConfig, TrainConfig
 
 if TYPE_CHECKING:
-    from hooked_mlp.importers import import_mlp, load_linear_state_dict
-    from hooked_mlp.io import CheckpointError, load, load_pretrained, pretrained_seeds, save
+    from hooked_mlp.files.checkpoints import load, load_pretrained, pretrained_seeds, save
+    from hooked_mlp.files.format import CheckpointError
+    from hooked_mlp.files.importers import import_mlp, load_linear_state_dict
     from hooked_mlp.model import HookedMLP
-    from hooked_mlp.runs import RunLockedError, resume_run, train_run
-    from hooked_mlp.snapshots import load_snapshots
     from hooked_mlp.train_info import TrainInfo
-    from hooked_mlp.trainer import TrainingDivergedError
     from hooked_mlp.training import train, train_many
+    from hooked_mlp.training.runs import RunLockedError, resume_run, train_run
+    from hooked_mlp.training.snapshots import load_snapshots
+    from hooked_mlp.training.trainer import TrainingDivergedError
 
 _LAZY = {
     "HookedMLP": "hooked_mlp.model",
     "TrainInfo": "hooked_mlp.train_info",
     "train": "hooked_mlp.training",
     "train_many": "hooked_mlp.training",
-    "train_run": "hooked_mlp.runs",
-    "resume_run": "hooked_mlp.runs",
-    "TrainingDivergedError": "hooked_mlp.trainer",
-    "RunLockedError": "hooked_mlp.runs",
-    "save": "hooked_mlp.io",
-    "load": "hooked_mlp.io",
-    "load_pretrained": "hooked_mlp.io",
-    "pretrained_seeds": "hooked_mlp.io",
-    "CheckpointError": "hooked_mlp.io",
-    "import_mlp": "hooked_mlp.importers",
-    "load_linear_state_dict": "hooked_mlp.importers",
-    "load_snapshots": "hooked_mlp.snapshots",
+    "train_run": "hooked_mlp.training.runs",
+    "resume_run": "hooked_mlp.training.runs",
+    "TrainingDivergedError": "hooked_mlp.training.trainer",
+    "RunLockedError": "hooked_mlp.training.runs",
+    "save": "hooked_mlp.files.checkpoints",
+    "load": "hooked_mlp.files.checkpoints",
+    "load_pretrained": "hooked_mlp.files.checkpoints",
+    "pretrained_seeds": "hooked_mlp.files.checkpoints",
+    "CheckpointError": "hooked_mlp.files.format",
+    "import_mlp": "hooked_mlp.files.importers",
+    "load_linear_state_dict": "hooked_mlp.files.importers",
+    "load_snapshots": "hooked_mlp.training.snapshots",
 }
 
 __all__ = [  # noqa: RUF022 - grouped by module

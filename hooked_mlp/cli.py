@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
     g.add_argument("--threads", type=_threads, default=None,
                    help="CPU threads (default: one per seed up to the cores here with the C "
-                   "backend; see hooked_mlp.trainer.default_threads)")
+                   "backend; see hooked_mlp.training.trainer.default_threads)")
     g.add_argument("--backend", choices=("auto", "c", "torch"), default=None,
                    help="auto (default: the C accelerator where it supports the run, else "
                    "the general torch path), c or torch; --resume keeps the run's own")
@@ -291,7 +291,7 @@ def _version() -> str:
 
 # --------------------------------------------------------------------------- train
 def _cmd_train(args: argparse.Namespace) -> int:
-    from hooked_mlp.runs import resume_run, train_run
+    from hooked_mlp.training.runs import resume_run, train_run
 
     progress = not args.no_progress and sys.stderr.isatty()
     if args.resume is not None:
@@ -317,7 +317,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         seeds = args.seeds if args.seeds is not None else [tcfg.seed]
         every = 50 if args.checkpoint_every is None else args.checkpoint_every
         if args.snapshots is not None:  # issue 10: the flag's own one-line error, before any work
-            from hooked_mlp.snapshots import parse_snapshot_spec
+            from hooked_mlp.training.snapshots import parse_snapshot_spec
 
             try:
                 parse_snapshot_spec(args.snapshots, tcfg.epochs, name="--snapshots")
@@ -335,11 +335,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- info
-STATE_FILE = "state.safetensors"  # hooked_mlp.runs.STATE_FILE (not imported: it loads torch)
+STATE_FILE = "state.safetensors"  # hooked_mlp.training.runs.STATE_FILE
+# (not imported here: it loads torch)
 
 
 def _info_targets(paths: Sequence[Path]) -> list[Path]:
-    from hooked_mlp.io import PRETRAINED_DIR, pretrained_seeds
+    from hooked_mlp.files.checkpoints import PRETRAINED_DIR, pretrained_seeds
 
     if not paths:
         return [PRETRAINED_DIR / f"seed-{s}.safetensors" for s in pretrained_seeds()]
@@ -361,7 +362,8 @@ def _info_targets(paths: Sequence[Path]) -> list[Path]:
 def describe(path: Path) -> dict[str, Any]:
     """What `hooked-mlp info` shows of one file, as JSON-ready data (values from the file are
     as the file has them: `_format` escapes them for a terminal)."""
-    from hooked_mlp.io import CheckpointError, config_from, read_header, read_model
+    from hooked_mlp.files.checkpoints import read_model
+    from hooked_mlp.files.format import CheckpointError, config_from, read_header
 
     if path.name == STATE_FILE:  # the header says all there is to say: no tensor is read
         doc = read_header(path).doc
@@ -391,7 +393,7 @@ def describe(path: Path) -> dict[str, Any]:
 def _snapshots_beside(path: Path) -> dict[str, Any] | None:
     """The snapshots a run keeps beside `seed-<s>.safetensors` (`snapshots-seed-<s>`), from
     the file's header alone: where, and how many; None when there are none."""
-    from hooked_mlp.io import read_header
+    from hooked_mlp.files.format import read_header
 
     if not (path.name.startswith("seed-") and path.name.endswith(".safetensors")):
         return None
@@ -498,7 +500,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- report
 def _cmd_report(args: argparse.Namespace) -> int:
-    from analyses.report import run_report
+    from analyses.pages.report import run_report
 
     progress = not args.no_progress and sys.stderr.isatty()
     if args.model and args.seeds is not None:
@@ -524,7 +526,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         return 0
     if args.name is None:
         raise CommandLineError("probe: name a probe (hooked-mlp probe --list shows them)")
-    from hooked_mlp.io import load, pretrained_path
+    from hooked_mlp.files.checkpoints import load, pretrained_path
 
     probe = get_probe(args.name)
     model = load(args.model if args.model is not None else pretrained_path(0))
@@ -538,7 +540,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
             print(f"  {safe_text(line)}")
     if args.figures is not None:
         from analyses.views import figure_png
-        from hooked_mlp.io import atomic_write_bytes
+        from hooked_mlp.files.format import atomic_write_bytes
 
         figures = result.figures() if callable(getattr(result, "figures", None)) else {}
         for name, fig in figures.items():
@@ -563,16 +565,16 @@ def _check_folder_arg(command: str, flag: str, path: Path) -> None:
 
 
 def _cmd_dynamics(args: argparse.Namespace) -> int:
-    from analyses.dynamics_page import write_dynamics_page
-    from hooked_mlp.trainer import torch_threads
+    from analyses.pages.dynamics import write_dynamics_page
+    from hooked_mlp.training.trainer import torch_threads
 
     options = {k: v for k, v in (("activation", args.activation),
                                  ("operation", args.operation)) if v is not None}
     _check_folder_arg("dynamics", "--out", args.out)
     source = args.source
     if source is None:
-        from hooked_mlp.io import PRETRAINED_DIR
-        from hooked_mlp.snapshots import SHIPPED_SERIES
+        from hooked_mlp.files.checkpoints import PRETRAINED_DIR
+        from hooked_mlp.training.snapshots import SHIPPED_SERIES
 
         source = PRETRAINED_DIR / SHIPPED_SERIES
     with torch_threads(args.threads or 1):  # small tensors: one thread is fastest on a busy CPU
@@ -586,8 +588,8 @@ def _cmd_dynamics(args: argparse.Namespace) -> int:
 def _cmd_questions(args: argparse.Namespace) -> int:
     import torch
 
-    from analyses.questions import DEFAULT_PLAN, FULL_PLAN, run_questions
-    from analyses.questions_page import write_questions_page
+    from analyses.experiments.questions import DEFAULT_PLAN, FULL_PLAN, run_questions
+    from analyses.pages.questions import write_questions_page
 
     _check_folder_arg("questions", "--out", args.out)
     cache = args.cache if args.cache is not None else args.out / "cache"

@@ -3,7 +3,8 @@
 `sequential(cfg, params)` is the model as `nn.Sequential(Linear, act, Linear, ..., Linear)` on
 the one-hot input (`one_hot_input`: `[e_a; e_b]`, or `e_a + e_b` with tied inputs), with
 `nn.Linear`'s `[out, in]` weights. `reference_train` trains it with autograd and
-`torch.optim.AdamW`, fed the same initialisation and the same batches as `hooked_mlp.trainer`
+`torch.optim.AdamW`, fed the same initialisation and the same batches as
+`hooked_mlp.training.trainer`
 for a seed. Slow on purpose: tests and `bench/` use it to show that the trainer computes the same
 thing, and to measure how much faster it is.
 """

@@ -30,7 +30,8 @@ class TrainInfo:
     history: dict[str, list[float]] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
-    # the weights at chosen epochs (`hooked_mlp.snapshots.SnapshotSeries`) when the run took
+    # the weights at chosen epochs (`hooked_mlp.training.snapshots.SnapshotSeries`) when the run
+    # took
     # them with `train(..., snapshots=...)`; in memory only (a run folder keeps them in
     # `snapshots-seed-<s>.safetensors`, read by `hooked_mlp.load_snapshots`)
     snapshots: Any = field(default=None, repr=False, compare=False)

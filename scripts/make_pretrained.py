@@ -31,7 +31,7 @@ def main() -> int:
             shutil.copy2(f, DEST / f.name)
     sys.path.insert(0, str(ROOT))
     from hooked_mlp.cli import describe
-    from hooked_mlp.io import atomic_write_text
+    from hooked_mlp.files.format import atomic_write_text
 
     rows, first = [], None
     for f in sorted(DEST.glob("seed-*.safetensors")):

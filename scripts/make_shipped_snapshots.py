@@ -9,7 +9,7 @@ way), keeps every other snapshot and the last (33), stores them as float16 in
 `hooked_mlp/pretrained/snapshots-study-seed-0.safetensors` (about 2 MB), and writes
 `hooked_mlp/pretrained/SNAPSHOTS.md`, which compares the retrained final weights with the
 shipped `seed-0.safetensors`, and `snapshots-study-seed-0.dynamics.json`: the progress
-measures of those snapshots as stored (`analyses.dynamics_page.write_measures_cache`), which
+measures of those snapshots as stored (`analyses.pages.dynamics.write_measures_cache`), which
 the report's "How it formed" section reads instead of measuring them again.
 """
 
@@ -51,8 +51,8 @@ def _write_cache() -> None:
     import torch
 
     from analyses.dynamics import dynamics
-    from analyses.dynamics_page import SHIPPED_CACHE, write_measures_cache
-    from hooked_mlp.snapshots import SHIPPED_SERIES, read_series
+    from analyses.pages.dynamics import SHIPPED_CACHE, write_measures_cache
+    from hooked_mlp.training.snapshots import SHIPPED_SERIES, read_series
 
     torch.set_num_threads(1)
     path = DEST / SHIPPED_SERIES
@@ -64,8 +64,8 @@ def _ship(run: Path) -> int:
     import torch
 
     from hooked_mlp import load_pretrained, load_snapshots
-    from hooked_mlp.io import atomic_write_text
-    from hooked_mlp.snapshots import SHIPPED_SERIES, SnapshotSeries, write_series
+    from hooked_mlp.files.format import atomic_write_text
+    from hooked_mlp.training.snapshots import SHIPPED_SERIES, SnapshotSeries, write_series
 
     full = load_snapshots(run, seed=0)
     if full.train_info.train_config.to_dict() != load_pretrained(0).train_info.train_config \

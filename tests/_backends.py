@@ -6,7 +6,7 @@ Tests of the C backend skip where the extension was not built (no C compiler at 
 
 import pytest
 
-from hooked_mlp import cpu_kernel
+from hooked_mlp.training import c_kernel
 
-needs_c = pytest.mark.skipif(not cpu_kernel.available(), reason="the C kernel is not built here")
+needs_c = pytest.mark.skipif(not c_kernel.available(), reason="the C kernel is not built here")
 BACKENDS = [pytest.param("c", marks=needs_c), "torch"]

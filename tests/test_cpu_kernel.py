@@ -1,4 +1,4 @@
-"""The optional C kernel (`hooked_mlp.cpu_kernel`) against plain torch, and its refusals.
+"""The optional C kernel (`hooked_mlp.training.c_kernel`) against plain torch, and its refusals.
 
 The kernel is held to a float64 autograd loop written here, from the same start and in the same
 batch order, for every operation (the labels are data to it); its seeds are independent of each
@@ -21,11 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hooked_mlp import MLPConfig, cpu_kernel
+from hooked_mlp import MLPConfig
 from hooked_mlp.data import STREAM_SHUFFLE, hash_prefix, permutations, split_mask
+from hooked_mlp.training import c_kernel
 
-needs_c = pytest.mark.skipif(not cpu_kernel.available(),
-                             reason=f"the C kernel is not here: {cpu_kernel.unavailable_reason()}")
+needs_c = pytest.mark.skipif(not c_kernel.available(),
+                             reason=f"the C kernel is not here: {c_kernel.unavailable_reason()}")
 
 RECIPE = {"lr": 3e-3, "betas": (0.9, 0.98), "weight_decay": 0.5, "eps": 1e-8}
 NAMES = ("W_in", "b_in", "W_out", "b_out")
@@ -44,14 +45,14 @@ def _cfg(**fields: object) -> SimpleNamespace:
 
 
 def test_supports_the_study_and_every_operation():
-    assert cpu_kernel.supports(MLPConfig()) is None
-    assert cpu_kernel.supports(_cfg()) is None
-    assert cpu_kernel.supports(SimpleNamespace(p=7, d_hidden=3)) is None  # fields not landed yet
+    assert c_kernel.supports(MLPConfig()) is None
+    assert c_kernel.supports(_cfg()) is None
+    assert c_kernel.supports(SimpleNamespace(p=7, d_hidden=3)) is None  # fields not landed yet
     for op in ("add", "sub", "mul", "div", "x2_xy_y2"):
-        assert cpu_kernel.supports(_cfg(operation=op)) is None
+        assert c_kernel.supports(_cfg(operation=op)) is None
     for scale in (0.1, 1.0, 30.0):
-        assert cpu_kernel.supports(_cfg(init_scale=scale)) is None
-    assert cpu_kernel.supports(_cfg(p=65_535, d_hidden=1_000_000)) is None
+        assert c_kernel.supports(_cfg(init_scale=scale)) is None
+    assert c_kernel.supports(_cfg(p=65_535, d_hidden=1_000_000)) is None
 
 
 @pytest.mark.parametrize(("field", "value"), [
@@ -61,7 +62,7 @@ def test_supports_the_study_and_every_operation():
     ("p", 0), ("d_hidden", 2**31),
 ])
 def test_supports_names_what_it_declines(field, value):
-    why = cpu_kernel.supports(_cfg(**{field: value}))
+    why = c_kernel.supports(_cfg(**{field: value}))
     assert why is not None and f"{field}={value!r}" in why
 
 
@@ -75,7 +76,7 @@ class Problem:
     p: int
     H: int
     B: int
-    kernel: cpu_kernel.EpochKernel
+    kernel: c_kernel.EpochKernel
     offsets: tuple[int, int, int, int]
     sizes: tuple[int, int, int, int]
     flat: Tensor
@@ -157,7 +158,7 @@ def make_problem(p: int, H: int, B: int, seeds: list[int], operation: str = "add
     else:
         train_idx = torch.stack([torch.randperm(n_pairs, generator=gen)[:n_train].sort().values
                                  for _ in seeds])
-    kernel = cpu_kernel.EpochKernel(offsets=offsets, p=p, d_hidden=H, batch_size=B, a_of=a_of,
+    kernel = c_kernel.EpochKernel(offsets=offsets, p=p, d_hidden=H, batch_size=B, a_of=a_of,
                                     b_of=b_of, labels=labels, **RECIPE)
     return Problem(p, H, B, kernel, offsets, sizes, flat, torch.zeros_like(flat),
                    torch.zeros_like(flat), train_idx.contiguous(), a_of, b_of, labels, seeds)
@@ -344,13 +345,13 @@ def test_evaluate_of_no_pairs_is_nan_without_calling_c():
 def test_batch_order_is_the_documented_one():
     for seed, epoch, n in [(0, 0, 10_215), (7, 1999, 423), (2**32 - 1, 5, 1), (3, 2**33, 300)]:
         want = permutations(torch.tensor([seed]), STREAM_SHUFFLE, epoch, n)[0]
-        assert torch.equal(cpu_kernel.shuffle(hash_prefix(seed, STREAM_SHUFFLE, epoch), n), want)
-    assert cpu_kernel.shuffle(5, 0).shape == (0,)
+        assert torch.equal(c_kernel.shuffle(hash_prefix(seed, STREAM_SHUFFLE, epoch), n), want)
+    assert c_kernel.shuffle(5, 0).shape == (0,)
     for prefix in (-1, 2**32):
         with pytest.raises(ValueError, match=r"prefix must be an integer in \[0, 4294967295\]"):
-            cpu_kernel.shuffle(prefix, 3)
+            c_kernel.shuffle(prefix, 3)
     with pytest.raises(ValueError, match="n must be an integer >= 0"):
-        cpu_kernel.shuffle(0, -1)
+        c_kernel.shuffle(0, -1)
 
 
 # ------------------------------------------------------------------------------ refusals
@@ -432,7 +433,7 @@ def test_calls_refuse_bad_buffers():
 def test_the_extension_checks_what_the_wrapper_passes_through():
     """The extension's own checks, for callers other than `EpochKernel`: items, writability,
     objects without a buffer, and the construction of a `Kernel`."""
-    module = cpu_kernel._load()[0]
+    module = c_kernel._load()[0]
     prob = make_problem(5, 3, 4, [0])
     flat, idx = prob.flat.numpy(), prob.train_idx.numpy()
     out = np.zeros((1, 2))

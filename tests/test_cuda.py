@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hooked_mlp import MLPConfig, TrainConfig, train_many
-from hooked_mlp.trainer import BatchedTrainer
+from hooked_mlp.training.trainer import BatchedTrainer
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 

@@ -202,7 +202,7 @@ def test_split_measures_from_the_shared_forward_equal_their_own(grokked):
 
 def test_page_and_cli(tmp_path, grokked, capsys):
     model, _, _ = grokked
-    from hooked_mlp.snapshots import write_series
+    from hooked_mlp.training.snapshots import write_series
 
     run = tmp_path / "run"
     run.mkdir()
@@ -231,10 +231,11 @@ def test_page_and_cli(tmp_path, grokked, capsys):
 
 
 def test_shipped_snapshots_and_the_report_section():
-    from analyses.dynamics_page import how_it_formed_html
+    from analyses.pages.dynamics import how_it_formed_html
     from hooked_mlp import load_pretrained, load_snapshots
-    from hooked_mlp.io import PRETRAINED_DIR, read_header
-    from hooked_mlp.snapshots import SHIPPED_SERIES
+    from hooked_mlp.files.checkpoints import PRETRAINED_DIR
+    from hooked_mlp.files.format import read_header
+    from hooked_mlp.training.snapshots import SHIPPED_SERIES
 
     path = PRETRAINED_DIR / SHIPPED_SERIES
     assert path.stat().st_size < 3 * 2**20
@@ -258,10 +259,10 @@ def test_the_shipped_measures_cache_is_the_measures_of_the_shipped_snapshots(tmp
     the stored snapshots gives now (checked at three snapshots and for the lottery), and it is
     not used for another file."""
     from analyses.dynamics import measure
-    from analyses.dynamics_page import SHIPPED_CACHE, read_measures_cache
+    from analyses.pages.dynamics import SHIPPED_CACHE, read_measures_cache
     from hooked_mlp import load_snapshots
-    from hooked_mlp.io import PRETRAINED_DIR
-    from hooked_mlp.snapshots import SHIPPED_SERIES
+    from hooked_mlp.files.checkpoints import PRETRAINED_DIR
+    from hooked_mlp.training.snapshots import SHIPPED_SERIES
 
     path, cache = PRETRAINED_DIR / SHIPPED_SERIES, PRETRAINED_DIR / SHIPPED_CACHE
     series = load_snapshots(path)
@@ -291,8 +292,8 @@ def test_the_shipped_measures_cache_is_the_measures_of_the_shipped_snapshots(tmp
 
 
 def test_report_section_measures_a_long_series_at_fewer_snapshots(grokked, monkeypatch):
-    from analyses import dynamics_page
-    from analyses.dynamics_page import REPORT_SNAPSHOTS, how_it_formed_html
+    from analyses.pages import dynamics as dynamics_page
+    from analyses.pages.dynamics import REPORT_SNAPSHOTS, how_it_formed_html
 
     monkeypatch.setattr(dynamics_page, "figure_png", lambda fig: b"png")  # the text only
     model, _, d = grokked

@@ -84,11 +84,12 @@ def test_import_refuses_an_unknown_encoding():
 
 @pytest.mark.parametrize("encoding", ENCODINGS[1:])
 def test_trainer_equals_the_plain_loop_and_auto_falls_back_to_torch(encoding):
-    from hooked_mlp import cpu_kernel, train
-    from hooked_mlp.backends import resolve_backend
+    from hooked_mlp import train
+    from hooked_mlp.training import c_kernel
+    from hooked_mlp.training.backends import resolve_backend
 
     cfg = MLPConfig(p=7, d_hidden=6, input_encoding=encoding)
-    assert f"input_encoding={encoding!r}" in cpu_kernel.supports(cfg)
+    assert f"input_encoding={encoding!r}" in c_kernel.supports(cfg)
     assert resolve_backend("auto", torch.device("cpu"), cfg) == "torch"
     with pytest.raises(ValueError, match="backend='c' was asked for"):
         resolve_backend("c", torch.device("cpu"), cfg)
@@ -100,7 +101,8 @@ def test_trainer_equals_the_plain_loop_and_auto_falls_back_to_torch(encoding):
 
 
 # The accuracy each encoding reaches on the small problem that `hooked-mlp questions` also trains
-# and reports (`analyses.questions.SMALL_P_MODEL` / `SMALL_P_RECIPE`, seed 0), measured with this
+# and reports (`analyses.experiments.questions.SMALL_P_MODEL` / `SMALL_P_RECIPE`, seed 0), measured
+# with this
 # code (deterministic on the CPU): train / val one_hot 1.000 / 0.000, scalar 0.234 / 0.103,
 # circle 1.000 / 0.914, binary 0.939 / 0.259. At this p circle inputs generalise best, scalar
 # inputs barely fit the training pairs and one-hot memorises without generalising; at the page's
@@ -112,7 +114,7 @@ MEASURED = {"one_hot": (1.000, 0.000), "scalar": (0.234, 0.103), "circle": (1.00
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
 def test_each_encoding_trains_on_a_small_p_to_the_accuracy_the_page_reports(encoding):
-    from analyses.questions import small_p_run
+    from analyses.experiments.questions import small_p_run
 
     got = small_p_run(encoding)
     want_train, want_val = MEASURED[encoding]
@@ -122,13 +124,13 @@ def test_each_encoding_trains_on_a_small_p_to_the_accuracy_the_page_reports(enco
 
 def test_weight_analyses_refuse_a_dense_first_layer():
     from analyses.clock_pizza import gradient_symmetricity
-    from analyses.construction import compare_quad
     from analyses.cosine_fit import fit_neurons
     from analyses.dynamics import lottery, neuron_measures
+    from analyses.experiments.construction import compare_quad
+    from analyses.experiments.study import study
     from analyses.forms import compare_forms, form_replacement
     from analyses.fourier import neuron_spectra
     from analyses.replacement import replacement_curve
-    from analyses.study import study
 
     model = HookedMLP(MLPConfig(p=11, d_hidden=8, input_encoding="circle"))
     for call in (lambda: fit_neurons(model), lambda: neuron_spectra(model),
@@ -145,7 +147,7 @@ def test_dynamics_and_the_cli_on_a_dense_model(tmp_path, capsys):
     commands that read weights by residue refuse it in one line."""
     from analyses.dynamics import dynamics
     from hooked_mlp.cli import main
-    from hooked_mlp.snapshots import load_snapshots
+    from hooked_mlp.training.snapshots import load_snapshots
 
     out = tmp_path / "run"
     assert main(["train", "--p", "11", "--d-hidden", "8", "--input-encoding", "circle",

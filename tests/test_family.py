@@ -9,13 +9,13 @@ import torch
 from transformer_lens.utilities import get_act_name
 
 from analyses.cosine_fit import fit_neurons
-from analyses.study import study
+from analyses.experiments.study import study
 from hooked_mlp import HookedMLP, MLPConfig, TrainConfig, load, save, train
 from hooked_mlp.cli import main
 from hooked_mlp.data import all_pairs
 from hooked_mlp.family import ACTIVATIONS, OPERATIONS, Activation, Operation
+from hooked_mlp.files.format import read_header
 from hooked_mlp.functional import hook_names, param_shapes
-from hooked_mlp.io import read_header
 
 
 def test_a_new_activation_and_operation_are_one_table_entry_each(monkeypatch, tmp_path):

@@ -8,7 +8,7 @@ from test_train import MEMBERS, _name
 from hooked_mlp import MLPConfig, TrainConfig, gradients
 from hooked_mlp.data import all_pairs, labels_of
 from hooked_mlp.functional import init_params, input_rows, param_shapes
-from hooked_mlp.trainer import BatchedTrainer
+from hooked_mlp.training.trainer import BatchedTrainer
 
 
 def _stacked(cfg: MLPConfig, seeds: list[int]) -> dict[str, torch.Tensor]:

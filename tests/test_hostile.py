@@ -22,8 +22,8 @@ from analyses.replacement import replacement_curve
 from analyses.synthetic import synthetic_curve
 from hooked_mlp import CheckpointError, HookedMLP, MLPConfig, TrainConfig, load, save
 from hooked_mlp.cli import _format, describe, main
-from hooked_mlp.io import _checksum
-from hooked_mlp.runs import STATE_FILE, train_run
+from hooked_mlp.files.format import _checksum
+from hooked_mlp.training.runs import STATE_FILE, train_run
 
 CLI = [sys.executable, "-m", "hooked_mlp.cli"]
 TINY = ["--p", "5", "--d-hidden", "3", "--epochs", "2"]
@@ -102,7 +102,7 @@ def test_data_loss_every_argument_is_checked_before_any_work(tmp_path, capsys):
 
 
 def test_data_loss_a_report_is_replaced_whole_or_not_at_all(tmp_path, monkeypatch):
-    import analyses.report as report
+    import analyses.pages.report as report
 
     model_path = tmp_path / "m.safetensors"
     save(__import__("hooked_mlp").train(MLPConfig(p=11, d_hidden=16), TrainConfig(epochs=3),
@@ -175,8 +175,8 @@ def test_crash_a_stored_thread_count_is_checked_on_resume(tmp_path, capsys):
     train_run(folder, MLPConfig(p=5, d_hidden=3), TrainConfig(epochs=5), checkpoint_every=2,
               progress=False)
     (folder / "seed-0.safetensors").unlink()
-    from hooked_mlp.runs import _write_state
-    from hooked_mlp.trainer import BatchedTrainer
+    from hooked_mlp.training.runs import _write_state
+    from hooked_mlp.training.trainer import BatchedTrainer
 
     trainer = BatchedTrainer(MLPConfig(p=5, d_hidden=3), TrainConfig(epochs=5), [0])
     _write_state(folder, trainer, threads=1, every=2, wall_s=0.0, command=None)
@@ -218,8 +218,8 @@ def _bomb(tmp_path: Path, kind: str) -> list[str]:
     if kind == "resume-history":  # a valid state of 2000 tiny seeds, claiming 10^7 epochs
         folder = tmp_path / kind
         folder.mkdir()
-        from hooked_mlp.runs import _write_state
-        from hooked_mlp.trainer import BatchedTrainer
+        from hooked_mlp.training.runs import _write_state
+        from hooked_mlp.training.trainer import BatchedTrainer
 
         seeds = list(range(2000))
         trainer = BatchedTrainer(MLPConfig(p=2, d_hidden=1), TrainConfig(epochs=5), seeds)
@@ -231,8 +231,8 @@ def _bomb(tmp_path: Path, kind: str) -> list[str]:
         cfg = MLPConfig(p=5, d_hidden=3)
         train_run(folder, cfg, TrainConfig(epochs=5), checkpoint_every=2, progress=False)
         (folder / "seed-0.safetensors").unlink()
-        from hooked_mlp.runs import _write_state
-        from hooked_mlp.trainer import BatchedTrainer
+        from hooked_mlp.training.runs import _write_state
+        from hooked_mlp.training.trainer import BatchedTrainer
 
         _write_state(folder, BatchedTrainer(cfg, TrainConfig(epochs=5), [0]), 1, 2, 0.0, None)
         big = {"p": 60000, "d_hidden": 1_000_000} if kind == "resume-huge" else \
@@ -397,7 +397,7 @@ def test_unclear_odd_json_in_the_metadata(tmp_path, shipped, label, raw, message
 
 
 def test_unclear_a_full_disk_names_the_file(tmp_path, capsys, monkeypatch):
-    import hooked_mlp.io as io
+    import hooked_mlp.files.format as io
 
     real = Path.write_bytes
 
@@ -410,7 +410,7 @@ def test_unclear_a_full_disk_names_the_file(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(Path, "write_bytes", real)
     assert one_line_error(code, err) and "No space left on device" in err
     assert str(tmp_path / "run" / "seed-0.safetensors") in err
-    assert io  # the path comes from hooked_mlp.io's atomic writes
+    assert io  # the path comes from hooked_mlp.files.format's atomic writes
 
 
 # ------------------------------------------------------------------------------ untrusted text

@@ -1,4 +1,5 @@
-"""`hooked_mlp.importers.import_mlp`: every recognised layout round-trips exactly, every refusal
+"""`hooked_mlp.files.importers.import_mlp`: every recognised layout round-trips exactly, every
+refusal
 says what is wrong and what resolves it, and hostile files are refused without inflating them.
 
 The test files are built here, in each layout, from real torch modules."""
@@ -26,8 +27,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from hooked_mlp.config import MLPConfig
-from hooked_mlp.importers import from_linear_state_dict, import_mlp, load_linear_state_dict
-from hooked_mlp.io import CheckpointError, pretrained_path
+from hooked_mlp.files.checkpoints import pretrained_path
+from hooked_mlp.files.format import CheckpointError
+from hooked_mlp.files.importers import from_linear_state_dict, import_mlp, load_linear_state_dict
 from hooked_mlp.model import HookedMLP
 
 REPO = Path(__file__).resolve().parents[1]
@@ -576,8 +578,8 @@ CHILD = textwrap.dedent("""
     limit = int(sys.argv[1])
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     import torch
-    from hooked_mlp.importers import import_mlp
-    from hooked_mlp.io import CheckpointError
+    from hooked_mlp.files.importers import import_mlp
+    from hooked_mlp.files.format import CheckpointError
 
     def peak_kib():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

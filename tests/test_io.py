@@ -7,12 +7,8 @@ import pytest
 import torch
 
 from hooked_mlp import CheckpointError, HookedMLP, MLPConfig, load, save
-from hooked_mlp.importers import load_linear_state_dict
-from hooked_mlp.io import (
-    _checksum,
-    atomic_path,
-    atomic_write_text,
-)
+from hooked_mlp.files.format import _checksum, atomic_path, atomic_write_text
+from hooked_mlp.files.importers import load_linear_state_dict
 
 
 def _same(m1, m2):
@@ -177,7 +173,7 @@ def test_read_model_needs_no_transformer_lens(tmp_path, shipped):
     save(shipped, tmp_path / "m.safetensors")
     code = (
         "import sys\n"
-        "from hooked_mlp.io import read_model\n"
+        "from hooked_mlp.files.checkpoints import read_model\n"
         f"ckpt = read_model({str(tmp_path / 'm.safetensors')!r})\n"
         "assert sorted(ckpt.params) == ['W_in', 'W_out', 'b_in', 'b_out'], ckpt.params\n"
         "assert ckpt.info.metrics['val_acc'] > 0.99\n"

@@ -2,7 +2,7 @@ import torch
 
 from hooked_mlp import load_pretrained, pretrained_seeds
 from hooked_mlp.data import dataset
-from hooked_mlp.io import pretrained_path
+from hooked_mlp.files.checkpoints import pretrained_path
 
 
 def _accuracy(model, mask):

@@ -1,5 +1,5 @@
 """Gromov's quad construction made exact (analyses.synthetic.quad_construction) and trained
-quad models beside it (analyses.construction)."""
+quad models beside it (analyses.experiments.construction)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from analyses._common import accuracy
-from analyses.construction import compare_quad, quad_curve
+from analyses.experiments.construction import compare_quad, quad_curve
 from analyses.synthetic import quad_construction, quad_construction_neurons
 from hooked_mlp import MLPConfig, TrainConfig
 from hooked_mlp.data import all_pairs

@@ -209,8 +209,8 @@ TINY = dict(name="tiny", p=13, d_hidden=32, epochs=40, seeds=(0, 1),
 
 
 def test_questions_run_caches_and_writes_a_page(tmp_path):
-    from analyses.questions import QuestionsPlan, run_questions
-    from analyses.questions_page import write_questions_page
+    from analyses.experiments.questions import QuestionsPlan, run_questions
+    from analyses.pages.questions import write_questions_page
 
     plan = QuestionsPlan(**TINY)
     lines: list[str] = []
@@ -243,7 +243,7 @@ def test_questions_run_caches_and_writes_a_page(tmp_path):
 
 
 def test_questions_plan_and_cli_refuse_bad_input(tmp_path, capsys):
-    from analyses.questions import QuestionsPlan
+    from analyses.experiments.questions import QuestionsPlan
     from hooked_mlp.cli import main
 
     with pytest.raises(ValueError, match="QuestionsPlan.encodings must be names in"):
@@ -254,7 +254,7 @@ def test_questions_plan_and_cli_refuse_bad_input(tmp_path, capsys):
         QuestionsPlan(seeds=())
     with pytest.raises(TypeError, match="QuestionsPlan.encodings must be a tuple .* 'circle'"):
         QuestionsPlan(encodings="circle")
-    from analyses.questions import run_questions
+    from analyses.experiments.questions import run_questions
 
     with pytest.raises(TypeError, match="cache must be a folder path"):
         run_questions(None, QuestionsPlan(), log=lambda line: None)

@@ -14,9 +14,9 @@ import torch
 from _backends import BACKENDS, needs_c
 
 from hooked_mlp import MLPConfig, TrainConfig, load, resume_run, train_run
-from hooked_mlp.io import read_safetensors
-from hooked_mlp.runs import STATE_FILE, RunLock, RunLockedError, _write_state
-from hooked_mlp.trainer import BatchedTrainer, TrainingDivergedError
+from hooked_mlp.files.format import read_safetensors
+from hooked_mlp.training.runs import STATE_FILE, RunLock, RunLockedError, _write_state
+from hooked_mlp.training.trainer import BatchedTrainer, TrainingDivergedError
 
 CLI = [sys.executable, "-m", "hooked_mlp.cli"]
 SMALL = ["--p", "61", "--d-hidden", "64", "--epochs", "600", "--batch-size", "16"]
@@ -178,7 +178,7 @@ def test_no_temporary_files_left_behind(tmp_path):
 
 @needs_c
 def test_resume_where_the_run_backend_cannot_run_continues_on_torch(tmp_path, monkeypatch):
-    from hooked_mlp import cpu_kernel
+    from hooked_mlp.training import c_kernel
 
     run = tmp_path / "c-run"
     cfg, tcfg = MLPConfig(p=11, d_hidden=8), TrainConfig(epochs=6)
@@ -194,7 +194,7 @@ def test_resume_where_the_run_backend_cannot_run_continues_on_torch(tmp_path, mo
         train_run(run, cfg, tcfg, [0], checkpoint_every=1, progress=False, backend="c")
     monkeypatch.setattr(BatchedTrainer, "run_epoch", real)
     # here the C kernel is missing (no compiler at install time)
-    monkeypatch.setattr(cpu_kernel, "_load", lambda: (None, "the C kernel is not built"))
+    monkeypatch.setattr(c_kernel, "_load", lambda: (None, "the C kernel is not built"))
     with pytest.raises(ValueError, match="backend='c' was asked for but the C kernel is not"):
         resume_run(run, progress=False, backend="c")
     (path,) = resume_run(run, progress=False)  # by default it continues on torch's

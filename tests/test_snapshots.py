@@ -7,12 +7,17 @@ import pytest
 import torch
 
 from hooked_mlp import MLPConfig, TrainConfig, load_snapshots, resume_run, train, train_run
-from hooked_mlp import runs as runs_module
 from hooked_mlp.cli import main
+from hooked_mlp.files.format import CheckpointError, read_header
 from hooked_mlp.functional import init_params
-from hooked_mlp.io import CheckpointError, read_header
-from hooked_mlp.snapshots import parse_snapshot_spec, read_series, snapshot_path, write_series
-from hooked_mlp.trainer import BatchedTrainer
+from hooked_mlp.training import runs as runs_module
+from hooked_mlp.training.snapshots import (
+    parse_snapshot_spec,
+    read_series,
+    snapshot_path,
+    write_series,
+)
+from hooked_mlp.training.trainer import BatchedTrainer
 
 CFG = MLPConfig(p=11, d_hidden=12)
 TCFG = TrainConfig(epochs=20, batch_size=32, lr=1e-2)
@@ -75,7 +80,7 @@ def _interrupt_at(monkeypatch, epoch):
 
 
 def _skip_unless(backend):
-    from hooked_mlp.backends import resolve_backend
+    from hooked_mlp.training.backends import resolve_backend
 
     try:
         resolve_backend(backend, torch.device("cpu"), CFG)
@@ -163,8 +168,8 @@ def test_bad_snapshot_arguments(tmp_path, capsys):
     for bad in (None, 3, b"runs"):
         with pytest.raises(TypeError, match="path must be a str or os.PathLike"):
             load_snapshots(bad)
-    from hooked_mlp.io import PRETRAINED_DIR
-    from hooked_mlp.snapshots import SHIPPED_SERIES
+    from hooked_mlp.files.checkpoints import PRETRAINED_DIR
+    from hooked_mlp.training.snapshots import SHIPPED_SERIES
 
     shipped_series = PRETRAINED_DIR / SHIPPED_SERIES  # seed 0: seed=1 is refused, not ignored
     assert load_snapshots(shipped_series, seed=0).epochs[-1] == 2000
@@ -177,7 +182,7 @@ def test_bad_snapshot_arguments(tmp_path, capsys):
     with pytest.raises(ValueError, match="holds no snapshots"):
         load_snapshots(tmp_path)
     # a folder of hooked-mlp models (seeds, not epochs) is not read as a series
-    from hooked_mlp.io import pretrained_path
+    from hooked_mlp.files.checkpoints import pretrained_path
 
     models = tmp_path / "models"
     models.mkdir()
@@ -192,8 +197,8 @@ def test_bad_snapshot_arguments(tmp_path, capsys):
 
 def test_reading_snapshots_checks_their_memory_first(monkeypatch):
     from hooked_mlp import checks
-    from hooked_mlp.io import PRETRAINED_DIR
-    from hooked_mlp.snapshots import SHIPPED_SERIES
+    from hooked_mlp.files.checkpoints import PRETRAINED_DIR
+    from hooked_mlp.training.snapshots import SHIPPED_SERIES
 
     monkeypatch.setattr(checks, "available_memory", lambda: 2**20)
     with pytest.raises(ValueError, match="reading 33 snapshots needs about 0.0 GiB, more than"):

@@ -237,7 +237,7 @@ def test_a_plugin_probe_is_found_and_run_by_the_cli(plugin, capsys, tmp_path):
 
 
 def test_a_plugin_probe_gets_a_section_in_the_report(plugin, tmp_path):
-    from analyses.report import run_report
+    from analyses.pages.report import run_report
 
     path = tmp_path / "m.safetensors"
     model = __import__("hooked_mlp").train(MLPConfig(p=11, d_hidden=8, n_layers=2),

@@ -13,7 +13,7 @@ from hooked_mlp.data import all_pairs, dataset, labels_of, split_mask
 from hooked_mlp.family import ACTIVATIONS, OPERATIONS
 from hooked_mlp.functional import init_params
 from hooked_mlp.reference import one_hot_input, params_from_linear, reference_train, sequential
-from hooked_mlp.trainer import BatchedTrainer, default_threads
+from hooked_mlp.training.trainer import BatchedTrainer, default_threads
 
 BOTH = pytest.mark.parametrize("backend", BACKENDS)
 
@@ -111,15 +111,15 @@ def test_the_c_kernel_equals_the_general_path_where_it_accepts(cfg, train_frac):
 
 
 def test_the_c_kernel_declines_what_it_does_not_support(tiny_cfg):
-    from hooked_mlp import cpu_kernel
-    from hooked_mlp.backends import resolve_backend
+    from hooked_mlp.training import c_kernel
+    from hooked_mlp.training.backends import resolve_backend
 
     cpu = torch.device("cpu")
     for change in ({"activation": "gelu"}, {"tied_inputs": True}, {"bias": False},
                    {"n_layers": 2}):
         cfg = dataclasses.replace(tiny_cfg, **change)
         (field,) = change
-        assert field in cpu_kernel.supports(cfg)
+        assert field in c_kernel.supports(cfg)
         assert resolve_backend("auto", cpu, cfg) == "torch"
         with pytest.raises(ValueError, match=f"backend='c' was asked for but {field}"):
             resolve_backend("c", cpu, cfg)
@@ -369,12 +369,12 @@ def test_the_c_kernel_is_built():
     """CI builds the extension; a checkout without a C compiler runs on the general path."""
     import os
 
-    from hooked_mlp import cpu_kernel
-    from hooked_mlp.backends import resolve_backend
+    from hooked_mlp.training import c_kernel
+    from hooked_mlp.training.backends import resolve_backend
 
     if os.environ.get("HOOKED_MLP_BACKEND") == "torch":
         pytest.skip("HOOKED_MLP_BACKEND=torch")
-    assert cpu_kernel.available(), cpu_kernel.unavailable_reason()
+    assert c_kernel.available(), c_kernel.unavailable_reason()
     assert resolve_backend("auto", torch.device("cpu"), MLPConfig()) == "c"
     assert resolve_backend("auto", torch.device("cuda"), MLPConfig()) == "torch"
 

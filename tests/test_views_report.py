@@ -9,7 +9,7 @@ from _browser import require_chromium
 
 from analyses.activations import activation_grids
 from analyses.cosine_fit import fit_neurons
-from analyses.report import run_report
+from analyses.pages.report import run_report
 from analyses.views import (
     bundle_script,
     figure_png,
@@ -75,7 +75,7 @@ def test_report_files_and_numbers(report):
     assert html.count("var CircuitsVis=") == 1
     # the study's seven figures, and one for each figure a registered probe returns
     assert len(re.findall(r'<img class="fig" id="fig-(?!probe-|forms-)', html)) == 7
-    # "What each neuron computes" (analyses.forms_report): its figure and its numbers
+    # "What each neuron computes" (analyses.pages.forms): its figure and its numbers
     assert html.count('id="fig-forms-replacement"') == 1
     forms = data["neuron_forms"]
     assert forms["clock_pizza"]["trained_verdicts"] == ["clock"] * 5
@@ -110,7 +110,7 @@ def test_report_renders_offline_in_headless_chromium(report, tmp_path):
 
 
 def test_cli_report_on_a_checkpoint_and_on_new_seeds(tmp_path, capsys):
-    from hooked_mlp.io import pretrained_path
+    from hooked_mlp.files.checkpoints import pretrained_path
 
     code = main(["report", "--model", str(pretrained_path(1)), "--out", str(tmp_path / "r1"),
                  "--no-progress"])

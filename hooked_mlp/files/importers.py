@@ -7,7 +7,8 @@
   compressed, or that declares more bytes than the whole file has, is refused before anything is
   inflated (torch.save never compresses). torch's legacy (pre-1.6) format is refused: its storage
   sizes are read from the pickle and allocated before they can be checked;
-- a safetensors file: a hooked-mlp checkpoint is loaded by `hooked_mlp.io.load`; any other is read
+- a safetensors file: a hooked-mlp checkpoint is loaded by `hooked_mlp.files.format.load`; any
+other is read
   as a state dict with `safetensors.safe_open`, after its header's sizes are checked against the
   file's size;
 - a mapping: a state dict (e.g. `module.state_dict()`) or a checkpoint dict.
@@ -69,7 +70,7 @@ from torch import Tensor
 
 from hooked_mlp.config import MAX_LAYERS, MLPConfig
 from hooked_mlp.family import ACTIVATIONS, INPUT_ENCODINGS, OPERATIONS
-from hooked_mlp.io import CheckpointError
+from hooked_mlp.files.format import CheckpointError
 
 if TYPE_CHECKING:
     from hooked_mlp.model import HookedMLP
@@ -143,7 +144,7 @@ def import_mlp(
 ) -> HookedMLP:
     """Import an MLP from a torch or safetensors file, or from a state dict, as a `HookedMLP`.
 
-    The layouts recognised are described in this module's docstring (`hooked_mlp.importers`).
+    The layouts recognised are described in this module's docstring (`hooked_mlp.files.importers`).
 
     Args:
         source: a path to a torch file (`.pt`, `.pth`) or a safetensors file (recognised by
@@ -169,7 +170,7 @@ def import_mlp(
 
     Returns:
         A `HookedMLP` with the imported weights (float32, on the CPU) and `train_info` None; for a
-        hooked-mlp checkpoint, the model `hooked_mlp.io.load` returns.
+        hooked-mlp checkpoint, the model `hooked_mlp.files.format.load` returns.
 
     Raises:
         CheckpointError: (a ValueError) for a path: what is wrong, naming the key and shape at
@@ -458,7 +459,8 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
 
 
 def _hooked_checkpoint(path: Path, args: _Args) -> HookedMLP:
-    """A hooked-mlp checkpoint: `hooked_mlp.io.load`, the arguments checked against its config."""
+    """A hooked-mlp checkpoint: `hooked_mlp.files.format.load`, the arguments checked against its
+    config."""
     if args.key_map is not None or args.orientation is not None:
         raise _Refusal("is a hooked-mlp checkpoint, which has its own names and orientation: "
                        "leave out key_map= and orientation=")
@@ -475,9 +477,9 @@ def _hooked_checkpoint(path: Path, args: _Args) -> HookedMLP:
 
 
 def _load_hooked(path: Path) -> HookedMLP:
-    from hooked_mlp import io
+    from hooked_mlp.files.checkpoints import load
 
-    return io.load(path)
+    return load(path)
 
 
 # ------------------------------------------------------------------------------ the state dict

@@ -3,9 +3,10 @@
     model, history = train(MLPConfig(), TrainConfig())          # the study's recipe, seed 0
     runs = train_many(cfg, recipe, seeds=range(16))             # [(model, history), ...]
 
-Runs into a folder that survive interruptions are `hooked_mlp.runs.train_run` and
-`resume_run`; the trainer itself is `hooked_mlp.trainer.BatchedTrainer`, and how its epochs are
-computed (the general autograd path, or the C accelerator) is `hooked_mlp.backends`.
+Runs into a folder that survive interruptions are `hooked_mlp.training.runs.train_run` and
+`resume_run`; the trainer itself is `hooked_mlp.training.trainer.BatchedTrainer`, and how its
+epochs are
+computed (the general autograd path, or the C accelerator) is `hooked_mlp.training.backends`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import torch
 
 from hooked_mlp.config import MLPConfig, TrainConfig
 from hooked_mlp.model import HookedMLP
-from hooked_mlp.snapshots import attach, parse_snapshot_spec, series_of
-from hooked_mlp.trainer import BatchedTrainer, build_models, drive, resolve_run
+from hooked_mlp.training.snapshots import attach, parse_snapshot_spec, series_of
+from hooked_mlp.training.trainer import BatchedTrainer, build_models, drive, resolve_run
 
 
 def train_many(
@@ -37,8 +38,9 @@ def train_many(
     (same initialisation, same batches, per-seed arithmetic independent of the others).
     `tcfg.seed` is ignored; `tcfg.split_seed` (if set) gives every seed the same split,
     otherwise each seed has its own. `backend` is `"auto"`, `"c"` or `"torch"`: see
-    `hooked_mlp.backends`. `snapshots` (`"log:64"`, `"every:100"`, a list of epochs: see
-    `hooked_mlp.snapshots.parse_snapshot_spec`) keeps the weights at those epochs (and epoch
+    `hooked_mlp.training.backends`. `snapshots` (`"log:64"`, `"every:100"`, a list of epochs: see
+    `hooked_mlp.training.snapshots.parse_snapshot_spec`) keeps the weights at those epochs (and
+    epoch
     0): each model's `train_info.snapshots` is then a `SnapshotSeries` of `HookedMLP`s.
     """
     cfg, tcfg, seed_list, n_threads, chosen = resolve_run(cfg, tcfg, seeds, device, threads,

@@ -2,7 +2,7 @@
 
 `BatchedTrainer` holds everything a run is made of: the stacked parameters of every seed in one
 flat buffer (one block per parameter, seeds contiguous in each block), AdamW's moments and step,
-each seed's split, and the per-epoch history. A backend (`hooked_mlp.backends`: the general
+each seed's split, and the per-epoch history. A backend (`hooked_mlp.training.backends`: the general
 autograd path, or the C accelerator) computes each epoch on that state. The batches are the same
 for a seed whether it trains alone or with others, on any device and backend (see
 `hooked_mlp.data` for the counter-based shuffle), and on the CPU a seed trained with others is
@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from hooked_mlp.backends import make_backend, resolve_backend
 from hooked_mlp.checks import check_device, check_memory, check_seeds, check_threads, cores
 from hooked_mlp.config import MLPConfig, TrainConfig
 from hooked_mlp.data import all_pairs, apply_operation, n_train_pairs, split_masks, valid_mask
 from hooked_mlp.functional import init_params, param_shapes
 from hooked_mlp.train_info import TrainInfo
+from hooked_mlp.training.backends import make_backend, resolve_backend
 
 if TYPE_CHECKING:
     from hooked_mlp.model import HookedMLP
@@ -184,7 +184,7 @@ class BatchedTrainer:
         self.overlap = False  # set by the driver: see run_epoch
         self.workers = 1  # threads the C backend spreads the seeds over; set by the driver
         self.impl = make_backend(self)
-        # takes the parameters at chosen epochs (`hooked_mlp.snapshots.SnapshotRecorder`)
+        # takes the parameters at chosen epochs (`hooked_mlp.training.snapshots.SnapshotRecorder`)
         self.snapshots: Any = None
         self._helper: ThreadPoolExecutor | None = None
         self._pending_eval: tuple[int, Future] | None = None

@@ -1,7 +1,8 @@
 """The reproduction report: every claim of the study beside this project's measurement.
 
 `run_report` loads or trains a set of models of one configuration (the shipped seeds by default,
-checkpoints, or seeds it trains), measures the study's claims on them (`analyses.study`), and
+checkpoints, or seeds it trains), measures the study's claims on them
+(`analyses.experiments.study`), and
 writes `report.html` (figures embedded, circuitsvis views inline: it opens with no network),
 `summary.json` (every number) and the figures as PNG files. The folder is replaced as a whole:
 a reader sees the previous report or the new one, never a mix, and a failure (a full disk)
@@ -24,16 +25,16 @@ import torch
 from analyses._common import phase_sign, to_jsonable
 from analyses.activations import activation_grids
 from analyses.cosine_fit import NeuronFits
-from analyses.dynamics_page import how_it_formed_html
-from analyses.forms_report import forms_section
-from analyses.probes import ProbeRuns, run_probes
-from analyses.study import (
+from analyses.experiments.study import (
     HARMONIC_VARIANT,
     MAIN_VARIANT,
     STUDY_VARIANT,
     StudyResult,
     study,
 )
+from analyses.pages.dynamics import how_it_formed_html
+from analyses.pages.forms import forms_section
+from analyses.probes import ProbeRuns, run_probes
 from analyses.views import (
     bundle_script,
     figure_png,
@@ -49,7 +50,7 @@ from analyses.views import (
     top_inputs_view,
 )
 from hooked_mlp.family import OPERATIONS
-from hooked_mlp.io import atomic_directory, atomic_write_bytes, atomic_write_text
+from hooked_mlp.files.format import atomic_directory, atomic_write_bytes, atomic_write_text
 
 
 def earlier_report(folder: Path) -> str | None:
@@ -376,8 +377,8 @@ def run_report(
 ) -> ReportResult:
     """Analyse the models, write `report.html`, `summary.json` and `figures/*.png` to `out_dir`
     (and `models/` when it trains them), replacing an earlier report there as a whole."""
-    from hooked_mlp.io import save
-    from hooked_mlp.trainer import torch_threads
+    from hooked_mlp.files.checkpoints import save
+    from hooked_mlp.training.trainer import torch_threads
 
     start = time.perf_counter()
     out = Path(out_dir)

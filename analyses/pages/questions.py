@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from analyses.questions import SMALL_P_MODEL, SMALL_P_RECIPE, QuestionsResult, finite
+from analyses.experiments.questions import SMALL_P_MODEL, SMALL_P_RECIPE, QuestionsResult, finite
 from analyses.views import SEED_COLORS, figure_png, img_html, new_figure
 from hooked_mlp.config import MLPConfig, TrainConfig
 
@@ -473,7 +473,7 @@ def render_questions_html(result: QuestionsResult, command: str | None = None) -
 def write_questions_page(result: QuestionsResult, out: str | Path,
                          command: str | None = None) -> tuple[Path, Path]:
     """Write `questions.html` and `questions.json` into `out` (atomically); their paths."""
-    from hooked_mlp.io import atomic_write_text
+    from hooked_mlp.files.format import atomic_write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -66,7 +66,7 @@ def _construction_part(models: Sequence[Any], labels: Sequence[str], data: dict[
                        ) -> list[str]:
     """Gromov's quad construction over N (exact phases and random ones) and, for quad
     models, how they compare with it; adds `data["construction"]`."""
-    from analyses.construction import compare_quad, quad_curve
+    from analyses.experiments.construction import compare_quad, quad_curve
 
     cfg = models[0].cfg
     curve = quad_curve(ns=(5, 6, 7, 12, 24, 48, 96, 192), p=cfg.p, seeds=[0])

@@ -5,7 +5,7 @@
 figures are drawn from). Where a claim of the study does not apply to the configuration (output
 phases of a deeper model, Fourier structure over residues for `mul`, `a` and `b` phases when the
 inputs are tied, ...) the claim says why instead of printing a number that means nothing.
-Nothing here draws or writes: `analyses.report` shows the result.
+Nothing here draws or writes: `analyses.pages.report` shows the result.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from analyses._common import accuracy, check_one_hot, phase_sign, wrap_angle
+from analyses._common import accuracy, check_one_hot, fourier_structure, phase_sign, wrap_angle
 from analyses.cosine_fit import NeuronFits, fit_cosines, fit_harmonics, fit_neurons
 from analyses.fourier import FrequencyHistogram, frequency_histogram, neuron_signals
 from analyses.replacement import ReplacementCurve, replacement_curve
@@ -44,11 +44,7 @@ CLAIMS = ("training", "inputs", "outputs", "replacement", "synthetic", "frequenc
 def applicability(cfg: MLPConfig, trained: bool = True) -> dict[str, str | None]:
     """For each claim, None where it applies to models of `cfg`, else why it does not."""
     op = OPERATIONS[cfg.operation]
-    fourier = None if op.phase_sign is not None else (
-        f"not applicable to {cfg.operation} ({op.symbol}): {op.fourier_note}")
-    if fourier is None and (cfg.p - 1) // 2 < 3:
-        fourier = (f"not applicable with p = {cfg.p}: there are only {(cfg.p - 1) // 2} "
-                   "frequencies, so neurons agree on one by chance")
+    fourier = fourier_structure(cfg)
     deep = None if cfg.n_layers == 1 else (
         f"not applicable to a {cfg.n_layers}-layer model: the output weights belong to the last "
         "layer's neurons, not to the neurons whose input weights are fitted")

@@ -12,7 +12,7 @@
    from what its neurons compute; the accuracy that survives with predicted, fitted and original
    output weights answers the question.
 
-Training goes through `hooked_mlp.runs` into a cache folder (one resumable run folder per
+Training goes through `hooked_mlp.training.runs` into a cache folder (one resumable run folder per
 configuration and recipe), so a second call reuses every finished run and resumes an
 interrupted one. A probe never trains: `run_questions` trains, then measures.
 """
@@ -38,8 +38,8 @@ from analyses.activation_fits import (
     grid_spectra,
     layer_activations,
 )
+from analyses.experiments.study import stats
 from analyses.predict_out import output_replacement_curve
-from analyses.study import stats
 from hooked_mlp.config import INPUT_ENCODINGS, MLPConfig, TrainConfig
 
 SINGLE_FREQUENCY = 0.5  # a neuron whose low harmonics of one frequency hold > half its power
@@ -152,9 +152,9 @@ def cached_models(cache: Path, cfg: MLPConfig, tcfg: TrainConfig, seeds: Sequenc
                   log: Callable[[str], None] = print) -> tuple[list[Any], float]:
     """The trained models of `seeds` (`tcfg.seed` ignored) and the seconds spent training now:
     loaded from `cache/<run_key>` when finished there, resumed when interrupted, trained
-    otherwise (`hooked_mlp.runs`, a checkpoint every tenth of the run)."""
-    from hooked_mlp.io import load
-    from hooked_mlp.runs import STATE_FILE, model_path, resume_run, train_run
+    otherwise (`hooked_mlp.training.runs`, a checkpoint every tenth of the run)."""
+    from hooked_mlp.files.checkpoints import load
+    from hooked_mlp.training.runs import STATE_FILE, model_path, resume_run, train_run
 
     folder = Path(cache) / run_key(cfg, tcfg, seeds)
     paths = [model_path(folder, s) for s in seeds]

@@ -984,7 +984,7 @@ static PyMethodDef Kernel_methods[] = {
     {"train_epoch", (PyCFunction)(void (*)(void))Kernel_train_epoch,
      METH_VARARGS | METH_KEYWORDS,
      "train_epoch(params, exp_avg, exp_avg_sq, train_idx, prefixes, s_lo, s_hi, step0, out)\n"
-     "One epoch of AdamW steps for seeds s_lo..s_hi-1 (see hooked_mlp/_cpu_kernel.c)."},
+     "One epoch of AdamW steps for seeds s_lo..s_hi-1 (see hooked_mlp/training/_c_kernel.c)."},
     {"evaluate", (PyCFunction)(void (*)(void))Kernel_evaluate, METH_VARARGS | METH_KEYWORDS,
      "evaluate(params, pairs, s_lo, s_hi, out)\n"
      "Mean loss and accuracy of seeds s_lo..s_hi-1 on their pairs."},
@@ -993,7 +993,7 @@ static PyMethodDef Kernel_methods[] = {
 
 static PyTypeObject KernelType = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "hooked_mlp._cpu_kernel.Kernel",
+    .tp_name = "hooked_mlp.training._c_kernel.Kernel",
     .tp_basicsize = sizeof(Kernel),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "Kernel(p, d_hidden, batch_size, offsets, lr, beta1, beta2, weight_decay, eps, "
@@ -1090,12 +1090,12 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_cpu_kernel",
+    PyModuleDef_HEAD_INIT, "_c_kernel",
     "The C training kernel for CPUs (see hooked_mlp/cpu_kernel.py).", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__cpu_kernel(void) {
+PyMODINIT_FUNC PyInit__c_kernel(void) {
     if (PyType_Ready(&KernelType) < 0) return NULL;
     PyObject *mod = PyModule_Create(&module);
     if (!mod) return NULL;

@@ -5,7 +5,7 @@
   dimension, batched matrix products), its gradients derived by hand (`hooked_mlp.gradients`,
   tested equal to autograd through the same forward pass), and one step of torch's fused AdamW
   kernel on the trainer's flat parameter buffer.
-- `"c"`, an optional accelerator (`hooked_mlp.cpu_kernel`, a C extension built at install
+- `"c"`, an optional accelerator (`hooked_mlp.training.c_kernel`, a C extension built at install
   time): whole epochs in C for the configurations it supports (the study's: one hidden ReLU
   layer, separate inputs, biases; any operation and modulus), on the CPU. Tests hold it to the
   general path for every configuration it accepts.
@@ -34,12 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hooked_mlp import cpu_kernel, functional, gradients
+from hooked_mlp import functional, gradients
 from hooked_mlp.config import MLPConfig
 from hooked_mlp.data import STREAM_SHUFFLE, hash_prefix, permutations
+from hooked_mlp.training import c_kernel
 
 if TYPE_CHECKING:
-    from hooked_mlp.trainer import BatchedTrainer
+    from hooked_mlp.training.trainer import BatchedTrainer
 
 BACKENDS = ("auto", "c", "torch")
 ENV_VAR = "HOOKED_MLP_BACKEND"
@@ -64,10 +65,10 @@ def resolve_backend(backend: str, device: torch.device, cfg: MLPConfig | None = 
     why = None
     if device.type != "cpu":
         why = f"it runs on the CPU only, got device={str(device)!r}"
-    elif not cpu_kernel.available():
-        why = cpu_kernel.unavailable_reason()
+    elif not c_kernel.available():
+        why = c_kernel.unavailable_reason()
     elif cfg is not None:
-        why = cpu_kernel.supports(cfg)
+        why = c_kernel.supports(cfg)
     if why is None:
         return "c"
     if backend == "c":
@@ -179,7 +180,7 @@ class CBackend:
     def __init__(self, t: BatchedTrainer) -> None:
         self.t = t
         starts = [t.offsets[name] for name in ("W_in", "b_in", "W_out", "b_out")]
-        self.kernel = cpu_kernel.EpochKernel(
+        self.kernel = c_kernel.EpochKernel(
             offsets=tuple(starts), p=t.cfg.p, d_hidden=t.cfg.d_hidden,
             batch_size=t.tcfg.batch_size, a_of=t.a_of, b_of=t.b_of, labels=t.labels,
             lr=t.tcfg.lr, betas=(t.tcfg.beta1, t.tcfg.beta2),

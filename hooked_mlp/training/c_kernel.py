@@ -1,4 +1,4 @@
-"""The optional C training kernel (`hooked_mlp/_cpu_kernel.c`): a thin wrapper over it.
+"""The optional C training kernel (`hooked_mlp/training/_c_kernel.c`): a thin wrapper over it.
 
 The kernel is an accelerator for one family of models: it trains whole epochs of a
 one-hidden-layer ReLU MLP with biases and one-hot inputs on the CPU (batch order, forward,
@@ -12,7 +12,7 @@ caller trains many seeds in parallel by calling from several threads, each with 
 seeds (`seeds` ranges that do not overlap). A seed's numbers do not depend on which seeds share
 its call or its thread. Which path a run takes is decided elsewhere; this module only says
 whether the kernel is here (`available`) and what it accepts (`supports`); the choice is made in
-`hooked_mlp.backends`.
+`hooked_mlp.training.backends`.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ _MAX_HIDDEN = 2**31 - 2
 def _load() -> tuple[ModuleType | None, str]:
     """The initialised extension, or None and why not."""
     try:
-        from hooked_mlp import _cpu_kernel
+        from hooked_mlp.training import _c_kernel as _cpu_kernel
     except ImportError as e:
         return None, f"the C kernel is not built ({e}); reinstall with a C compiler present"
     try:

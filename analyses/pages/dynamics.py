@@ -27,7 +27,7 @@ import torch
 from analyses._common import to_jsonable
 from analyses.dynamics import Dynamics, Lottery, dynamics, find_phases
 from analyses.views import figure_png, img_html, new_figure
-from hooked_mlp.io import atomic_directory, atomic_write_text
+from hooked_mlp.files.format import atomic_directory, atomic_write_text
 
 PAGE_FILES = ("dynamics.html", "dynamics.json")
 PHASE_STYLE = {"memorisation_end": ("#d62728", "memorisation ends"),
@@ -283,7 +283,7 @@ def write_dynamics_page(source: str | os.PathLike[str], out_dir: str | os.PathLi
     """Load the snapshots at `source` (`hooked_mlp.load_snapshots(source, seed,
     **importer_options)`), measure their dynamics, and write `dynamics.html` and
     `dynamics.json` into `out_dir` (replacing an earlier page there, nothing else)."""
-    from hooked_mlp.snapshots import load_snapshots
+    from hooked_mlp.training.snapshots import load_snapshots
 
     start = time.perf_counter()
     out = Path(out_dir)
@@ -316,8 +316,8 @@ _NEVER_NONE = ("hit_rate_magnitude", "chance_magnitude", "final_rank_median")
 
 def _checksum(path: str | os.PathLike[str]) -> str | None:
     """The SHA-256 checksum a hooked-mlp file records of its contents (checked by every read of
-    the file: `hooked_mlp.io`)."""
-    from hooked_mlp.io import CheckpointError, read_header
+    the file: `hooked_mlp.files.format`)."""
+    from hooked_mlp.files.format import CheckpointError, read_header
 
     try:
         value = read_header(path).doc.get("checksum")
@@ -377,7 +377,7 @@ def read_measures_cache(series: Any, series_path: str | os.PathLike[str],
 def _fewer(series: Any, n: int) -> Any:
     """At most `n` snapshots of a `SnapshotSeries`, evenly spaced in the series (the first and
     the last kept)."""
-    from hooked_mlp.snapshots import SnapshotSeries
+    from hooked_mlp.training.snapshots import SnapshotSeries
 
     if len(series) <= n or not isinstance(series, SnapshotSeries):
         return series
@@ -392,8 +392,8 @@ def _series_for(model: Any, path: Any, shipped: bool) -> tuple[Any, str] | None:
     """The snapshots a model carries (`train_info.snapshots`), those beside its checkpoint (a
     run folder's `snapshots-seed-<s>`), or for the shipped seed-0 model the shipped series of
     its retrained twin."""
-    from hooked_mlp.io import PRETRAINED_DIR
-    from hooked_mlp.snapshots import SHIPPED_SERIES, read_series, snapshot_path
+    from hooked_mlp.files.checkpoints import PRETRAINED_DIR
+    from hooked_mlp.training.snapshots import SHIPPED_SERIES, read_series, snapshot_path
 
     info = model.train_info
     if info is None:
@@ -417,8 +417,8 @@ def _series_for(model: Any, path: Any, shipped: bool) -> tuple[Any, str] | None:
 def _section_dynamics(series: Any, shipped_twin: bool) -> tuple[Dynamics, str]:
     """The dynamics the report's section shows: the shipped series' from its cache (measured
     afresh if the cache is missing or stale), any other's over at most `REPORT_SNAPSHOTS`."""
-    from hooked_mlp.io import PRETRAINED_DIR
-    from hooked_mlp.snapshots import SHIPPED_SERIES
+    from hooked_mlp.files.checkpoints import PRETRAINED_DIR
+    from hooked_mlp.training.snapshots import SHIPPED_SERIES
 
     if shipped_twin:
         d = read_measures_cache(series, PRETRAINED_DIR / SHIPPED_SERIES,

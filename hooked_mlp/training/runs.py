@@ -5,7 +5,7 @@ A run folder holds `seed-<s>.safetensors` per finished seed and, while the run l
 written atomically every `checkpoint_every` epochs. `resume_run(folder)` continues from it to
 final weights bit-identical to an uninterrupted run (the batch order is a function of seed and
 epoch, so there is no generator state to lose). The folder is locked while a run lasts.
-With snapshots (`hooked_mlp.snapshots`) it also holds `snapshots-seed-<s>.safetensors` per
+With snapshots (`hooked_mlp.training.snapshots`) it also holds `snapshots-seed-<s>.safetensors` per
 finished seed and, while the run lasts, `snapshots-part-<epoch>.safetensors` (the snapshots
 taken up to each checkpoint, written before its state).
 """
@@ -24,17 +24,17 @@ from typing import Any
 
 import torch
 
-from hooked_mlp.backends import BACKENDS, resolve_backend
 from hooked_mlp.checks import check_device, check_seeds, check_threads
 from hooked_mlp.config import MLPConfig, TrainConfig
-from hooked_mlp.io import (
+from hooked_mlp.files.checkpoints import write_model
+from hooked_mlp.files.format import (
     CheckpointError,
     config_from,
     read_safetensors,
-    write_model,
     write_safetensors,
 )
-from hooked_mlp.snapshots import (
+from hooked_mlp.training.backends import BACKENDS, resolve_backend
+from hooked_mlp.training.snapshots import (
     SnapshotRecorder,
     attach,
     parse_snapshot_spec,
@@ -42,7 +42,7 @@ from hooked_mlp.snapshots import (
     snapshot_path,
     write_run_snapshots,
 )
-from hooked_mlp.trainer import (
+from hooked_mlp.training.trainer import (
     BatchedTrainer,
     TrainingDivergedError,
     drive,

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from hooked_mlp.config import MLPConfig, TrainConfig
-from hooked_mlp.io import (
+from hooked_mlp.files.format import (
     HISTORY_KEYS,
     CheckpointError,
     config_from,
@@ -52,7 +52,7 @@ from hooked_mlp.io import (
 if TYPE_CHECKING:
     from hooked_mlp.model import HookedMLP
     from hooked_mlp.train_info import TrainInfo
-    from hooked_mlp.trainer import BatchedTrainer
+    from hooked_mlp.training.trainer import BatchedTrainer
 
 KIND = "snapshots"
 PART_KIND = "snapshot-part"
@@ -220,7 +220,7 @@ def attach(trainer: BatchedTrainer, spec: Any) -> SnapshotRecorder:
     starting with the current epoch if it is chosen; the memory they will take is checked
     first."""
     from hooked_mlp.checks import check_memory
-    from hooked_mlp.trainer import flat_layout
+    from hooked_mlp.training.trainer import flat_layout
 
     epochs = parse_snapshot_spec(spec, trainer.tcfg.epochs)
     total = flat_layout(trainer.cfg, trainer.S)[1]
@@ -397,7 +397,7 @@ class SnapshotSeries(_Series):
 
 class ImportedSeries(_Series):
     """Checkpoints of another codebase, one file per epoch, imported when asked for
-    (`hooked_mlp.importers.import_mlp` with the options given)."""
+    (`hooked_mlp.files.importers.import_mlp` with the options given)."""
 
     def __init__(self, files: Sequence[Path], epochs: Sequence[int], options: dict[str, Any],
                  source: str) -> None:
@@ -413,7 +413,7 @@ class ImportedSeries(_Series):
                 f"{self.epochs[-1]}, from {self.source})")
 
     def _model(self, i: int) -> HookedMLP:
-        from hooked_mlp.importers import import_mlp
+        from hooked_mlp.files.importers import import_mlp
 
         return import_mlp(self.files[i], **self.options)
 
@@ -609,7 +609,7 @@ def _recorded_epoch(f: Path) -> int | None:
         with open(f, "rb") as fh:
             zipped = fh.read(4) == b"PK\x03\x04"
         if zipped:  # the importer's own checks of the archive, then its restricted load
-            from hooked_mlp.importers import _check_zip, _torch_load
+            from hooked_mlp.files.importers import _check_zip, _torch_load
 
             _check_zip(f, f.stat().st_size)
             obj = _torch_load(f)

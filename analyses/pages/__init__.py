@@ -1,0 +1,1 @@
+"""Pages: the report and the other HTML pages, rendered from results (they compute nothing)."""

@@ -1,0 +1,1 @@
+"""Files: the one safetensors reader and writer, run folders, checkpoints, series, importers."""

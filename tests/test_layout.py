@@ -1,0 +1,143 @@
+"""The shape of the code: imports point one way, there is no import cycle, files stay readable,
+and the names that moved in 0.3 still import (with one warning naming the new place)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("hooked_mlp", "analyses")
+
+# the layers, lowest first: a module may import its own layer and those below it, never above
+LAYERS = (
+    ("core", lambda m: m.startswith("hooked_mlp.") and m.split(".")[1] not in (
+        "files", "training", "cli")),
+    ("files", lambda m: m.startswith("hooked_mlp.files")),
+    ("training", lambda m: m.startswith("hooked_mlp.training")),
+    ("analyses", lambda m: m.startswith("analyses.") and m.split(".")[1] not in (
+        "experiments", "pages")),
+    ("experiments", lambda m: m.startswith("analyses.experiments")),
+    ("pages", lambda m: m.startswith("analyses.pages")),
+    ("cli", lambda m: m == "hooked_mlp.cli"),
+)
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            out[".".join(parts)] = path
+    return out
+
+
+def _layer(module: str) -> int:
+    if module in PACKAGES:
+        return 0
+    for i, (_, test) in enumerate(LAYERS):
+        if test(module):
+            return i
+    raise AssertionError(f"{module} belongs to no layer")
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """The project's modules `path` imports, at module level or inside functions (a lazy import
+    is still an arrow)."""
+    found = set()
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*up, base] if base else up)
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)
+    return {m for m in found if m.split(".")[0] in PACKAGES}
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {m: {i for i in _imports(p, m) if i in modules and i != m}
+            for m, p in modules.items()}
+
+
+def test_imports_point_one_way():
+    wrong = []
+    for module, imported in _graph().items():
+        if module in PACKAGES:
+            continue  # the package's public names, each imported on first use
+        for other in imported:
+            if other in PACKAGES:
+                continue  # a package's own __init__ (the public names, loaded lazily)
+            if _layer(other) > _layer(module):
+                wrong.append(f"{module} ({LAYERS[_layer(module)][0]}) imports {other} "
+                             f"({LAYERS[_layer(other)][0]})")
+    assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_no_import_cycle_at_module_level():
+    """Module-level imports form no cycle (a cycle makes the import order matter)."""
+    modules = _modules()
+    graph = {}
+    for m, path in modules.items():
+        top = ast.parse(path.read_text()).body
+        names = set()
+        for node in top:
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+                names.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        graph[m] = {n for n in names if n in modules and n != m and n not in PACKAGES}
+    state: dict[str, int] = {}
+
+    def visit(m: str, stack: list[str]) -> None:
+        state[m] = 1
+        for n in graph[m]:
+            if state.get(n) == 1:
+                raise AssertionError("import cycle: " + " -> ".join([*stack, m, n]))
+            if n not in state:
+                visit(n, [*stack, m])
+        state[m] = 2
+
+    for m in graph:
+        if m not in state:
+            visit(m, [])
+
+
+@pytest.mark.parametrize("old, name, new", [
+    ("hooked_mlp.io", "load", "hooked_mlp.files.checkpoints"),
+    ("hooked_mlp.io", "atomic_write_text", "hooked_mlp.files.format"),
+    ("hooked_mlp.importers", "import_mlp", "hooked_mlp.files.importers"),
+    ("hooked_mlp.trainer", "BatchedTrainer", "hooked_mlp.training.trainer"),
+    ("hooked_mlp.runs", "train_run", "hooked_mlp.training.runs"),
+    ("analyses.report", "run_report", None),
+    ("analyses.study", "study", None),
+])
+def test_moved_names_import_and_warn_once(old, name, new):
+    code = (
+        "import warnings, importlib\n"
+        "warnings.simplefilter('always')\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        f"    module = importlib.import_module({old!r})\n"
+        f"    value = getattr(module, {name!r})\n"
+        f"    getattr(module, {name!r})\n"
+        "moved = [str(x.message) for x in w if issubclass(x.category, DeprecationWarning)]\n"
+        "print(len(moved)); print(moved[0] if moved else ''); print(value.__module__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout.splitlines()
+    assert out[0] == "1", out  # one warning, however often the name is used
+    assert old in out[1] and "moved to" in out[1]
+    if new is not None:
+        assert out[2] == new
