@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from hooked_mlp.checks import MAX_SEEDS, MAX_THREADS  # light: torch is loaded on first use
-from hooked_mlp.config import MLPConfig, TrainConfig
-from hooked_mlp.family import ACTIVATIONS, INPUT_ENCODINGS, OPERATIONS
+from hooked_mlp.config import MLPConfig, TrainConfig, flag_fields
+from hooked_mlp.text import one_line, safe_text
 
 PROG = "hooked-mlp"
 
@@ -104,39 +104,26 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {_quote(text)}")
 
 
-# (flag, config, field, type, help): every recipe flag defaults to None, so that `--resume` can
-# tell a flag that was given from one that was not; the config's own default fills it in.
-RECIPE_FLAGS = [
-    ("--p", "model", "p", int, "modulus"),
-    ("--d-hidden", "model", "d_hidden", int, "hidden neurons per layer"),
-    ("--activation", "model", "activation", str,
-     f"activation: {', '.join(ACTIVATIONS)}"),
-    ("--operation", "model", "operation", str, "what the model computes modulo p: "
-     + ", ".join(f"{name} ({op.symbol})" for name, op in OPERATIONS.items())),
-    ("--input-encoding", "model", "input_encoding", str,
-     f"how a and b enter the first layer: {', '.join(INPUT_ENCODINGS)}"),
-    ("--tied-inputs", "model", "tied_inputs", _bool,
-     "true: one input weight [p, d_hidden] for a and b (input e_a + e_b)"),
-    ("--bias", "model", "bias", _bool, "false: no biases"),
-    ("--n-layers", "model", "n_layers", int, "hidden layers"),
-    ("--init-scale", "model", "init_scale", float, "multiplier on the initialisation"),
-    ("--epochs", "train", "epochs", int, "epochs"),
-    ("--batch-size", "train", "batch_size", int, "batch size"),
-    ("--lr", "train", "lr", float, "AdamW learning rate"),
-    ("--weight-decay", "train", "weight_decay", float, "AdamW weight decay"),
-    ("--beta1", "train", "beta1", float, "AdamW beta1"),
-    ("--beta2", "train", "beta2", float, "AdamW beta2"),
-    ("--eps", "train", "eps", float, "AdamW eps"),
-    ("--train-frac", "train", "train_frac", float,
-     "fraction of pairs used for training (1.0: all, no validation)"),
-]
+# Every recipe flag is a field of MLPConfig or TrainConfig (`hooked_mlp.config.flag_fields`):
+# its name, type and help come from the field. Each defaults to None, so that `--resume` can tell
+# a flag that was given from one that was not; the config's own default fills it in.
+def recipe_flags() -> list[tuple[str, str, str, Any, str, Any]]:
+    """`(flag, "model" | "train", field, type, help, default)` of each recipe flag."""
+    out = []
+    for which, cls in (("model", MLPConfig), ("train", TrainConfig)):
+        for f in flag_fields(cls):
+            kind = {bool: _bool, int: int, float: float}.get(_TYPES.get(f.type, str), str)
+            out.append((f"--{f.name.replace('_', '-')}", which, f.name, kind,
+                        f.metadata["help"], f.default))
+    return out
+
+
+_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
 
 def _add_recipe_flags(p: argparse.ArgumentParser) -> None:
-    defaults = {"model": MLPConfig(), "train": TrainConfig()}
     g = p.add_argument_group("model and recipe (defaults: the source study)")
-    for flag, which, name, kind, text in RECIPE_FLAGS:
-        default = getattr(defaults[which], name)
+    for flag, _, name, kind, text, default in recipe_flags():
         extra: dict[str, Any] = {"nargs": "?", "const": True} if kind is _bool else {}
         g.add_argument(flag, type=kind, default=None, dest=name,
                        help=f"{text} (default {default})", **extra)
@@ -149,7 +136,7 @@ def _add_recipe_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _recipe(args: argparse.Namespace) -> tuple[MLPConfig, TrainConfig]:
-    given = {which: {name: getattr(args, name) for flag, w, name, _, _ in RECIPE_FLAGS
+    given = {which: {name: getattr(args, name) for _, w, name, _, _, _ in recipe_flags()
                      if w == which and getattr(args, name) is not None}
              for which in ("model", "train")}
     base_model, base_train = _preset(getattr(args, "recipe", None))
@@ -298,12 +285,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         given = [("--out", args.out), ("--seed", args.seed), ("--seeds", args.seeds),
                  ("--split-seed", args.split_seed), ("--snapshots", args.snapshots),
                  ("--recipe", args.recipe)]
-        given += [(flag, getattr(args, name)) for flag, _, name, _, _ in RECIPE_FLAGS]
-        recipe_flags = [flag for flag, value in given if value is not None]
-        if recipe_flags:
+        given += [(flag, getattr(args, name)) for flag, _, name, _, _, _ in recipe_flags()]
+        given_flags = [flag for flag, value in given if value is not None]
+        if given_flags:
             raise CommandLineError(
                 f"train: --resume continues a run with its own recipe; drop "
-                f"{', '.join(recipe_flags)}"
+                f"{', '.join(given_flags)}"
             )
         paths = resume_run(args.resume, device=args.device, threads=args.threads,
                            progress=progress, checkpoint_every=args.checkpoint_every,
@@ -329,172 +316,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
                           command=command, backend=args.backend or "auto",
                           snapshots=args.snapshots)
 
+    from hooked_mlp.files.describe import describe, metrics_line
+
     for path in paths:
-        print(f"{path}: {_metrics_line(describe(path).get('metrics', {}))}")
+        print(f"{path}: {metrics_line(describe(path).get('metrics', {}))}")
     return 0
 
 
 # --------------------------------------------------------------------------- info
-STATE_FILE = "state.safetensors"  # hooked_mlp.training.runs.STATE_FILE
-# (not imported here: it loads torch)
-
-
-def _info_targets(paths: Sequence[Path]) -> list[Path]:
-    from hooked_mlp.files.checkpoints import PRETRAINED_DIR, pretrained_seeds
-
-    if not paths:
-        return [PRETRAINED_DIR / f"seed-{s}.safetensors" for s in pretrained_seeds()]
-    out: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found = sorted(path.glob("seed-*.safetensors"),
-                           key=lambda f: (len(f.name), f.name))
-            if (path / STATE_FILE).exists():
-                found.append(path / STATE_FILE)
-            if not found:
-                raise ValueError(f"{path}: no checkpoints (seed-*.safetensors) in this folder")
-            out.extend(found)
-        else:
-            out.append(path)
-    return out
-
-
-def describe(path: Path) -> dict[str, Any]:
-    """What `hooked-mlp info` shows of one file, as JSON-ready data (values from the file are
-    as the file has them: `_format` escapes them for a terminal)."""
-    from hooked_mlp.files.checkpoints import read_model
-    from hooked_mlp.files.format import CheckpointError, config_from, read_header
-
-    if path.name == STATE_FILE:  # the header says all there is to say: no tensor is read
-        doc = read_header(path).doc
-        if doc.get("kind") != "train-state":
-            raise CheckpointError(str(path), "is not a hooked-mlp train-state file")
-        name = str(path)
-        cfg = config_from(name, MLPConfig, doc.get("config"), "model config")
-        tcfg = config_from(name, TrainConfig, doc.get("train_config"), "training config")
-        return {"path": str(path), "kind": "train-state", "config": cfg.to_dict(),
-                "train_config": tcfg.to_dict(), "seeds": doc.get("seeds"),
-                "epoch": doc.get("epoch"), "command": doc.get("command")}
-    ckpt = read_model(path)
-    out: dict[str, Any] = {"path": str(path), "kind": "model", "config": ckpt.cfg.to_dict(),
-                           "n_params": ckpt.cfg.n_params}
-    if ckpt.info is not None:
-        from hooked_mlp.data import split_indices
-
-        train_idx, val_idx = split_indices(ckpt.cfg, ckpt.info.train_mask)
-        out.update(train_config=ckpt.info.train_config.to_dict(), metrics=ckpt.info.metrics,
-                   provenance=ckpt.info.provenance, n_train=len(train_idx), n_val=len(val_idx))
-    snapshots = _snapshots_beside(path)
-    if snapshots is not None:
-        out["snapshots"] = snapshots
-    return out
-
-
-def _snapshots_beside(path: Path) -> dict[str, Any] | None:
-    """The snapshots a run keeps beside `seed-<s>.safetensors` (`snapshots-seed-<s>`), from
-    the file's header alone: where, and how many; None when there are none."""
-    from hooked_mlp.files.format import read_header
-
-    if not (path.name.startswith("seed-") and path.name.endswith(".safetensors")):
-        return None
-    beside = path.with_name("snapshots-" + path.name)
-    if not beside.is_file():
-        return None
-    shape = read_header(beside).table.get("epochs", {}).get("shape")
-    count = shape[0] if isinstance(shape, list) and len(shape) == 1 else None
-    return {"path": str(beside), "count": count}
-
-
-def safe_text(value: Any, limit: int = 300) -> str:
-    """A value read from a file, made safe to print on a terminal: control characters (escape
-    sequences, carriage returns, bidirectional overrides, ...) are shown escaped, never
-    interpreted, and long values are cut."""
-    import unicodedata
-
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False,
-                                                           allow_nan=True, default=str)
-    if len(text) > limit:
-        text = text[:limit] + f"... ({len(text)} characters)"
-    out = []
-    for ch in text:
-        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
-            out.append(ch.encode("unicode_escape").decode("ascii"))
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def _number(value: Any, spec: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return "n/a"
-    try:
-        return format(value, spec)
-    except (ValueError, OverflowError):
-        return "n/a"
-
-
-def _metrics_line(m: dict[str, Any]) -> str:
-    line = (f"train acc {_number(m.get('train_acc'), '.4%')} loss "
-            f"{_number(m.get('train_loss'), '.4g')}")
-    if m.get("val_acc") is not None:
-        line += (f" | val acc {_number(m.get('val_acc'), '.4%')} loss "
-                 f"{_number(m.get('val_loss'), '.4g')}")
-    else:
-        line += " | no validation split"
-    return f"{line} after {safe_text(m.get('epochs', 'n/a'))} epochs"
-
-
-def _format(d: dict[str, Any]) -> str:
-    c = d["config"]
-    lines = [safe_text(d["path"], 4096)]
-    if d["kind"] == "train-state":
-        t = d["train_config"]
-        lines.append(f"  unfinished run: epoch {safe_text(d['epoch'])} of {t['epochs']}, seeds "
-                     f"{safe_text(d['seeds'], 100)}; continue with: {PROG} train --resume "
-                     f"{safe_text(str(Path(d['path']).parent), 4096)}")
-        return "\n".join(lines)
-    family = "".join([
-        " tied_inputs" if c["tied_inputs"] else "",
-        " no biases" if not c["bias"] else "",
-        f" n_layers={c['n_layers']}" if c["n_layers"] != 1 else "",
-        f" init_scale={c['init_scale']}" if c["init_scale"] != 1.0 else "",
-    ])
-    lines.append(f"  model    p={c['p']} d_hidden={c['d_hidden']} activation={c['activation']} "
-                 f"operation={c['operation']} input={c['input_encoding']}{family} "
-                 f"({d['n_params']:,} parameters)")
-    if "train_config" not in d:
-        lines.append("  (no training record: weights only)")
-        return "\n".join(lines)
-    t, m, pv = d["train_config"], d["metrics"], d["provenance"]
-    split_seed = t["seed"] if t["split_seed"] is None else t["split_seed"]
-    lines.append(f"  recipe   AdamW lr={t['lr']} weight_decay={t['weight_decay']} "
-                 f"betas=({t['beta1']}, {t['beta2']}) eps={t['eps']} batch={t['batch_size']} "
-                 f"epochs={t['epochs']} seed={t['seed']}")
-    lines.append(f"  split    {d['n_train']} train / {d['n_val']} validation pairs "
-                 f"(train_frac={t['train_frac']}, split seed {split_seed})")
-    lines.append(f"  final    {_metrics_line(m)}")
-    lines.append(f"  trained  {safe_text(m.get('epochs', '?'))} epochs in "
-                 f"{_number(pv.get('wall_s'), '.1f')} s on {safe_text(pv.get('device'))} "
-                 f"({safe_text(pv.get('backend', 'torch'))} backend, "
-                 f"{safe_text(pv.get('threads'))} thread(s), batched seeds "
-                 f"{safe_text(pv.get('batched_seeds'), 100)}), torch "
-                 f"{safe_text(pv.get('torch'))}, hooked-mlp {safe_text(pv.get('hooked_mlp'))}, "
-                 f"finished {safe_text(pv.get('finished'))}")
-    if pv.get("command"):
-        lines.append(f"  command  {safe_text(pv['command'], 2000)}")
-    if "snapshots" in d:
-        s = d["snapshots"]
-        lines.append(f"  snapshots {safe_text(s['count'])} in {safe_text(s['path'], 4096)} "
-                     f"(hooked_mlp.load_snapshots; {PROG} dynamics)")
-    return "\n".join(lines)
-
-
 def _cmd_info(args: argparse.Namespace) -> int:
-    described = [describe(p) for p in _info_targets(args.paths)]
+    from hooked_mlp.files.describe import describe, format_description, info_targets
+
+    described = [describe(p) for p in info_targets(args.paths)]
     if args.json:
         print(json.dumps(described, indent=2))
     else:
-        print("\n".join(_format(d) for d in described))
+        print("\n".join(format_description(d) for d in described))
     return 0
 
 
@@ -609,8 +446,6 @@ COMMANDS = {"train": _cmd_train, "dynamics": _cmd_dynamics, "info": _cmd_info,
             "probe": _cmd_probe, "questions": _cmd_questions}
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -622,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.argv = argv
         return COMMANDS[args.command](args)
     except CommandLineError as e:
-        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
@@ -632,12 +467,12 @@ def main(argv: Sequence[str] | None = None) -> int:
               "may use)", file=sys.stderr)
         return 1
     except (ValueError, TypeError, OSError, RuntimeError) as e:
-        print(f"{PROG}: error: {_one_line(e)}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(e)}", file=sys.stderr)
         return 1
     except Exception as e:  # a bug: still one line, with a way to see the traceback
         if os.environ.get("HOOKED_MLP_DEBUG"):
             raise
-        print(f"{PROG}: internal error: {type(e).__name__}: {_one_line(e)} "
+        print(f"{PROG}: internal error: {type(e).__name__}: {one_line(e)} "
               "(set HOOKED_MLP_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
 

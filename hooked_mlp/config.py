@@ -15,6 +15,7 @@ from typing import Any
 
 from hooked_mlp.family import ACTIVATIONS, OPERATIONS, is_prime
 from hooked_mlp.family import INPUT_ENCODINGS as _ENCODINGS
+from hooked_mlp.text import short
 
 INPUT_ENCODINGS = tuple(_ENCODINGS)
 MAX_SEED = 2**32 - 1
@@ -25,9 +26,9 @@ MAX_PARAMS = 2**31 - 1  # the C kernel's and safetensors' index ranges; 8 GiB of
 def _check_int(owner: str, name: str, value: Any, low: int, high: int | None = None) -> None:
     allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{owner}.{name} must be {allowed}, got {_show(value)}")
+        raise ValueError(f"{owner}.{name} must be {allowed}, got {short(value)}")
     if value < low or (high is not None and value > high):
-        raise ValueError(f"{owner}.{name} must be {allowed}, got {_show(value)}")
+        raise ValueError(f"{owner}.{name} must be {allowed}, got {short(value)}")
 
 
 def _check_float(
@@ -37,7 +38,7 @@ def _check_float(
     rb = ")" if high_open else "]"
     allowed = f"a finite number in {lb}{low}, {high}{rb}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{owner}.{name} must be {allowed}, got {_show(value)}")
+        raise ValueError(f"{owner}.{name} must be {allowed}, got {short(value)}")
     try:
         v = float(value)
     except OverflowError:  # an int too large for a float, e.g. 10**400
@@ -51,26 +52,17 @@ def _check_float(
         or (high_open and v == high)
     )
     if bad:
-        raise ValueError(f"{owner}.{name} must be {allowed}, got {_show(value)}")
+        raise ValueError(f"{owner}.{name} must be {allowed}, got {short(value)}")
 
 
 def _check_bool(owner: str, name: str, value: Any) -> None:
     if not isinstance(value, bool):
-        raise ValueError(f"{owner}.{name} must be True or False, got {_show(value)}")
+        raise ValueError(f"{owner}.{name} must be True or False, got {short(value)}")
 
 
 def _check_choice(owner: str, name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ValueError(f"{owner}.{name} must be one of {list(allowed)}, got {_show(value)}")
-
-
-def _show(value: Any) -> str:
-    """`repr(value)`, shortened: error messages quote what they were given, not megabytes."""
-    try:
-        text = repr(value)
-    except (ValueError, RecursionError):  # e.g. an int with more digits than repr allows
-        return f"a {type(value).__name__} that cannot be shown"
-    return text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+        raise ValueError(f"{owner}.{name} must be one of {list(allowed)}, got {short(value)}")
 
 
 def _from_dict(cls: type, data: Any, what: str, exclude: tuple[str, ...] = ()) -> Any:
@@ -81,6 +73,69 @@ def _from_dict(cls: type, data: Any, what: str, exclude: tuple[str, ...] = ()) -
     if unknown:
         raise ValueError(f"{what} has unknown fields {unknown}; allowed: {sorted(names)}")
     return cls(**data)
+
+
+# Each field of a config says, beside its default, what the command line's flag for it says
+# (`help`), how the model is put into words (`words(value, cfg)`: a phrase, or None to leave it
+# out; without one, `name = value` when it differs from the default), and its `role`:
+#   "size"      changes the size of the tensors, not the computation (p, d_hidden);
+#   "data"      changes the labels or the initial weights, not the computation (operation,
+#               init_scale);
+#   "structure" changes the computation: the default, so that a new field is taken to change
+#               it until said otherwise (the C accelerator then refuses its non-default values);
+#   "runtime"   not part of the model (device).
+# A new field is one line here: the CLI flag (`hooked_mlp.cli`), the words (`describe`,
+# `HookedMLP.__repr__`, `hooked-mlp info`, the pages) and what the accelerator accepts
+# (`hooked_mlp.training.c_kernel.supports`) all read it from this metadata.
+ROLES = ("size", "data", "structure", "runtime")
+_GENERIC = object()
+
+
+def _field(default: Any, help: str, *, role: str = "structure", words: Any = _GENERIC,
+           flag: bool = True) -> Any:
+    assert role in ROLES
+    return field(default=default, metadata={"help": help, "role": role, "words": words,
+                                            "flag": flag})
+
+
+def role(f: Any) -> str:
+    """The role of a dataclass field of a config (see above)."""
+    return f.metadata.get("role", "structure")
+
+
+def flag_fields(cls: type) -> list[Any]:
+    """The fields of `cls` that the command line sets by a flag of their own (`--<name>`)."""
+    return [f for f in fields(cls) if f.metadata.get("flag", True) and f.metadata.get("help")]
+
+
+def describe(cfg: MLPConfig) -> str:
+    """The model in words, e.g. `p = 113, 1 hidden layer of 100 relu neurons, a + b, separate
+    input weights for a and b`: each field's phrase, in the order of the fields."""
+    parts = []
+    for f in fields(cfg):
+        if role(f) == "runtime":
+            continue
+        value, words = getattr(cfg, f.name), f.metadata.get("words", _GENERIC)
+        if words is _GENERIC:
+            phrase = None if value == f.default else f"{f.name} = {value}"
+        else:
+            phrase = words(value, cfg) if words is not None else None
+        if phrase:
+            parts.append(phrase)
+    return ", ".join(parts)
+
+
+def settings(cfg: Any, always: tuple[str, ...] | None = None) -> list[tuple[str, Any]]:
+    """`(name, value)` of every field of a config (`MLPConfig` or `TrainConfig`) but runtime
+    ones; with `always`, only those fields and the others that differ from their default."""
+    out = []
+    for f in fields(cfg):
+        if role(f) == "runtime":
+            continue
+        value = getattr(cfg, f.name)
+        if always is None or f.name in always or value != f.default:
+            out.append((f.name, value))
+    return out
 
 
 @dataclass(frozen=True)
@@ -107,16 +162,30 @@ class MLPConfig:
     and `dtype` (always float32).
     """
 
-    p: int = 113
-    d_hidden: int = 100
-    activation: str = "relu"
-    operation: str = "add"
-    input_encoding: str = "one_hot"
-    tied_inputs: bool = False
-    bias: bool = True
-    n_layers: int = 1
-    init_scale: float = 1.0
-    device: str = field(default="cpu", compare=False, repr=False)
+    p: int = _field(113, "modulus", role="size", words=lambda v, c: f"p = {v}")
+    d_hidden: int = _field(
+        100, "hidden neurons per layer", role="size",
+        words=lambda v, c: f"{c.n_layers} hidden layer{'s' if c.n_layers > 1 else ''} of {v} "
+        f"{c.activation} neurons")
+    activation: str = _field("relu", f"activation: {', '.join(ACTIVATIONS)}", words=None)
+    operation: str = _field(
+        "add", "what the model computes modulo p: " + ", ".join(
+            f"{name} ({op.symbol})" for name, op in OPERATIONS.items()),
+        role="data", words=lambda v, c: OPERATIONS[v].symbol)
+    input_encoding: str = _field(
+        "one_hot", f"how a and b enter the first layer: {', '.join(_ENCODINGS)}",
+        words=lambda v, c: None if v == "one_hot" else f"{v} input encoding")
+    tied_inputs: bool = _field(
+        False, "true: one input weight [p, d_hidden] for a and b (input e_a + e_b)",
+        words=lambda v, c: "one input weight shared by a and b" if v
+        else "separate input weights for a and b")
+    bias: bool = _field(True, "false: no biases", words=lambda v, c: None if v else "no biases")
+    n_layers: int = _field(1, "hidden layers", words=None)  # in d_hidden's words
+    init_scale: float = _field(
+        1.0, "multiplier on the initialisation", role="data",
+        words=lambda v, c: None if v == 1.0 else f"initialisation × {v}")
+    device: str = field(default="cpu", compare=False, repr=False,
+                        metadata={"role": "runtime", "flag": False})
 
     def __post_init__(self) -> None:
         _check_int("MLPConfig", "p", self.p, 2, 65_535)
@@ -220,16 +289,19 @@ class TrainConfig:
     frequency) are arguments of `train`.
     """
 
-    epochs: int = 2000
-    batch_size: int = 128
-    lr: float = 3e-3
-    weight_decay: float = 0.5
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
-    train_frac: float = 0.8
-    seed: int = 0
-    split_seed: int | None = None
+    epochs: int = _field(2000, "epochs")
+    batch_size: int = _field(128, "batch size")
+    lr: float = _field(3e-3, "AdamW learning rate")
+    weight_decay: float = _field(0.5, "AdamW weight decay")
+    beta1: float = _field(0.9, "AdamW beta1")
+    beta2: float = _field(0.999, "AdamW beta2")
+    eps: float = _field(1e-8, "AdamW eps")
+    train_frac: float = _field(0.8, "fraction of pairs used for training (1.0: all, no "
+                               "validation)")
+    # the command line has its own --seed, --seeds and --split-seed
+    seed: int = _field(0, "seed of the initialisation and batch order", flag=False)
+    split_seed: int | None = _field(None, "seed of the train/validation split (None: the "
+                                    "run's own seed)", flag=False)
 
     def __post_init__(self) -> None:
         _check_int("TrainConfig", "epochs", self.epochs, 1, 10_000_000)

@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - transformer-lens 2.x / 3.x
 
 from hooked_mlp import functional, reference
 from hooked_mlp.cache import MLPActivationCache
-from hooked_mlp.config import MAX_SEED, MLPConfig
+from hooked_mlp.config import MAX_SEED, MLPConfig, settings
 from hooked_mlp.functional import RENAMED_HOOKS, init_params, param_shapes
 from hooked_mlp.train_info import TrainInfo
 
@@ -315,12 +315,7 @@ class HookedMLP(HookedRootModule):
         return reference.sequential(self.cfg, self.state_tensors())
 
     def __repr__(self) -> str:
-        c = self.cfg
-        extra = "".join([
-            f", operation={c.operation!r}" if c.operation != "add" else "",
-            ", tied_inputs=True" if c.tied_inputs else "",
-            ", bias=False" if not c.bias else "",
-            f", n_layers={c.n_layers}" if c.n_layers != 1 else "",
-            f", input_encoding={c.input_encoding!r}" if c.input_encoding != "one_hot" else "",
-        ])
-        return f"HookedMLP(p={c.p}, d_hidden={c.d_hidden}, activation={c.activation!r}{extra})"
+        """`HookedMLP(p=113, d_hidden=100, activation='relu')`, and every other field of the
+        config that differs from its default."""
+        shown = settings(self.cfg, always=("p", "d_hidden", "activation"))
+        return f"HookedMLP({', '.join(f'{k}={v!r}' for k, v in shown)})"

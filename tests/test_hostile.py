@@ -21,7 +21,9 @@ from analyses.fourier import frequency_histogram
 from analyses.replacement import replacement_curve
 from analyses.synthetic import synthetic_curve
 from hooked_mlp import CheckpointError, HookedMLP, MLPConfig, TrainConfig, load, save
-from hooked_mlp.cli import _format, describe, main
+from hooked_mlp.cli import main
+from hooked_mlp.files.describe import describe
+from hooked_mlp.files.describe import format_description as _format
 from hooked_mlp.files.format import _checksum
 from hooked_mlp.training.runs import STATE_FILE, train_run
 

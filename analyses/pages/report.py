@@ -49,7 +49,7 @@ from analyses.views import (
     plot_training_curves,
     top_inputs_view,
 )
-from hooked_mlp.family import OPERATIONS
+from hooked_mlp.config import describe
 from hooked_mlp.files.format import atomic_directory, atomic_write_bytes, atomic_write_text
 
 
@@ -190,19 +190,6 @@ def _replacement_note(agg: dict[str, Any], cfg: Any) -> str:
         f"{pct('cosine fits, worst-fitting neurons first')}).</p>")
 
 
-def _describe(cfg: Any) -> str:
-    """The configuration in words, for the page's header."""
-    parts = [f"p = {cfg.p}", f"{cfg.n_layers} hidden layer{'s' if cfg.n_layers > 1 else ''} of "
-             f"{cfg.d_hidden} {cfg.activation} neurons", OPERATIONS[cfg.operation].symbol]
-    parts.append("one input weight shared by a and b" if cfg.tied_inputs
-                 else "separate input weights for a and b")
-    if not cfg.bias:
-        parts.append("no biases")
-    if cfg.init_scale != 1.0:
-        parts.append(f"initialisation × {cfg.init_scale}")
-    return ", ".join(parts)
-
-
 CAPTIONS = {
     "training": "Training curves of every model (log-x; loss log-y).",
     "activations": "Activation of a few first-layer neurons over every (a, b).",
@@ -278,7 +265,7 @@ def render_html(result: StudyResult, figures: dict[str, bytes | None], views: li
         f"<style>{CSS}</style></head><body>",
         "<h1>Interpreting Modular Addition in MLPs — reproduced</h1>",
         f"<p class='meta'>hooked-mlp {esc(__version__)} · {esc(now)} · models: {esc(source)} "
-        f"({len(labels)}) · {esc(_describe(result.cfg))} · computed in {seconds:.1f} s · every "
+        f"({len(labels)}) · {esc(describe(result.cfg))} · computed in {seconds:.1f} s · every "
         "number below is in <code>summary.json</code></p>",
         "<h2>Claims and measurements</h2>",
         "<table class='claims'><tr><th>claim of the study</th><th>study</th>"

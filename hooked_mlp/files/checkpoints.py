@@ -19,11 +19,11 @@ from hooked_mlp.files.format import (
     HISTORY_KEYS,
     CheckpointError,
     Expected,
-    _short,
     config_from,
     read_safetensors,
     write_safetensors,
 )
+from hooked_mlp.text import short
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -110,12 +110,12 @@ def _check_record(name: str, metrics: Any, provenance: Any) -> None:
         raise CheckpointError(name, "corrupt metadata: metrics or provenance is not an object")
     for key, value in metrics.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise CheckpointError(name, f"corrupt metadata: metric {_short(key)} is "
-                                  f"{_short(value)}, not a number")
+            raise CheckpointError(name, f"corrupt metadata: metric {short(key)} is "
+                                  f"{short(value)}, not a number")
     for key, value in provenance.items():
         items = value if isinstance(value, list) else [value]
         if not all(v is None or isinstance(v, (str, int, float, bool)) for v in items):
-            raise CheckpointError(name, f"corrupt metadata: provenance {_short(key)} is not a "
+            raise CheckpointError(name, f"corrupt metadata: provenance {short(key)} is not a "
                                   "string, a number or a list of them")
 
 

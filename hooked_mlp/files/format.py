@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hooked_mlp.text import short
+
 if TYPE_CHECKING:
     from torch import Tensor
 
@@ -317,7 +319,7 @@ def read_header(path: str | os.PathLike[str]) -> Header:
         raise CheckpointError(name, f"not a hooked-mlp checkpoint: format is not {FORMAT!r}")
     version = doc.get("format_version")
     if not _is_int(version) or version < 1:
-        raise CheckpointError(name, f"corrupt metadata: format_version {_short(version)}")
+        raise CheckpointError(name, f"corrupt metadata: format_version {short(version)}")
     if version > FORMAT_VERSION:
         raise CheckpointError(
             name,
@@ -336,16 +338,16 @@ def _check_table(name: str, table: dict[str, Any], body: int) -> None:
         offsets = spec.get("data_offsets") if isinstance(spec, dict) else None
         if not (isinstance(offsets, list) and len(offsets) == 2
                 and all(_is_int(o) for o in offsets)):
-            raise CheckpointError(name, f"corrupt header: tensor {_short(key)} has no valid "
+            raise CheckpointError(name, f"corrupt header: tensor {short(key)} has no valid "
                                   "offsets")
         dtype, shape = spec.get("dtype"), spec.get("shape")
         if dtype not in DTYPE_BYTES or not isinstance(shape, list) or not all(
                 _is_int(d) and d >= 0 for d in shape):
-            raise CheckpointError(name, f"corrupt header: tensor {_short(key)} has no valid "
+            raise CheckpointError(name, f"corrupt header: tensor {short(key)} has no valid "
                                   "dtype and shape")
         start, end = offsets
         if not 0 <= start <= end or end - start != DTYPE_BYTES[dtype] * math.prod(shape):
-            raise CheckpointError(name, f"corrupt header: tensor {_short(key)}'s offsets do not "
+            raise CheckpointError(name, f"corrupt header: tensor {short(key)}'s offsets do not "
                                   "match its dtype and shape")
         spans.append((start, end))
     spans.sort()
@@ -392,7 +394,7 @@ def read_safetensors(
                     f"expected {_dtype_name(dtype)} {list(shape)}")
         extra = sorted(set(got) - set(want))
         if extra:
-            raise CheckpointError(name, f"unexpected tensors {[_short(k) for k in extra[:5]]}")
+            raise CheckpointError(name, f"unexpected tensors {[short(k) for k in extra[:5]]}")
     if doc.get("kind") != kind:
         # a file not read further: its checksum in chunks (bounded memory), so that a damaged or
         # edited one is called that rather than taken at its word
@@ -400,7 +402,7 @@ def read_safetensors(
             raise CheckpointError(
                 name, "checksum mismatch: the file was damaged or edited after it was written")
         raise CheckpointError(
-            name, f"is a hooked-mlp {_short(doc.get('kind'))} file, but a {kind!r} file is needed"
+            name, f"is a hooked-mlp {short(doc.get('kind'))} file, but a {kind!r} file is needed"
         )
     try:  # the tensors are what the document implies, so this is what the file should hold
         with open(path, "rb") as f:
@@ -443,12 +445,6 @@ def _file_checksum(name: str, head: Header, chunk: int = 1 << 20) -> str:
 def _dtype_name(st_dtype: str) -> str:
     return {"F32": "torch.float32", "F64": "torch.float64", "BOOL": "torch.bool",
             "I64": "torch.int64"}.get(st_dtype, st_dtype)
-
-
-def _short(x: Any) -> str:
-    """A value from a file, quoted safely and briefly in a message."""
-    text = repr(x)
-    return text if len(text) <= 60 else f"{text[:50]}... ({len(text)} characters)"
 
 
 def config_from(path: str, cls: type, data: Any, what: str) -> Any:

@@ -61,7 +61,7 @@ import re
 import warnings
 import zipfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -465,10 +465,9 @@ def _hooked_checkpoint(path: Path, args: _Args) -> HookedMLP:
         raise _Refusal("is a hooked-mlp checkpoint, which has its own names and orientation: "
                        "leave out key_map= and orientation=")
     model = _load_hooked(path)
-    for name, wanted in (("activation", args.activation), ("operation", args.operation),
-                         ("p", args.p), ("tied_inputs", args.tied_inputs),
-                         ("input_encoding", args.input_encoding)):
-        recorded = getattr(model.cfg, name)
+    # every argument that names a config field is checked against what the file records
+    for name in (f.name for f in fields(_Args) if f.name in MLPConfig.__dataclass_fields__):
+        wanted, recorded = getattr(args, name), getattr(model.cfg, name)
         if wanted is not None and wanted != recorded:
             raise _Refusal(f"{name}={wanted!r} was passed, but this hooked-mlp checkpoint "
                            f"records {name}={recorded!r}; pass {name}={recorded!r} or leave it "

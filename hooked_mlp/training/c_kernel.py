@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+from dataclasses import fields
 from types import ModuleType
 from typing import Any
 
@@ -26,16 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-# The model fields the kernel depends on, and the one value of each it implements. Fields that
-# are absent (older configurations) have that value. `operation` only changes the labels, which
-# are data, and `init_scale` only the start, drawn in Python: any value of either is fine.
-_ONLY = (
-    ("activation", "relu"),
-    ("tied_inputs", False),
-    ("bias", True),
-    ("n_layers", 1),
-    ("input_encoding", "one_hot"),
-)
+from hooked_mlp.config import MLPConfig, role
+
 _MAX_P = 65_535  # the kernel's own limits (the C file checks them too)
 _MAX_HIDDEN = 2**31 - 2
 
@@ -82,10 +75,15 @@ def unavailable_reason() -> str:
 def supports(cfg: Any) -> str | None:
     """None when the kernel can train models of configuration `cfg` (an `MLPConfig`), else a
     short reason naming the field and value it does not support. Needs no extension."""
-    for name, only in _ONLY:
-        value = getattr(cfg, name, only)
-        if type(value) is not type(only) or value != only:
-            return f"{name}={value!r} (the C kernel supports only {name}={only!r})"
+    # The kernel computes the study's structure: every field whose role is "structure" (see
+    # hooked_mlp.config) at the study's value; sizes and data (p, d_hidden, the operation's
+    # labels, the initial scale) may be anything within the kernel's limits.
+    for f in fields(MLPConfig):
+        if role(f) != "structure":
+            continue
+        value = getattr(cfg, f.name, f.default)
+        if type(value) is not type(f.default) or value != f.default:
+            return f"{f.name}={value!r} (the C kernel supports only {f.name}={f.default!r})"
     p, hidden = getattr(cfg, "p", None), getattr(cfg, "d_hidden", None)
     if not isinstance(p, int) or not 1 <= p <= _MAX_P:
         return f"p={p!r} (the C kernel supports 1 <= p <= {_MAX_P})"
