@@ -9,6 +9,7 @@ from __future__ import annotations
 import operator
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from hooked_mlp.config import MAX_SEED
@@ -76,6 +77,24 @@ def check_threads(threads: Any, name: str = "threads") -> int:
             1 <= threads <= MAX_THREADS):
         raise ValueError(f"{name} must be an integer in [1, {MAX_THREADS}], got {threads!r}")
     return threads
+
+
+def check_out_folder(path: Any, name: str = "out") -> Path:
+    """`path` as a folder that output can be written into: it must be a folder or not exist
+    yet, and the nearest of its parents that exists must be a folder (else a ValueError naming
+    `name`, before any work starts)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a path, got {type(path).__name__}")
+    path = Path(path)
+    for above in (path, *path.parents):
+        if above.exists():
+            if above == path and not above.is_dir():
+                raise ValueError(f"{name} {path} is a file, not a folder")
+            if not above.is_dir():
+                raise ValueError(f"{name} {path} must be a folder, but it cannot be one ({above} "
+                                 "is a file)")
+            break
+    return path
 
 
 def available_memory() -> int | None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from hooked_mlp.checks import MAX_SEEDS, MAX_THREADS  # light: torch is loaded on first use
-from hooked_mlp.config import MLPConfig, TrainConfig, flag_fields
+from hooked_mlp.config import PRESETS, MLPConfig, TrainConfig, flag_fields, recipe
 from hooked_mlp.text import one_line, safe_text
 
 PROG = "hooked-mlp"
@@ -136,24 +136,11 @@ def _add_recipe_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _recipe(args: argparse.Namespace) -> tuple[MLPConfig, TrainConfig]:
-    given = {which: {name: getattr(args, name) for _, w, name, _, _, _ in recipe_flags()
-                     if w == which and getattr(args, name) is not None}
-             for which in ("model", "train")}
-    base_model, base_train = _preset(getattr(args, "recipe", None))
-    cfg = MLPConfig(**{**base_model, **given["model"]})
-    tcfg = TrainConfig(**{**base_train, **given["train"]}, seed=args.seed or 0,
-                       split_seed=args.split_seed)
-    return cfg, tcfg
-
-
-def _preset(name: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The model and recipe fields of `--recipe NAME` (flags given override them)."""
-    if name == "grokking":
-        recipe = TrainConfig.grokking().to_dict()
-        for key in ("seed", "split_seed"):  # the command line's own
-            del recipe[key]
-        return TrainConfig.grokking_model(), recipe
-    return {}, {}
+    """The model and recipe of `--recipe` (the study by default) with the flags given."""
+    given = {name: getattr(args, name) for _, _, name, _, _, _ in recipe_flags()
+             if getattr(args, name) is not None}
+    return recipe(getattr(args, "recipe", None), **given, seed=args.seed or 0,
+                  split_seed=args.split_seed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,10 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also keep the weights at chosen epochs (with epoch 0): log:N (N "
                    "log-spaced), every:K, or a list such as 0,10,100; one "
                    "snapshots-seed-<s>.safetensors per seed (see hooked-mlp dynamics)")
-    g.add_argument("--recipe", choices=("study", "grokking"), default=None,
-                   help="study (default: the source study) or grokking (p=47, 256 neurons, "
-                   "full batch, lr 3e-3, weight decay 2, half the pairs, 5000 epochs: "
-                   "validation accuracy jumps long after train accuracy); flags override it")
+    g.add_argument("--recipe", choices=tuple(PRESETS), default=None,
+                   help="; ".join(f"{name}: {preset.description}" for name, preset in
+                                  PRESETS.items()) + " (default study; flags override it)")
 
     info = sub.add_parser("info", help="show what a checkpoint or run folder holds",
                           description="Config, provenance and accuracies of checkpoints "
@@ -389,16 +375,13 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- dynamics
 def _check_folder_arg(command: str, flag: str, path: Path) -> None:
-    """A usage error (exit 2) when `path`, or the nearest of its parents that exists, is not a
-    folder: an output folder could never be made there."""
-    for above in (path, *path.parents):
-        if above.exists():
-            if above == path and not above.is_dir():
-                raise CommandLineError(f"{command}: {flag} {path} is a file, not a folder")
-            if not above.is_dir():
-                raise CommandLineError(f"{command}: {flag} {path} must be a folder, but it "
-                                       f"cannot be one ({above} is a file)")
-            return
+    """A usage error (exit 2) when an output folder could never be made at `path`."""
+    from hooked_mlp.checks import check_out_folder
+
+    try:
+        check_out_folder(path, flag)
+    except ValueError as e:
+        raise CommandLineError(f"{command}: {e}") from None
 
 
 def _cmd_dynamics(args: argparse.Namespace) -> int:
@@ -435,7 +418,7 @@ def _cmd_questions(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     result = run_questions(cache, FULL_PLAN if args.full else DEFAULT_PLAN,
                            log=lambda line: print(line, file=sys.stderr))
-    command = shlex.join([PROG, *sys.argv[1:]]) if sys.argv[1:2] == ["questions"] else None
+    command = shlex.join([PROG, *args.argv])
     html_path, json_path = write_questions_page(result, args.out, command)
     print(f"wrote {html_path} and {json_path} ({result.timings['total_s']:.1f} s)")
     return 0

@@ -10,6 +10,7 @@ heavy, so the CLI can use it before torch is loaded.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -65,6 +66,37 @@ def _check_choice(owner: str, name: str, value: Any, allowed: tuple[str, ...]) -
         raise ValueError(f"{owner}.{name} must be one of {list(allowed)}, got {short(value)}")
 
 
+# A field's `check(owner, name, value)`: one of these, with its limits.
+Check = Callable[[str, str, Any], None]
+
+
+def integer(low: int, high: int | None = None) -> Check:
+    """A field holding an integer in `[low, high]`."""
+    return lambda owner, name, value: _check_int(owner, name, value, low, high)
+
+
+def number(low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> Check:
+    """A field holding a finite number in `[low, high]` (`(` / `)` where open)."""
+    return lambda owner, name, value: _check_float(owner, name, value, low, high,
+                                                   low_open=low_open, high_open=high_open)
+
+
+def boolean() -> Check:
+    """A field holding True or False."""
+    return _check_bool
+
+
+def choice(allowed: Any) -> Check:
+    """A field holding one of the names in `allowed` (e.g. a table of `hooked_mlp.family`)."""
+    names = tuple(allowed)
+    return lambda owner, name, value: _check_choice(owner, name, value, names)
+
+
+def optional(check: Check) -> Check:
+    """A field holding None, or what `check` accepts."""
+    return lambda owner, name, value: None if value is None else check(owner, name, value)
+
+
 def _from_dict(cls: type, data: Any, what: str, exclude: tuple[str, ...] = ()) -> Any:
     if not isinstance(data, dict):
         raise ValueError(f"{what} must be a JSON object, got {type(data).__name__}")
@@ -76,26 +108,39 @@ def _from_dict(cls: type, data: Any, what: str, exclude: tuple[str, ...] = ()) -
 
 
 # Each field of a config says, beside its default, what the command line's flag for it says
-# (`help`), how the model is put into words (`words(value, cfg)`: a phrase, or None to leave it
-# out; without one, `name = value` when it differs from the default), and its `role`:
+# (`help`), which values it takes (`check(owner, name, value)`: `integer`, `number`, `boolean`,
+# `choice`, `optional` above), how the model is put into words (`words(value, cfg)`: a phrase,
+# or None to leave it out; without one, `name = value` when it differs from the default), and
+# its `role`:
 #   "size"      changes the size of the tensors, not the computation (p, d_hidden);
 #   "data"      changes the labels or the initial weights, not the computation (operation,
 #               init_scale);
 #   "structure" changes the computation: the default, so that a new field is taken to change
 #               it until said otherwise (the C accelerator then refuses its non-default values);
 #   "runtime"   not part of the model (device).
-# A new field is one line here: the CLI flag (`hooked_mlp.cli`), the words (`describe`,
-# `HookedMLP.__repr__`, `hooked-mlp info`, the pages) and what the accelerator accepts
-# (`hooked_mlp.training.c_kernel.supports`) all read it from this metadata.
+# A new field is one line here: its check (`__post_init__`), the CLI flag (`hooked_mlp.cli`), the
+# words (`describe`, `settings`: `HookedMLP.__repr__`, `hooked-mlp info`, the pages), what the
+# accelerator accepts (`hooked_mlp.training.c_kernel.supports`) and the checkpoint (`to_dict`,
+# `from_dict`) all read it from this metadata; `tests/test_config.py` fails until every one of
+# them shows the new field.
 ROLES = ("size", "data", "structure", "runtime")
 _GENERIC = object()
 
 
-def _field(default: Any, help: str, *, role: str = "structure", words: Any = _GENERIC,
-           flag: bool = True) -> Any:
+def _field(default: Any, help: str, check: Check, *, role: str = "structure",
+           words: Any = _GENERIC, flag: bool = True) -> Any:
     assert role in ROLES
-    return field(default=default, metadata={"help": help, "role": role, "words": words,
-                                            "flag": flag})
+    return field(default=default, metadata={"help": help, "check": check, "role": role,
+                                            "words": words, "flag": flag})
+
+
+def _check_fields(config: Any) -> None:
+    """Run every field's own check (a ValueError naming the field and what it takes)."""
+    owner = type(config).__name__
+    for f in fields(config):
+        check = f.metadata.get("check")
+        if check is not None:
+            check(owner, f.name, getattr(config, f.name))
 
 
 def role(f: Any) -> str:
@@ -112,9 +157,7 @@ def describe(cfg: MLPConfig) -> str:
     """The model in words, e.g. `p = 113, 1 hidden layer of 100 relu neurons, a + b, separate
     input weights for a and b`: each field's phrase, in the order of the fields."""
     parts = []
-    for f in fields(cfg):
-        if role(f) == "runtime":
-            continue
+    for f in fields_of(type(cfg)):
         value, words = getattr(cfg, f.name), f.metadata.get("words", _GENERIC)
         if words is _GENERIC:
             phrase = None if value == f.default else f"{f.name} = {value}"
@@ -129,9 +172,7 @@ def settings(cfg: Any, always: tuple[str, ...] | None = None) -> list[tuple[str,
     """`(name, value)` of every field of a config (`MLPConfig` or `TrainConfig`) but runtime
     ones; with `always`, only those fields and the others that differ from their default."""
     out = []
-    for f in fields(cfg):
-        if role(f) == "runtime":
-            continue
+    for f in fields_of(type(cfg)):
         value = getattr(cfg, f.name)
         if always is None or f.name in always or value != f.default:
             out.append((f.name, value))
@@ -162,42 +203,37 @@ class MLPConfig:
     and `dtype` (always float32).
     """
 
-    p: int = _field(113, "modulus", role="size", words=lambda v, c: f"p = {v}")
+    p: int = _field(113, "modulus", integer(2, 65_535), role="size",
+                    words=lambda v, c: f"p = {v}")
     d_hidden: int = _field(
-        100, "hidden neurons per layer", role="size",
+        100, "hidden neurons per layer", integer(1, 1_000_000), role="size",
         words=lambda v, c: f"{c.n_layers} hidden layer{'s' if c.n_layers > 1 else ''} of {v} "
         f"{c.activation} neurons")
-    activation: str = _field("relu", f"activation: {', '.join(ACTIVATIONS)}", words=None)
+    activation: str = _field("relu", f"activation: {', '.join(ACTIVATIONS)}",
+                             choice(ACTIVATIONS), words=None)  # in d_hidden's words
     operation: str = _field(
         "add", "what the model computes modulo p: " + ", ".join(
             f"{name} ({op.symbol})" for name, op in OPERATIONS.items()),
-        role="data", words=lambda v, c: OPERATIONS[v].symbol)
+        choice(OPERATIONS), role="data", words=lambda v, c: OPERATIONS[v].symbol)
     input_encoding: str = _field(
         "one_hot", f"how a and b enter the first layer: {', '.join(_ENCODINGS)}",
-        words=lambda v, c: None if v == "one_hot" else f"{v} input encoding")
+        choice(_ENCODINGS), words=lambda v, c: None if v == "one_hot" else f"{v} input encoding")
     tied_inputs: bool = _field(
-        False, "true: one input weight [p, d_hidden] for a and b (input e_a + e_b)",
+        False, "true: one input weight [p, d_hidden] for a and b (input e_a + e_b)", boolean(),
         words=lambda v, c: "one input weight shared by a and b" if v
         else "separate input weights for a and b")
-    bias: bool = _field(True, "false: no biases", words=lambda v, c: None if v else "no biases")
-    n_layers: int = _field(1, "hidden layers", words=None)  # in d_hidden's words
+    bias: bool = _field(True, "false: no biases", boolean(),
+                        words=lambda v, c: None if v else "no biases")
+    n_layers: int = _field(1, "hidden layers", integer(1, MAX_LAYERS),
+                           words=None)  # in d_hidden's words
     init_scale: float = _field(
-        1.0, "multiplier on the initialisation", role="data",
+        1.0, "multiplier on the initialisation", number(0.0, 1e6, low_open=True), role="data",
         words=lambda v, c: None if v == 1.0 else f"initialisation × {v}")
     device: str = field(default="cpu", compare=False, repr=False,
                         metadata={"role": "runtime", "flag": False})
 
     def __post_init__(self) -> None:
-        _check_int("MLPConfig", "p", self.p, 2, 65_535)
-        _check_int("MLPConfig", "d_hidden", self.d_hidden, 1, 1_000_000)
-        _check_choice("MLPConfig", "activation", self.activation, tuple(ACTIVATIONS))
-        _check_choice("MLPConfig", "operation", self.operation, tuple(OPERATIONS))
-        _check_choice("MLPConfig", "input_encoding", self.input_encoding, INPUT_ENCODINGS)
-        _check_bool("MLPConfig", "tied_inputs", self.tied_inputs)
-        _check_bool("MLPConfig", "bias", self.bias)
-        _check_int("MLPConfig", "n_layers", self.n_layers, 1, MAX_LAYERS)
-        _check_float("MLPConfig", "init_scale", self.init_scale, 0.0, 1e6, low_open=True,
-                     high_open=False)
+        _check_fields(self)
         if not isinstance(self.device, str):
             raise ValueError(f"MLPConfig.device must be a device name such as 'cpu' or "
                              f"'cuda:0', got {self.device!r}")
@@ -289,39 +325,24 @@ class TrainConfig:
     frequency) are arguments of `train`.
     """
 
-    epochs: int = _field(2000, "epochs")
-    batch_size: int = _field(128, "batch size")
-    lr: float = _field(3e-3, "AdamW learning rate")
-    weight_decay: float = _field(0.5, "AdamW weight decay")
-    beta1: float = _field(0.9, "AdamW beta1")
-    beta2: float = _field(0.999, "AdamW beta2")
-    eps: float = _field(1e-8, "AdamW eps")
+    epochs: int = _field(2000, "epochs", integer(1, 10_000_000))
+    batch_size: int = _field(128, "batch size", integer(1, 10_000_000))
+    lr: float = _field(3e-3, "AdamW learning rate", number(0.0, 10.0, low_open=True))
+    weight_decay: float = _field(0.5, "AdamW weight decay", number(0.0, 1e6))
+    beta1: float = _field(0.9, "AdamW beta1", number(0.0, 1.0, high_open=True))
+    beta2: float = _field(0.999, "AdamW beta2", number(0.0, 1.0, high_open=True))
+    eps: float = _field(1e-8, "AdamW eps", number(0.0, 1.0, low_open=True))
     train_frac: float = _field(0.8, "fraction of pairs used for training (1.0: all, no "
-                               "validation)")
+                               "validation)", number(0.0, 1.0, low_open=True))
     # the command line has its own --seed, --seeds and --split-seed
-    seed: int = _field(0, "seed of the initialisation and batch order", flag=False)
+    seed: int = _field(0, "seed of the initialisation and batch order", integer(0, MAX_SEED),
+                       flag=False)
     split_seed: int | None = _field(None, "seed of the train/validation split (None: the "
-                                    "run's own seed)", flag=False)
+                                    "run's own seed)", optional(integer(0, MAX_SEED)),
+                                    flag=False)
 
     def __post_init__(self) -> None:
-        _check_int("TrainConfig", "epochs", self.epochs, 1, 10_000_000)
-        _check_int("TrainConfig", "batch_size", self.batch_size, 1, 10_000_000)
-        _check_float("TrainConfig", "lr", self.lr, 0.0, 10.0, low_open=True, high_open=False)
-        _check_float(
-            "TrainConfig", "weight_decay", self.weight_decay, 0.0, 1e6, low_open=False,
-            high_open=False,
-        )
-        for name in ("beta1", "beta2"):
-            _check_float(
-                "TrainConfig", name, getattr(self, name), 0.0, 1.0, low_open=False, high_open=True
-            )
-        _check_float("TrainConfig", "eps", self.eps, 0.0, 1.0, low_open=True, high_open=False)
-        _check_float(
-            "TrainConfig", "train_frac", self.train_frac, 0.0, 1.0, low_open=True, high_open=False
-        )
-        _check_int("TrainConfig", "seed", self.seed, 0, MAX_SEED)
-        if self.split_seed is not None:
-            _check_int("TrainConfig", "split_seed", self.split_seed, 0, MAX_SEED)
+        _check_fields(self)
 
     # ---------------------------------------------------------------- the grokking preset
     @classmethod
@@ -332,15 +353,13 @@ class TrainConfig:
         weight decay 2.0, half of the pairs for training, 5000 epochs; for the model
         `MLPConfig(**TrainConfig.grokking_model())` (p = 47, 256 ReLU neurons): about 15 s on
         one core. `changes` override any field."""
-        recipe: dict[str, Any] = {"epochs": 5000, "batch_size": 4096, "lr": 3e-3,
-                                  "weight_decay": 2.0, "train_frac": 0.5}
-        return cls(**{**recipe, **changes})
+        return cls(**{**PRESETS["grokking"].train, **changes})
 
     @staticmethod
     def grokking_model() -> dict[str, Any]:
         """The model fields of the grokking preset, for `MLPConfig(**...)`: p = 47, 256 hidden
         ReLU neurons (the study's other defaults)."""
-        return {"p": 47, "d_hidden": 256}
+        return dict(PRESETS["grokking"].model)
 
     @property
     def effective_split_seed(self) -> int:
@@ -352,3 +371,49 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: Any) -> TrainConfig:
         return _from_dict(cls, data, "TrainConfig")
+
+
+# ------------------------------------------------------------------------------ presets
+@dataclass(frozen=True)
+class Preset:
+    """A named starting point: the model and recipe fields it sets (every other field keeps the
+    study's default). `hooked-mlp train --recipe NAME`; `recipe(NAME, **fields)` in Python."""
+
+    description: str
+    model: dict[str, Any]
+    train: dict[str, Any]
+
+
+PRESETS: dict[str, Preset] = {
+    "study": Preset("the source study", {}, {}),
+    "grokking": Preset(
+        "p=47, 256 neurons, full batch, lr 3e-3, weight decay 2, half the pairs, 5000 epochs: "
+        "validation accuracy jumps long after train accuracy",
+        {"p": 47, "d_hidden": 256},
+        {"epochs": 5000, "batch_size": 4096, "lr": 3e-3, "weight_decay": 2.0, "train_frac": 0.5}),
+}
+
+
+def recipe(preset: str | None = None, **fields: Any) -> tuple[MLPConfig, TrainConfig]:
+    """The model and the training recipe of `preset` (a name in `PRESETS`; None: the study),
+    with any field of `MLPConfig` or `TrainConfig` given in `fields` overriding it:
+    `recipe("grokking", d_hidden=128, seed=3)`. An unknown field or preset is refused with a
+    ValueError naming it and what there is; each value is checked by its config."""
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"preset must be one of {list(PRESETS)}, got {short(preset)}")
+    chosen = PRESETS[preset or "study"]
+    model_names = {f.name for f in fields_of(MLPConfig)}
+    train_names = {f.name for f in fields_of(TrainConfig)}
+    unknown = sorted(set(fields) - model_names - train_names)
+    if unknown:
+        raise ValueError(f"unknown field{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(map(short, unknown))}: a recipe sets the fields of "
+                         f"MLPConfig {sorted(model_names)} and TrainConfig {sorted(train_names)}")
+    model = {**chosen.model, **{k: v for k, v in fields.items() if k in model_names}}
+    train = {**chosen.train, **{k: v for k, v in fields.items() if k in train_names}}
+    return MLPConfig(**model), TrainConfig(**train)
+
+
+def fields_of(cls: type) -> list[Any]:
+    """The fields of a config class that describe a model or a run (not where it runs)."""
+    return [f for f in fields(cls) if role(f) != "runtime"]
