@@ -171,7 +171,7 @@ def load(path: str | os.PathLike[str], device: str = "cpu") -> HookedMLP:
                                   "activation=...)") from None
         raise
     cfg = dataclasses.replace(ckpt.cfg, device=str(dev))
-    return HookedMLP.from_params(cfg, ckpt.params, train_info=ckpt.info)
+    return HookedMLP.from_params(cfg, ckpt.params, train_info=ckpt.info).eval()  # as TL loads
 
 
 # --------------------------------------------------------------------------- shipped models
