@@ -20,11 +20,11 @@ if TYPE_CHECKING:
     from hooked_mlp.files.checkpoints import load, load_pretrained, pretrained_seeds, save
     from hooked_mlp.files.format import CheckpointError
     from hooked_mlp.files.importers import import_mlp, load_linear_state_dict
+    from hooked_mlp.files.series import load_snapshots
     from hooked_mlp.model import HookedMLP
     from hooked_mlp.train_info import TrainInfo
     from hooked_mlp.training import train, train_many
     from hooked_mlp.training.runs import RunLockedError, resume_run, train_run
-    from hooked_mlp.training.snapshots import load_snapshots
     from hooked_mlp.training.trainer import TrainingDivergedError
 
 _LAZY = {
@@ -43,7 +43,7 @@ _LAZY = {
     "CheckpointError": "hooked_mlp.files.format",
     "import_mlp": "hooked_mlp.files.importers",
     "load_linear_state_dict": "hooked_mlp.files.importers",
-    "load_snapshots": "hooked_mlp.training.snapshots",
+    "load_snapshots": "hooked_mlp.files.series",
 }
 
 __all__ = [  # noqa: RUF022 - grouped by module

@@ -74,5 +74,5 @@ register({
     "hooked_mlp.backends": ("hooked_mlp.training.backends",),
     "hooked_mlp.cpu_kernel": ("hooked_mlp.training.c_kernel",),
     "hooked_mlp.runs": ("hooked_mlp.training.runs",),
-    "hooked_mlp.snapshots": ("hooked_mlp.training.snapshots",),
+    "hooked_mlp.snapshots": ("hooked_mlp.training.snapshots", "hooked_mlp.files.series"),
 })

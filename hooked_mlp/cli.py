@@ -393,8 +393,7 @@ def _cmd_dynamics(args: argparse.Namespace) -> int:
     _check_folder_arg("dynamics", "--out", args.out)
     source = args.source
     if source is None:
-        from hooked_mlp.files.checkpoints import PRETRAINED_DIR
-        from hooked_mlp.training.snapshots import SHIPPED_SERIES
+        from hooked_mlp.files.layout import PRETRAINED_DIR, SHIPPED_SERIES
 
         source = PRETRAINED_DIR / SHIPPED_SERIES
     with torch_threads(args.threads or 1):  # small tensors: one thread is fastest on a busy CPU

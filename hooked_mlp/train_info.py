@@ -13,6 +13,10 @@ from torch import Tensor
 
 from hooked_mlp.config import TrainConfig
 
+# the per-epoch curves a training record may hold (`TrainInfo.history`), in the order the trainer
+# keeps them; the validation ones only with a validation split
+HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
+
 
 @dataclass
 class TrainInfo:

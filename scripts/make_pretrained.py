@@ -15,6 +15,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from hooked_mlp.files.layout import model_files  # noqa: E402 - after the path it needs
+
 DEST = ROOT / "hooked_mlp" / "pretrained"
 SEEDS = "0-4"
 
@@ -25,16 +28,15 @@ def main() -> int:
         cmd = [sys.executable, "-m", "hooked_mlp.cli", "train", "--seeds", SEEDS,
                "--out", str(run), "--no-progress"]
         subprocess.run(cmd, check=True, cwd=ROOT)
-        for old in DEST.glob("seed-*.safetensors"):
+        for _, old in model_files(DEST):
             old.unlink()
-        for f in sorted(run.glob("seed-*.safetensors")):
+        for _, f in model_files(run):
             shutil.copy2(f, DEST / f.name)
-    sys.path.insert(0, str(ROOT))
-    from hooked_mlp.cli import describe
+    from hooked_mlp.files.describe import describe
     from hooked_mlp.files.format import atomic_write_text
 
     rows, first = [], None
-    for f in sorted(DEST.glob("seed-*.safetensors")):
+    for _, f in model_files(DEST):
         d = describe(f)
         first = first or d
         m = d["metrics"]

@@ -52,7 +52,8 @@ def _write_cache() -> None:
 
     from analyses.dynamics import dynamics
     from analyses.pages.dynamics import SHIPPED_CACHE, write_measures_cache
-    from hooked_mlp.training.snapshots import SHIPPED_SERIES, read_series
+    from hooked_mlp.files.layout import SHIPPED_SERIES
+    from hooked_mlp.files.series import read_series
 
     torch.set_num_threads(1)
     path = DEST / SHIPPED_SERIES
@@ -65,7 +66,8 @@ def _ship(run: Path) -> int:
 
     from hooked_mlp import load_pretrained, load_snapshots
     from hooked_mlp.files.format import atomic_write_text
-    from hooked_mlp.training.snapshots import SHIPPED_SERIES, SnapshotSeries, write_series
+    from hooked_mlp.files.layout import SHIPPED_SERIES
+    from hooked_mlp.files.series import SnapshotSeries, write_series
 
     full = load_snapshots(run, seed=0)
     if full.train_info.train_config.to_dict() != load_pretrained(0).train_info.train_config \

@@ -202,7 +202,7 @@ def test_split_measures_from_the_shared_forward_equal_their_own(grokked):
 
 def test_page_and_cli(tmp_path, grokked, capsys):
     model, _, _ = grokked
-    from hooked_mlp.training.snapshots import write_series
+    from hooked_mlp.files.series import write_series
 
     run = tmp_path / "run"
     run.mkdir()
@@ -235,7 +235,7 @@ def test_shipped_snapshots_and_the_report_section():
     from hooked_mlp import load_pretrained, load_snapshots
     from hooked_mlp.files.checkpoints import PRETRAINED_DIR
     from hooked_mlp.files.format import read_header
-    from hooked_mlp.training.snapshots import SHIPPED_SERIES
+    from hooked_mlp.files.layout import SHIPPED_SERIES
 
     path = PRETRAINED_DIR / SHIPPED_SERIES
     assert path.stat().st_size < 3 * 2**20
@@ -262,7 +262,7 @@ def test_the_shipped_measures_cache_is_the_measures_of_the_shipped_snapshots(tmp
     from analyses.pages.dynamics import SHIPPED_CACHE, read_measures_cache
     from hooked_mlp import load_snapshots
     from hooked_mlp.files.checkpoints import PRETRAINED_DIR
-    from hooked_mlp.training.snapshots import SHIPPED_SERIES
+    from hooked_mlp.files.layout import SHIPPED_SERIES
 
     path, cache = PRETRAINED_DIR / SHIPPED_SERIES, PRETRAINED_DIR / SHIPPED_CACHE
     series = load_snapshots(path)

@@ -147,7 +147,7 @@ def test_dynamics_and_the_cli_on_a_dense_model(tmp_path, capsys):
     commands that read weights by residue refuse it in one line."""
     from analyses.dynamics import dynamics
     from hooked_mlp.cli import main
-    from hooked_mlp.training.snapshots import load_snapshots
+    from hooked_mlp.files.series import load_snapshots
 
     out = tmp_path / "run"
     assert main(["train", "--p", "11", "--d-hidden", "8", "--input-encoding", "circle",

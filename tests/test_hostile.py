@@ -25,7 +25,8 @@ from hooked_mlp.cli import main
 from hooked_mlp.files.describe import describe
 from hooked_mlp.files.describe import format_description as _format
 from hooked_mlp.files.format import _checksum
-from hooked_mlp.training.runs import STATE_FILE, train_run
+from hooked_mlp.files.layout import STATE_FILE
+from hooked_mlp.training.runs import train_run
 
 CLI = [sys.executable, "-m", "hooked_mlp.cli"]
 TINY = ["--p", "5", "--d-hidden", "3", "--epochs", "2"]

@@ -206,8 +206,11 @@ def test_published_names_the_transformer_lens_way_round_are_settled_by_p():
     p, h = 7, 16
     torch.manual_seed(2)
     net = Holder(TransformerLensStyleMLP(p, h))
-    # Read by the published convention ([out, in]), the shapes say p = 16: a visible mistake
-    assert import_mlp(net.state_dict(), activation="relu").cfg.p == h
+    # [7, 16] and [16, 7] read both ways (p = 16 or p = 7), and no basis buffer settles it
+    with pytest.raises(ValueError, match=r"read two ways, as two different models: as \[out, "
+                       r"in\] .* p = 16, d_hidden = 7; as \[in, out\] .* p = 7, d_hidden = 16"
+                       r".* pass p= or orientation="):
+        import_mlp(net.state_dict(), activation="relu")
     model = import_mlp(net.state_dict(), activation="relu", p=p)
     assert (model.cfg.p, model.cfg.d_hidden) == (p, h)
     assert_same_logits(model, net.mlp, p, tied=True)
@@ -364,7 +367,7 @@ def test_unknown_keys_are_refused_listing_them():
     named = NamedLayers(7, 8).state_dict()
     with pytest.raises(ValueError, match=re.escape(
             "e.g. key_map={'fc1.weight': '0.weight', 'fc1.bias': '0.bias', "
-            "'fc2.weight': '2.weight', 'fc2.bias': '2.bias', ...}")):
+            "'fc2.weight': '2.weight', 'fc2.bias': '2.bias', 'step': None}")):
         import_mlp(named, activation="relu")
 
 

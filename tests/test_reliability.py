@@ -15,7 +15,8 @@ from _backends import BACKENDS, needs_c
 
 from hooked_mlp import MLPConfig, TrainConfig, load, resume_run, train_run
 from hooked_mlp.files.format import read_safetensors
-from hooked_mlp.training.runs import STATE_FILE, RunLock, RunLockedError, _write_state
+from hooked_mlp.files.layout import STATE_FILE
+from hooked_mlp.training.runs import RunLock, RunLockedError, _write_state
 from hooked_mlp.training.trainer import BatchedTrainer, TrainingDivergedError
 
 CLI = [sys.executable, "-m", "hooked_mlp.cli"]

@@ -9,14 +9,11 @@ import torch
 from hooked_mlp import MLPConfig, TrainConfig, load_snapshots, resume_run, train, train_run
 from hooked_mlp.cli import main
 from hooked_mlp.files.format import CheckpointError, read_header
+from hooked_mlp.files.layout import series_file
+from hooked_mlp.files.series import read_series, write_series
 from hooked_mlp.functional import init_params
 from hooked_mlp.training import runs as runs_module
-from hooked_mlp.training.snapshots import (
-    parse_snapshot_spec,
-    read_series,
-    snapshot_path,
-    write_series,
-)
+from hooked_mlp.training.snapshots import parse_snapshot_spec
 from hooked_mlp.training.trainer import BatchedTrainer
 
 CFG = MLPConfig(p=11, d_hidden=12)
@@ -135,7 +132,7 @@ def test_run_folder_file_and_cli(tmp_path, capsys):
     series = load_snapshots(run, seed=3)
     assert series.epochs == parse_snapshot_spec("log:4", 20)
     assert series.train_info.train_config.seed == 3
-    same = load_snapshots(snapshot_path(run, 3))
+    same = load_snapshots(series_file(run, 3))
     assert torch.equal(same.params["W_in"], series.params["W_in"])
     # hooked-mlp info lists the models, each with the snapshots kept beside it
     capsys.readouterr()
@@ -143,7 +140,7 @@ def test_run_folder_file_and_cli(tmp_path, capsys):
     shown = capsys.readouterr().out
     n = len(series.epochs)
     for s in (0, 3):
-        assert f"snapshots {n} in {snapshot_path(run, s)}" in shown
+        assert f"snapshots {n} in {series_file(run, s)}" in shown
     assert "snapshots-seed" not in shown.split("\n")[0]  # not listed as a model of its own
     # float16 storage: the same weights to float16 precision
     small = tmp_path / "small.safetensors"
@@ -169,7 +166,7 @@ def test_bad_snapshot_arguments(tmp_path, capsys):
         with pytest.raises(TypeError, match="path must be a str or os.PathLike"):
             load_snapshots(bad)
     from hooked_mlp.files.checkpoints import PRETRAINED_DIR
-    from hooked_mlp.training.snapshots import SHIPPED_SERIES
+    from hooked_mlp.files.layout import SHIPPED_SERIES
 
     shipped_series = PRETRAINED_DIR / SHIPPED_SERIES  # seed 0: seed=1 is refused, not ignored
     assert load_snapshots(shipped_series, seed=0).epochs[-1] == 2000
@@ -198,7 +195,7 @@ def test_bad_snapshot_arguments(tmp_path, capsys):
 def test_reading_snapshots_checks_their_memory_first(monkeypatch):
     from hooked_mlp import checks
     from hooked_mlp.files.checkpoints import PRETRAINED_DIR
-    from hooked_mlp.training.snapshots import SHIPPED_SERIES
+    from hooked_mlp.files.layout import SHIPPED_SERIES
 
     monkeypatch.setattr(checks, "available_memory", lambda: 2**20)
     with pytest.raises(ValueError, match="reading 33 snapshots needs about 0.0 GiB, more than"):

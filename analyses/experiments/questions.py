@@ -154,13 +154,14 @@ def cached_models(cache: Path, cfg: MLPConfig, tcfg: TrainConfig, seeds: Sequenc
     loaded from `cache/<run_key>` when finished there, resumed when interrupted, trained
     otherwise (`hooked_mlp.training.runs`, a checkpoint every tenth of the run)."""
     from hooked_mlp.files.checkpoints import load
-    from hooked_mlp.training.runs import STATE_FILE, model_path, resume_run, train_run
+    from hooked_mlp.files.layout import model_file, state_file
+    from hooked_mlp.training.runs import resume_run, train_run
 
     folder = Path(cache) / run_key(cfg, tcfg, seeds)
-    paths = [model_path(folder, s) for s in seeds]
+    paths = [model_file(folder, s) for s in seeds]
     start = time.perf_counter()
     if not all(path.exists() for path in paths):
-        if (folder / STATE_FILE).exists():
+        if state_file(folder).exists():
             log(f"resuming {folder.name}")
             resume_run(folder, progress=False)
         else:

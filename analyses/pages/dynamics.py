@@ -28,6 +28,7 @@ from analyses._common import to_jsonable
 from analyses.dynamics import Dynamics, Lottery, dynamics, find_phases
 from analyses.views import figure_png, img_html, new_figure
 from hooked_mlp.files.format import atomic_directory, atomic_write_text
+from hooked_mlp.files.layout import PRETRAINED_DIR, SHIPPED_MEASURES, SHIPPED_SERIES
 
 PAGE_FILES = ("dynamics.html", "dynamics.json")
 PHASE_STYLE = {"memorisation_end": ("#d62728", "memorisation ends"),
@@ -283,7 +284,7 @@ def write_dynamics_page(source: str | os.PathLike[str], out_dir: str | os.PathLi
     """Load the snapshots at `source` (`hooked_mlp.load_snapshots(source, seed,
     **importer_options)`), measure their dynamics, and write `dynamics.html` and
     `dynamics.json` into `out_dir` (replacing an earlier page there, nothing else)."""
-    from hooked_mlp.training.snapshots import load_snapshots
+    from hooked_mlp.files.series import load_snapshots
 
     start = time.perf_counter()
     out = Path(out_dir)
@@ -308,7 +309,7 @@ def write_dynamics_page(source: str | os.PathLike[str], out_dir: str | os.PathLi
 CACHE_KIND = "hooked-mlp dynamics measures"
 # bump when a measure's definition changes: a cache of another version is not used
 CACHE_VERSION = 2
-SHIPPED_CACHE = "snapshots-study-seed-0.dynamics.json"
+SHIPPED_CACHE = SHIPPED_MEASURES  # the shipped series' measures (hooked_mlp.files.layout)
 REPORT_SNAPSHOTS = 17  # the report's section measures at most this many snapshots of a series
 # the lottery's numbers that are NaN, never None (JSON writes NaN as null)
 _NEVER_NONE = ("hit_rate_magnitude", "chance_magnitude", "final_rank_median")
@@ -377,7 +378,7 @@ def read_measures_cache(series: Any, series_path: str | os.PathLike[str],
 def _fewer(series: Any, n: int) -> Any:
     """At most `n` snapshots of a `SnapshotSeries`, evenly spaced in the series (the first and
     the last kept)."""
-    from hooked_mlp.training.snapshots import SnapshotSeries
+    from hooked_mlp.files.series import SnapshotSeries
 
     if len(series) <= n or not isinstance(series, SnapshotSeries):
         return series
@@ -392,8 +393,7 @@ def _series_for(model: Any, path: Any, shipped: bool) -> tuple[Any, str] | None:
     """The snapshots a model carries (`train_info.snapshots`), those beside its checkpoint (a
     run folder's `snapshots-seed-<s>`), or for the shipped seed-0 model the shipped series of
     its retrained twin."""
-    from hooked_mlp.files.checkpoints import PRETRAINED_DIR
-    from hooked_mlp.training.snapshots import SHIPPED_SERIES, read_series, snapshot_path
+    from hooked_mlp.files.series import find_series, read_series
 
     info = model.train_info
     if info is None:
@@ -402,8 +402,8 @@ def _series_for(model: Any, path: Any, shipped: bool) -> tuple[Any, str] | None:
         return info.snapshots, "the snapshots taken while it trained"
     seed = info.train_config.seed
     if path is not None:
-        candidate = snapshot_path(Path(path).parent, seed)
-        if candidate.is_file():
+        candidate = find_series(Path(path).parent, seed)  # by the seed the file records
+        if candidate is not None:
             return read_series(candidate), f"snapshots of {Path(path).name} ({candidate.name})"
         return None
     twin = PRETRAINED_DIR / SHIPPED_SERIES
@@ -417,9 +417,6 @@ def _series_for(model: Any, path: Any, shipped: bool) -> tuple[Any, str] | None:
 def _section_dynamics(series: Any, shipped_twin: bool) -> tuple[Dynamics, str]:
     """The dynamics the report's section shows: the shipped series' from its cache (measured
     afresh if the cache is missing or stale), any other's over at most `REPORT_SNAPSHOTS`."""
-    from hooked_mlp.files.checkpoints import PRETRAINED_DIR
-    from hooked_mlp.training.snapshots import SHIPPED_SERIES
-
     if shipped_twin:
         d = read_measures_cache(series, PRETRAINED_DIR / SHIPPED_SERIES,
                                 PRETRAINED_DIR / SHIPPED_CACHE)

@@ -50,6 +50,7 @@ from analyses.views import (
     top_inputs_view,
 )
 from hooked_mlp.config import describe
+from hooked_mlp.files import layout
 from hooked_mlp.files.format import atomic_directory, atomic_write_bytes, atomic_write_text
 
 
@@ -67,7 +68,7 @@ def earlier_report(folder: Path) -> str | None:
         return "no summary.json of a hooked-mlp report"
     if not isinstance(summary, dict) or not {"claims", "source"} <= set(summary):
         return "its summary.json is not a hooked-mlp report's"
-    for name, pattern in (("figures", "*.png"), ("models", "seed-*.safetensors")):
+    for name, pattern in (("figures", "*.png"), ("models", layout.MODEL_GLOB)):
         sub = entries.get(name)
         if sub is None:
             continue
@@ -379,7 +380,7 @@ def run_report(
         models, labels, source = _load_models(model_paths, seeds, epochs, threads, progress)
         if seeds is not None:
             for s, m in zip(seeds, models, strict=True):
-                save(m, tmp / "models" / f"seed-{s}.safetensors")
+                save(m, layout.model_file(tmp / "models", s))
         with torch_threads(threads or 2):
             result = study(models, labels, synthetic_seeds, n_orders_scale)
             show, ks = _show_neurons(models[0], result.per_model[0].fits)

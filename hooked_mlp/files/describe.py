@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from hooked_mlp.config import MLPConfig, TrainConfig, settings
+from hooked_mlp.files import layout
 from hooked_mlp.text import safe_text
 
-STATE_FILE = "state.safetensors"  # hooked_mlp.training.runs.STATE_FILE
-# (not imported here: it loads torch)
 PROG = "hooked-mlp"
 
 
@@ -23,16 +22,16 @@ def info_targets(paths: Sequence[Path]) -> list[Path]:
     from hooked_mlp.files.checkpoints import PRETRAINED_DIR, pretrained_seeds
 
     if not paths:
-        return [PRETRAINED_DIR / f"seed-{s}.safetensors" for s in pretrained_seeds()]
+        return [layout.model_file(PRETRAINED_DIR, s) for s in pretrained_seeds()]
     out: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(path.glob("seed-*.safetensors"),
-                           key=lambda f: (len(f.name), f.name))
-            if (path / STATE_FILE).exists():
-                found.append(path / STATE_FILE)
+            found = [f for _, f in layout.model_files(path)]
+            if layout.state_file(path).exists():
+                found.append(layout.state_file(path))
             if not found:
-                raise ValueError(f"{path}: no checkpoints (seed-*.safetensors) in this folder")
+                raise ValueError(f"{path}: no checkpoints ({layout.MODEL_PREFIX}*"
+                                 f"{layout.SUFFIX}) in this folder")
             out.extend(found)
         else:
             out.append(path)
@@ -45,7 +44,7 @@ def describe(path: Path) -> dict[str, Any]:
     from hooked_mlp.files.checkpoints import read_model
     from hooked_mlp.files.format import CheckpointError, config_from, read_header
 
-    if path.name == STATE_FILE:  # the header says all there is to say: no tensor is read
+    if path.name == layout.STATE_FILE:  # the header says all there is to say: no tensor is read
         doc = read_header(path).doc
         if doc.get("kind") != "train-state":
             raise CheckpointError(str(path), "is not a hooked-mlp train-state file")
@@ -64,21 +63,28 @@ def describe(path: Path) -> dict[str, Any]:
         train_idx, val_idx = split_indices(ckpt.cfg, ckpt.info.train_mask)
         out.update(train_config=ckpt.info.train_config.to_dict(), metrics=ckpt.info.metrics,
                    provenance=ckpt.info.provenance, n_train=len(train_idx), n_val=len(val_idx))
-    snapshots = _snapshots_beside(path)
+    if ckpt.embedding is not None:
+        e = ckpt.embedding
+        out["embedding"] = {"tables": sorted(e.tables), "combine": e.combine,
+                            "d_embed": e.d_embed, "source_keys": e.source_keys}
+    seed = ckpt.info.train_config.seed if ckpt.info is not None else None
+    snapshots = _snapshots_beside(path, seed)
     if snapshots is not None:
         out["snapshots"] = snapshots
     return out
 
 
-def _snapshots_beside(path: Path) -> dict[str, Any] | None:
-    """The snapshots a run keeps beside `seed-<s>.safetensors` (`snapshots-seed-<s>`), from
-    the file's header alone: where, and how many; None when there are none."""
+def _snapshots_beside(path: Path, seed: int | None) -> dict[str, Any] | None:
+    """The snapshots a run keeps beside its `seed-<s>.safetensors` (the `snapshots-seed-<s>`
+    file recording the model's seed), from the file's header alone: where, and how many; None
+    when there are none."""
     from hooked_mlp.files.format import read_header
+    from hooked_mlp.files.series import find_series
 
-    if not (path.name.startswith("seed-") and path.name.endswith(".safetensors")):
+    if seed is None or layout.model_seed(path) is None:
         return None
-    beside = path.with_name("snapshots-" + path.name)
-    if not beside.is_file():
+    beside = find_series(path.parent, seed)
+    if beside is None:
         return None
     shape = read_header(beside).table.get("epochs", {}).get("shape")
     count = shape[0] if isinstance(shape, list) and len(shape) == 1 else None
@@ -116,6 +122,14 @@ def format_description(d: dict[str, Any]) -> str:
         return "\n".join(lines)
     model = " ".join(f"{k}={v}" for k, v in settings(MLPConfig.from_dict(c)))
     lines.append(f"  model    {model} ({d['n_params']:,} parameters)")
+    if "embedding" in d:
+        e = d["embedding"]
+        tables = "one table shared by a and b" if e["tables"] == ["shared"] else \
+            "a table for a and one for b"
+        lines.append(f"  embedding learned, {tables}, d_embed={safe_text(e['d_embed'])}, "
+                     f"{'summed' if e['combine'] == 'sum' else 'side by side'} into the first "
+                     "layer (folded into W_in; "
+                     "model.learned_embedding)")
     if "train_config" not in d:
         lines.append("  (no training record: weights only)")
         return "\n".join(lines)

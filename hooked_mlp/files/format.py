@@ -1,24 +1,36 @@
-"""Checkpoints: safetensors for tensors, JSON for everything else; atomic writes; no pickle.
+"""The one safetensors reader and writer, and the one atomic writer, of hooked-mlp.
 
-A checkpoint is one `.safetensors` file. Its tensors are the parameters (named as
-`hooked_mlp.functional.param_shapes`: `W_in`, `b_in`, `W_out`, `b_out`, and `W_hidden`, `b_hidden`
-for deeper models), and for a trained model the split (`train_mask`, bool `[p*p]`) and the
-per-epoch curves (`history.<metric>`, float32 `[epochs]`). Its safetensors metadata holds one
-JSON document under the key `hooked_mlp`: format and version, the kind of file, the model
-config, and for a trained model the training recipe, final metrics and provenance.
+Every file hooked-mlp writes or reads goes through here: model checkpoints
+(`hooked_mlp.files.checkpoints`), snapshot series (`hooked_mlp.files.series`), run states
+(`hooked_mlp.training.runs`), activation caches, sweeps' weights, and the safetensors files of
+other codebases (`hooked_mlp.files.importers`).
 
-Loading reads the 8-byte header size, then the header alone, and checks it (JSON with finite
-numbers only, the tensor table against the shapes the config implies) before reading the
-tensors, so a damaged or hostile file is refused with a `CheckpointError` naming it, without
-reading or allocating more than the tensors it should hold. Then the checksum (metadata, tensor
-table and every tensor byte) is checked and the tensors are decoded with safetensors; nothing is
-ever unpickled. Every write goes to a temporary file in the destination folder and is renamed
-over the target, so a crash leaves the previous file intact; what would be refused on reading
-(non-finite weights) is refused on writing.
+Reading a safetensors file (`read_table`) reads the 8-byte header size, then the header alone,
+and checks it before any tensor byte is read: a size no larger than `MAX_HEADER_BYTES` that fits
+the file, strict JSON (finite numbers only, bounded nesting), string metadata, and a tensor
+table of known dtypes (`DTYPE_BYTES`) and non-negative shapes whose offsets tile the body
+exactly. So a damaged or hostile file is refused with a `CheckpointError` naming it, without
+reading or allocating more than the tensors it should hold.
 
-Format versions: 1 (hooked-mlp 0.1: the study's configuration only) and 2 (the model family:
-`tied_inputs`, `bias`, `n_layers`, `init_scale`, `input_encoding` in the config; a model of
-any input encoding saves and loads, its `W_in` `[d_input, d_hidden]`). Both are read.
+A hooked-mlp file (`read_header`, `read_safetensors`) also holds one JSON document under the
+metadata key `hooked_mlp`: format and version, the kind of file (`"model"`, `"train-state"`,
+`"snapshots"`, ...) and what that kind records, and a SHA-256 checksum over the document, the
+tensor table and every tensor byte. The document says which tensors the file must hold; they are
+checked against the table before the body is read, then the checksum (of the whole file, or in
+chunks for a file not read further), then the tensors are decoded with safetensors: nothing is
+ever unpickled. A safetensors file of another codebase (`read_plain`) gets the same header and
+table checks without the document.
+
+Every write goes to a temporary file in the destination folder (`temporary_glob`) and is
+renamed over the target, so a crash leaves the previous file intact; the file gets the mode the
+umask allows, as `open` would give it. What would be refused on reading (non-finite floats) is
+refused on writing. This module imports nothing of the project but `hooked_mlp.text`, so the
+core may save through it.
+
+Format versions: 1 (hooked-mlp 0.1: the study's configuration only), 2 (the model family:
+`tied_inputs`, `bias`, `n_layers`, `init_scale`, `input_encoding` in the config) and 3 (a model
+imported with a learned input embedding keeps the embedding's tables: written only for such a
+model, so every other file stays readable by hooked-mlp 0.2). All are read.
 """
 
 from __future__ import annotations
@@ -32,7 +44,7 @@ import shutil
 import struct
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,13 +55,18 @@ if TYPE_CHECKING:
 
 
 FORMAT = "hooked-mlp"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # the newest this reader knows; `write_safetensors` writes 2 unless told
 META_KEY = "hooked_mlp"
 KINDS = ("model", "train-state")
+# safetensors itself allows headers of 100 MB; 16 MiB holds some 150,000 tensor entries, far
+# beyond any MLP, and bounds what parsing a hostile header's JSON can cost
 MAX_HEADER_BYTES = 16 * 1024 * 1024
-HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
-# safetensors dtype names -> bytes per element (the ones a hooked-mlp file may hold)
-DTYPE_BYTES = {"F32": 4, "F64": 8, "F16": 2, "BF16": 2, "BOOL": 1, "I64": 8, "I32": 4, "U8": 1}
+# every safetensors dtype of whole bytes -> bytes per element
+DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "U16": 2, "I16": 2, "F16": 2,
+    "BF16": 2, "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8, "C64": 8,
+}
+_TEMPORARY = ".{name}.{random}.tmp"  # how `atomic_path` names its temporary files
 
 Expected = dict[str, tuple[str, tuple[int, ...]]]  # tensor name -> (safetensors dtype, shape)
 
@@ -65,9 +82,20 @@ class CheckpointError(ValueError):
 
 # --------------------------------------------------------------------------- atomic writes
 def _umask() -> int:
+    """The process's umask: read where Linux shows it (setting it, the only other way to read
+    it, would change it for a moment under every other thread)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration), \
+            open("/proc/self/status", encoding="ascii") as f:
+        return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def temporary_glob(name: str) -> str:
+    """The pattern of the temporary files `atomic_path` writes for a file called `name`
+    (hidden, so that no reader of the folder takes one for an output)."""
+    return _TEMPORARY.format(name=name, random="*")
 
 
 def _os_error(e: OSError, path: Path) -> OSError:
@@ -87,7 +115,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    prefix, suffix = _TEMPORARY.format(name=target.name, random="\0").split("\0")
+    fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=target.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -145,8 +174,10 @@ def atomic_directory(path: str | os.PathLike[str],
             raise ValueError(f"{target} holds files that are not part of an earlier output of "
                              f"this kind ({why}); choose an empty or new folder")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    prefix, suffix = _TEMPORARY.format(name=target.name, random="\0").split("\0")
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=target.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700: give what mkdir would
         yield tmp
         if target.exists():
             _exchange(tmp, target)  # tmp now holds the old output
@@ -186,9 +217,11 @@ def _exchange(a: Path, b: Path) -> None:
 
 # --------------------------------------------------------------------------- raw format
 def write_safetensors(
-    path: str | os.PathLike[str], tensors: dict[str, Tensor], meta: dict[str, Any]
+    path: str | os.PathLike[str], tensors: dict[str, Tensor], meta: dict[str, Any], *,
+    version: int = 2,
 ) -> None:
-    """Write `tensors` and the JSON document `meta` as one safetensors file, atomically.
+    """Write `tensors` and the JSON document `meta` (with `kind`) as one hooked-mlp safetensors
+    file of format `version`, atomically.
 
     Refuses non-finite floating-point tensors (they would be refused on reading).
     """
@@ -199,7 +232,9 @@ def write_safetensors(
         if t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
             raise ValueError(f"{path}: not written: tensor {key!r} holds NaN or infinite values "
                              "(a checkpoint must hold finite numbers)")
-    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
+    if not 2 <= version <= FORMAT_VERSION:
+        raise ValueError(f"version must be 2 to {FORMAT_VERSION}, got {version!r}")
+    doc = {"format": FORMAT, "format_version": version, **meta}
     payload = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     draft = save(payload, metadata={META_KEY: json.dumps(doc, allow_nan=False)})
     n = int.from_bytes(draft[:8], "little")
@@ -241,7 +276,7 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _json(text: str | bytes) -> Any:
+def strict_json(text: str | bytes) -> Any:
     """Strict JSON: finite numbers only (no NaN, Infinity or 1e999); RecursionError (absurd
     nesting) becomes a ValueError."""
     try:
@@ -250,27 +285,39 @@ def _json(text: str | bytes) -> Any:
         raise ValueError("nested too deeply") from None
 
 
+_json = strict_json  # the name other modules used first
+
+
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
 @dataclass
-class Header:
-    """A checked safetensors header: the hooked-mlp document, the tensor table, where the
-    tensor bytes start and how many there are."""
+class Table:
+    """A checked safetensors header: its metadata (names to strings; None when it has none),
+    the tensor table (name -> dtype, shape, offsets), where the tensor bytes start and how many
+    there are."""
 
-    doc: dict[str, Any]
+    metadata: dict[str, str] | None
     table: dict[str, Any]
     body_start: int
     body_size: int
 
 
-def read_header(path: str | os.PathLike[str]) -> Header:
-    """Read and check the header of a hooked-mlp file, without reading its tensors.
+@dataclass
+class Header(Table):
+    """The checked header of a hooked-mlp file: a `Table` and its hooked-mlp document."""
 
-    Checks: the 8-byte size is plausible and fits the file, the header is strict JSON, the
-    tensor table is well formed (known dtypes, non-negative shapes, offsets that tile the body
-    exactly), and the metadata is a hooked-mlp document of a version this reader knows.
+    doc: dict[str, Any] = field(default_factory=dict)
+
+
+def read_table(path: str | os.PathLike[str], what: str = "safetensors file") -> Table:
+    """Read and check the header of any safetensors file, without reading its tensors.
+
+    Checks: the 8-byte size is plausible (at most `MAX_HEADER_BYTES`) and fits the file, the
+    header is strict JSON, its metadata maps names to strings, and the tensor table is well
+    formed (dtypes of `DTYPE_BYTES`, non-negative shapes, offsets that tile the body exactly).
+    `what` names the kind of file the messages say it is not.
     """
     name = str(path)
     p = Path(path)
@@ -284,7 +331,7 @@ def read_header(path: str | os.PathLike[str]) -> Header:
             first = f.read(8)
             if len(first) < 8:
                 raise CheckpointError(
-                    name, f"not a hooked-mlp checkpoint: the file has only {len(first)} bytes")
+                    name, f"not a {what}: the file has only {len(first)} bytes")
             n = struct.unpack("<Q", first)[0]
             if n > MAX_HEADER_BYTES:
                 raise CheckpointError(name, "not a safetensors file: its first 8 bytes do not "
@@ -296,25 +343,73 @@ def read_header(path: str | os.PathLike[str]) -> Header:
     except OSError as e:
         raise CheckpointError(name, f"cannot be read ({e.strerror or e})") from None
     try:
-        header = _json(raw.decode("utf-8"))
+        header = strict_json(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise CheckpointError(name, "not a safetensors file: its header is not JSON") from None
     if not isinstance(header, dict):
         raise CheckpointError(name, "not a safetensors file: its header is not a JSON object")
+    metadata = header.get("__metadata__")
+    if metadata is not None and not (isinstance(metadata, dict) and all(
+            isinstance(v, str) for v in metadata.values())):
+        raise CheckpointError(name, "corrupt header: its __metadata__ must map names to "
+                              "strings")
     table = {k: v for k, v in header.items() if k != "__metadata__"}
     body = size - 8 - n
     _check_table(name, table, body)
-    meta = header.get("__metadata__")
-    if not isinstance(meta, dict) or META_KEY not in meta:
+    return Table(metadata, table, 8 + n, body)
+
+
+def _check_table(name: str, table: dict[str, Any], body: int) -> None:
+    """The tensor table must describe tensors that tile the body exactly."""
+    spans = []
+    for key, spec in table.items():
+        offsets = spec.get("data_offsets") if isinstance(spec, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2
+                and all(_is_int(o) for o in offsets)):
+            raise CheckpointError(name, f"corrupt header: tensor {short(key)} has no valid "
+                                  "offsets")
+        dtype, shape = spec.get("dtype"), spec.get("shape")
+        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+            raise CheckpointError(name, f"corrupt header: tensor {short(key)} has no valid "
+                                  "shape")
+        if dtype not in DTYPE_BYTES:
+            raise CheckpointError(name, f"tensor {short(key)} has dtype {short(dtype)}, which "
+                                  f"this reader does not know (it reads {', '.join(DTYPE_BYTES)})")
+        start, end = offsets
+        need = DTYPE_BYTES[dtype] * math.prod(shape)
+        if not 0 <= start <= end or end - start != need:
+            raise CheckpointError(name, f"corrupt header: tensor {short(key)} declares {dtype} "
+                                  f"{shape} ({need} bytes) at bytes {start}..{end}")
+        if end > body:
+            raise CheckpointError(
+                name, f"truncated: tensor {short(key)} declares {dtype} {shape} ({need} bytes) "
+                f"at bytes {start}..{end} of a body of {body}")
+        spans.append((start, end))
+    spans.sort()
+    at = 0
+    for start, end in spans:
+        if start != at:
+            raise CheckpointError(name, "corrupt header: the tensors overlap or leave gaps")
+        at = end
+    if at != body:
+        raise CheckpointError(name, f"corrupt file: {body - at} bytes after the last tensor")
+
+
+def read_header(path: str | os.PathLike[str]) -> Header:
+    """Read and check the header of a hooked-mlp file, without reading its tensors: the checks
+    of `read_table`, then the metadata must be a hooked-mlp document of a version this reader
+    knows, with a checksum."""
+    name = str(path)
+    head = read_table(path, "hooked-mlp checkpoint")
+    meta = head.metadata
+    if meta is None or META_KEY not in meta:
         raise CheckpointError(
             name, f"not a hooked-mlp checkpoint: no {META_KEY!r} entry in its safetensors "
             "metadata")
     try:
-        doc = _json(meta[META_KEY]) if isinstance(meta[META_KEY], str) else None
+        doc = strict_json(meta[META_KEY])
     except ValueError:
-        doc = None
-    if doc is None:
-        raise CheckpointError(name, f"corrupt metadata: {META_KEY!r} is not valid JSON")
+        raise CheckpointError(name, f"corrupt metadata: {META_KEY!r} is not valid JSON") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise CheckpointError(name, f"not a hooked-mlp checkpoint: format is not {FORMAT!r}")
     version = doc.get("format_version")
@@ -328,40 +423,13 @@ def read_header(path: str | os.PathLike[str]) -> Header:
         )
     if not isinstance(doc.get("checksum"), str):
         raise CheckpointError(name, "corrupt metadata: no checksum")
-    return Header(doc, table, 8 + n, body)
+    return Header(meta, head.table, head.body_start, head.body_size, doc)
 
 
-def _check_table(name: str, table: dict[str, Any], body: int) -> None:
-    """The tensor table must describe tensors that tile the body exactly."""
-    spans = []
-    for key, spec in table.items():
-        offsets = spec.get("data_offsets") if isinstance(spec, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2
-                and all(_is_int(o) for o in offsets)):
-            raise CheckpointError(name, f"corrupt header: tensor {short(key)} has no valid "
-                                  "offsets")
-        dtype, shape = spec.get("dtype"), spec.get("shape")
-        if dtype not in DTYPE_BYTES or not isinstance(shape, list) or not all(
-                _is_int(d) and d >= 0 for d in shape):
-            raise CheckpointError(name, f"corrupt header: tensor {short(key)} has no valid "
-                                  "dtype and shape")
-        start, end = offsets
-        if not 0 <= start <= end or end - start != DTYPE_BYTES[dtype] * math.prod(shape):
-            raise CheckpointError(name, f"corrupt header: tensor {short(key)}'s offsets do not "
-                                  "match its dtype and shape")
-        spans.append((start, end))
-    spans.sort()
-    if spans and spans[-1][1] > body:
-        raise CheckpointError(
-            name, f"truncated: the tensors need {spans[-1][1]} bytes after the header, found "
-            f"{body}")
-    at = 0
-    for start, end in spans:
-        if start != at:
-            raise CheckpointError(name, "corrupt header: the tensors overlap or leave gaps")
-        at = end
-    if at != body:
-        raise CheckpointError(name, f"corrupt file: {body - at} bytes after the last tensor")
+def is_hooked(table: Table) -> bool:
+    """Whether a safetensors file's header says it is a hooked-mlp file (its metadata holds
+    the hooked-mlp document's key), so that `read_header` is the reader for it."""
+    return table.metadata is not None and META_KEY in table.metadata
 
 
 def read_safetensors(
@@ -422,6 +490,25 @@ def read_safetensors(
         if t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
             raise CheckpointError(name, f"tensor {key!r} holds NaN or infinite values")
     return doc, tensors
+
+
+def read_plain(path: str | os.PathLike[str]) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Read a safetensors file of another codebase: `(tensors, metadata)`, after the header and
+    table checks of `read_table` (a file that claims more than it holds is refused before a
+    byte of its body is read). Its tensors are read with safetensors' own reader, mapped from
+    the file rather than read into memory first."""
+    from safetensors import safe_open
+
+    name = str(path)
+    head = read_table(path)
+    try:
+        with safe_open(name, framework="pt", device="cpu") as f:
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+    except Exception as e:  # safetensors has its own error types for damaged files
+        raise CheckpointError(name, f"corrupt tensor data ({short(str(e), 300)})") from None
+    if set(tensors) != set(head.table):
+        raise CheckpointError(name, "the file changed while it was being read")
+    return tensors, dict(head.metadata or {})
 
 
 def _file_checksum(name: str, head: Header, chunk: int = 1 << 20) -> str:

@@ -1,13 +1,18 @@
 """Run folders: training into a folder, resumable after any interruption, one run at a time.
 
-A run folder holds `seed-<s>.safetensors` per finished seed and, while the run lasts,
-`state.safetensors`: the whole run state (parameters, AdamW moments and step, epoch, history),
-written atomically every `checkpoint_every` epochs. `resume_run(folder)` continues from it to
-final weights bit-identical to an uninterrupted run (the batch order is a function of seed and
-epoch, so there is no generator state to lose). The folder is locked while a run lasts.
-With snapshots (`hooked_mlp.training.snapshots`) it also holds `snapshots-seed-<s>.safetensors` per
-finished seed and, while the run lasts, `snapshots-part-<epoch>.safetensors` (the snapshots
-taken up to each checkpoint, written before its state).
+A run folder (its file names: `hooked_mlp.files.layout`) holds `seed-<s>.safetensors` per
+finished seed and, while the run lasts, `state.safetensors`: the whole run state (parameters,
+AdamW moments and step, epoch, history), written atomically every `checkpoint_every` epochs.
+`resume_run(folder)` continues from it to final weights bit-identical to an uninterrupted run
+(the batch order is a function of seed and epoch, so there is no generator state to lose). The
+folder is locked (`.lock`) while a run lasts. With snapshots (`hooked_mlp.training.snapshots`) it
+also holds `snapshots-seed-<s>.safetensors` per finished seed and, while the run lasts,
+`snapshots-part-<epoch>.safetensors` (the snapshots taken up to each checkpoint, written before
+its state).
+
+Every argument, and the memory the run and its snapshots will take, is checked before the
+folder is touched; a run refused after the lock was taken (a state that cannot be built) leaves
+the folder as it found it: a folder this call created is removed again.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import torch
 
 from hooked_mlp.checks import check_device, check_seeds, check_threads
 from hooked_mlp.config import MLPConfig, TrainConfig
+from hooked_mlp.files import layout
 from hooked_mlp.files.checkpoints import write_model
 from hooked_mlp.files.format import (
     CheckpointError,
@@ -33,13 +39,13 @@ from hooked_mlp.files.format import (
     read_safetensors,
     write_safetensors,
 )
+from hooked_mlp.files.layout import STATE_FILE
 from hooked_mlp.training.backends import BACKENDS, resolve_backend
 from hooked_mlp.training.snapshots import (
     SnapshotRecorder,
     attach,
+    check_snapshot_memory,
     parse_snapshot_spec,
-    parts_of,
-    snapshot_path,
     write_run_snapshots,
 )
 from hooked_mlp.training.trainer import (
@@ -49,9 +55,6 @@ from hooked_mlp.training.trainer import (
     resolve_run,
     state_shapes,
 )
-
-STATE_FILE = "state.safetensors"
-LOCK_FILE = ".lock"
 
 
 class RunLockedError(RuntimeError):
@@ -71,7 +74,7 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / LOCK_FILE
+        path = layout.lock_file(self.folder)
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         except OSError as e:
@@ -101,6 +104,14 @@ class RunLock:
         _remove_stale_temporaries(self.folder)
         return self
 
+    def undo(self, created: bool) -> None:
+        """Remove the lock file (while still holding the lock) and, when this run created the
+        folder and nothing else is in it, the folder: for a run refused before any output."""
+        with contextlib.suppress(OSError):
+            (layout.lock_file(self.folder)).unlink()
+            if created and not any(self.folder.iterdir()):
+                self.folder.rmdir()
+
     def __exit__(self, *exc: object) -> None:
         if self.fd is not None:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
@@ -110,18 +121,10 @@ class RunLock:
 
 def _remove_stale_temporaries(folder: Path) -> None:
     """Remove the hidden temporary files an earlier, killed run of this folder left behind
-    (`.state.safetensors.<random>.tmp`, `.seed-<s>.safetensors.<random>.tmp`); the lock is held,
-    so no other run is writing them."""
-    for tmp in folder.glob(".*.safetensors.*.tmp"):
-        name = tmp.name
-        if name.startswith((f".{STATE_FILE}.", ".seed-", ".snapshots-")) and tmp.is_file() and \
-                not tmp.is_symlink():
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-
-
-def model_path(folder: Path, seed: int) -> Path:
-    return Path(folder) / f"seed-{seed}.safetensors"
+    (`layout.stale_temporaries`); the lock is held, so no other run is writing them."""
+    for tmp in layout.stale_temporaries(folder):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def _write_state(folder: Path, trainer: BatchedTrainer, threads: int, every: int, wall_s: float,
@@ -141,7 +144,7 @@ def _write_state(folder: Path, trainer: BatchedTrainer, threads: int, every: int
     }
     if trainer.snapshots is not None:  # their epochs; the snapshots are in the part files
         meta["snapshots"] = trainer.snapshots.epochs
-    write_safetensors(folder / STATE_FILE, trainer.state_tensors(), meta)
+    write_safetensors(layout.state_file(folder), trainer.state_tensors(), meta)
 
 
 def _finish(folder: Path, trainer: BatchedTrainer, threads: int, wall_s: float,
@@ -151,11 +154,11 @@ def _finish(folder: Path, trainer: BatchedTrainer, threads: int, wall_s: float,
     if trainer.snapshots is not None:
         write_run_snapshots(folder, trainer, [info for _, info in results])
     for seed, (params, info) in zip(trainer.seeds, results, strict=True):
-        path = model_path(folder, seed)
+        path = layout.model_file(folder, seed)
         write_model(path, trainer.cfg, params, info)
         paths.append(path)
-    (folder / STATE_FILE).unlink(missing_ok=True)
-    for part, _ in parts_of(folder):
+    layout.state_file(folder).unlink(missing_ok=True)
+    for _, part in layout.part_files(folder):
         part.unlink(missing_ok=True)
     return paths
 
@@ -176,7 +179,7 @@ def _run_folder(
         drive(trainer, threads=threads, progress=progress, on_checkpoint=checkpoint,
               checkpoint_every=checkpoint_every)
     except TrainingDivergedError as e:
-        state = folder / STATE_FILE
+        state = layout.state_file(folder)
         kept = (
             f"the last good checkpoint is kept in {state}" if state.exists()
             else "no checkpoint had been written (use --checkpoint-every)"
@@ -225,29 +228,34 @@ def train_run(
     cfg, tcfg, seed_list, n_threads, chosen = resolve_run(cfg, tcfg, seeds, device, threads,
                                                           backend)
     every = check_checkpoint_every(checkpoint_every)
-    if snapshots is not None:
-        parse_snapshot_spec(snapshots, tcfg.epochs)  # checked before anything is written
+    if snapshots is not None:  # checked, with the memory they take, before anything is written
+        check_snapshot_memory(cfg, len(seed_list), snapshots, tcfg.epochs)
     folder = Path(out_dir)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"out_dir must be a folder, but {folder} is a file")
-    with RunLock(folder):
-        if (folder / STATE_FILE).exists():
+    created = not folder.exists()
+    with RunLock(folder) as lock:
+        if layout.state_file(folder).exists():
             raise ValueError(
                 f"{folder} holds an unfinished run; continue it with "
                 f"`hooked-mlp train --resume {folder}` or choose another --out"
             )
-        existing = [path for s in seed_list for path in (model_path(folder, s),
-                                                          snapshot_path(folder, s))
+        existing = [path for s in seed_list for path in (layout.model_file(folder, s),
+                                                          layout.series_file(folder, s))
                     if path.exists()]
         if existing:
             raise ValueError(
                 f"{existing[0]} already exists; choose another --out or remove it first"
             )
-        for part, _ in parts_of(folder):  # left by a run that finished or never started
+        for _, part in layout.part_files(folder):  # left by a run that finished or never started
             part.unlink(missing_ok=True)
-        trainer = BatchedTrainer(cfg, tcfg, seed_list, device, chosen)
-        if snapshots is not None:
-            attach(trainer, snapshots)
+        try:
+            trainer = BatchedTrainer(cfg, tcfg, seed_list, device, chosen)
+            if snapshots is not None:
+                attach(trainer, snapshots)
+        except BaseException:
+            lock.undo(created)  # refused before any output: leave nothing behind
+            raise
         if every:
             if trainer.snapshots is not None:
                 trainer.snapshots.flush(folder, 0)
@@ -298,7 +306,7 @@ def resume_run(
     (config, seeds, every tensor's shape) before anything is allocated for it.
     """
     folder = Path(out_dir)
-    state = folder / STATE_FILE
+    state = layout.state_file(folder)
     if not folder.is_dir():
         raise ValueError(f"resume needs a run folder, but {folder} is not a folder")
     if threads is not None:
@@ -306,9 +314,9 @@ def resume_run(
     if checkpoint_every is not None:
         check_checkpoint_every(checkpoint_every)
     if not state.exists():  # checked before the lock, so that no lock file is left here
-        finished = sorted(folder.glob("seed-*.safetensors"))
+        finished = layout.model_files(folder)
         if finished:
-            raise ValueError(f"the run in {folder} is already finished ({finished[0].name})")
+            raise ValueError(f"the run in {folder} is already finished ({finished[0][1].name})")
         raise ValueError(f"{folder} holds no run to resume (no {STATE_FILE})")
     with RunLock(folder):
         if not state.exists():
