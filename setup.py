@@ -1,7 +1,9 @@
-"""Builds the optional C training kernel; everything else is declared in pyproject.toml.
+"""Builds the optional C training step; everything else is declared in pyproject.toml.
 
-The extension is optional: without a C compiler the package installs all the same and trains
-through its torch path (see hooked_mlp/cpu_kernel.py).
+The step (`hooked_mlp/training/_c_kernel.c`) is a plain C library loaded with `ctypes` by
+`hooked_mlp/training/c_kernel.py`; it is built as an extension only so that setuptools compiles
+it for the platform and installs it beside the package. It is optional: without a C compiler the
+package installs all the same and trains through its torch path.
 """
 
 from setuptools import Extension, setup
@@ -12,7 +14,7 @@ setup(
             "hooked_mlp.training._c_kernel",
             sources=["hooked_mlp/training/_c_kernel.c"],
             extra_compile_args=["-O3", "-fno-math-errno", "-ffp-contract=off", "-std=c11"],
-            libraries=["dl", "m"],
+            libraries=["m"],
             optional=True,
         )
     ]

@@ -130,10 +130,13 @@ def loss_and_grads(
     # the first layer is a lookup of rows a and off + b of the input table T = E @ W_in
     # (flattened over seeds; T = W_in for one-hot inputs): its gradient adds each sample's d_pre
     # into both rows, samples in order; then dW_in = E^T dT
+    # (`grads` may be views with a stride of their own between seeds, as the trainer's rows of
+    # one flat buffer are: the lookup's gradient is then gathered in a table of its own, which
+    # changes no value, only where it is added up)
     g_in = grads["W_in"]
     one_hot = cfg.input_encoding == "one_hot"
-    g_table = g_in if one_hot else g_in.new_empty(
-        (*g_in.shape[:-2], functional.table_rows(cfg), g_in.shape[-1]))
+    table_shape = (*g_in.shape[:-2], functional.table_rows(cfg), g_in.shape[-1])
+    g_table = g_in if one_hot and _flattens(g_in) else g_in.new_empty(table_shape)
     g_flat = g_table.view(-1, g_table.shape[-1])  # [S * table_rows, H]
     g_flat.zero_()
     src = d_pre.reshape(-1, d_pre.shape[-1])  # [S * B, H]
@@ -141,5 +144,16 @@ def loss_and_grads(
     g_flat.index_add_(0, rows[..., 1].reshape(-1), src)
     if not one_hot:
         E = functional.encoding_matrix(cfg, g_in.device, g_in.dtype)  # [table_rows, d_input]
-        torch.matmul(_tn(E), g_table, out=g_in)
+        g_in.copy_(torch.matmul(_tn(E), g_table))
+    elif g_table is not g_in:
+        g_in.copy_(g_table)
     return per_sample, logits
+
+
+def _flattens(t: Tensor) -> bool:
+    """Whether `t` `[..., rows, H]` views as `[-1, H]` without a copy."""
+    try:
+        t.view(-1, t.shape[-1])
+    except RuntimeError:
+        return False
+    return True

@@ -1,9 +1,10 @@
-"""The optional C kernel (`hooked_mlp.training.c_kernel`) against plain torch, and its refusals.
+"""The optional C training step (`hooked_mlp.training.c_kernel`) against torch, and its refusals.
 
-The kernel is held to a float64 autograd loop written here, from the same start and in the same
-batch order, for every operation (the labels are data to it); its seeds are independent of each
-other bit for bit, whichever call or thread trains them; and every bad argument is refused with
-an exception that names it. Only the `supports` tests run where the extension is not built.
+The kernel is held to a float64 autograd loop written here, from the same start and in the batch
+order it is given, for every operation (the labels are data to it) and for runs of different
+AdamW recipes in one call; its runs are independent of each other bit for bit, whichever call
+or thread trains them; and every bad argument is refused by the binding with an exception that
+names it, before the C library is called. Only the `supports` tests run where it is not built.
 """
 
 from __future__ import annotations
@@ -15,20 +16,23 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from hooked_mlp import MLPConfig
-from hooked_mlp.data import STREAM_SHUFFLE, hash_prefix, permutations, split_mask
+from hooked_mlp.data import STREAM_SHUFFLE, permutations, split_mask
 from hooked_mlp.training import c_kernel
+from hooked_mlp.training.state import FLAT_ALIGN
 
 needs_c = pytest.mark.skipif(not c_kernel.available(),
                              reason=f"the C kernel is not here: {c_kernel.unavailable_reason()}")
 
 RECIPE = {"lr": 3e-3, "betas": (0.9, 0.98), "weight_decay": 0.5, "eps": 1e-8}
+# other recipes, for runs of one call that each have their own
+RECIPES = [RECIPE, {"lr": 1e-2, "betas": (0.8, 0.999), "weight_decay": 2.0, "eps": 1e-6},
+           {"lr": 5e-4, "betas": (0.95, 0.9), "weight_decay": 0.0, "eps": 1e-8}]
 NAMES = ("W_in", "b_in", "W_out", "b_out")
 
 
@@ -69,16 +73,22 @@ def test_supports_names_what_it_declines(field, value):
 # ------------------------------------------------------------------------------ set-up
 
 
+def recipe_row(r: dict) -> list[float]:
+    """A recipe as the kernel takes it (`state.RECIPE_FIELDS`: lr, beta1, beta2, wd, eps)."""
+    return [r["lr"], r["betas"][0], r["betas"][1], r["weight_decay"], r["eps"]]
+
+
 @dataclass
 class Problem:
-    """Everything a kernel call needs for S seeds of one shape, and the same data for torch."""
+    """Everything a kernel call needs for S runs of one shape, and the same data for torch:
+    run-major rows of `stride` floats, as `hooked_mlp.training.state` lays them out."""
 
     p: int
     H: int
     B: int
-    kernel: c_kernel.EpochKernel
+    kernel: c_kernel.Kernel
     offsets: tuple[int, int, int, int]
-    sizes: tuple[int, int, int, int]
+    stride: int
     flat: Tensor
     exp_avg: Tensor
     exp_avg_sq: Tensor
@@ -87,38 +97,44 @@ class Problem:
     b_of: Tensor
     labels: Tensor
     seeds: list[int]
+    recipes: list[dict]
 
     @property
     def S(self) -> int:
         return len(self.seeds)
 
     def params(self, s: int, flat: Tensor | None = None) -> dict[str, Tensor]:
-        """Seed s's parameters, as views of `flat`."""
+        """Run s's parameters, as views of `flat`."""
         flat = self.flat if flat is None else flat
         shapes = ((2 * self.p, self.H), (self.H,), (self.H, self.p), (self.p,))
-        return {name: flat[o + s * n: o + (s + 1) * n].view(shape)
-                for name, o, n, shape in zip(NAMES, self.offsets, self.sizes, shapes,
-                                             strict=True)}
-
-    def prefixes(self, epoch: int) -> Tensor:
-        return torch.tensor([hash_prefix(s, STREAM_SHUFFLE, epoch) for s in self.seeds],
-                            dtype=torch.int64)
+        row = flat[s * self.stride : (s + 1) * self.stride]
+        return {name: row[o : o + math.prod(shape)].view(shape)
+                for name, o, shape in zip(NAMES, self.offsets, shapes, strict=True)}
 
     def order(self, s: int, epoch: int) -> Tensor:
-        """Seed s's pair indices in the batch order of `epoch`."""
+        """Run s's pair indices in the batch order of `epoch`."""
         n = self.train_idx.shape[1]
         perm = permutations(torch.tensor([self.seeds[s]]), STREAM_SHUFFLE, epoch, n)[0]
         return self.train_idx[s][perm]
 
-    def train(self, epoch: int, seeds: range | None = None, flat: Tensor | None = None,
-              moments: tuple[Tensor, Tensor] | None = None, out: Tensor | None = None) -> Tensor:
+    def orders(self, epoch: int, runs: range) -> Tensor:
+        if not runs:
+            return torch.empty(0, self.train_idx.shape[1], dtype=torch.int64)
+        return torch.stack([self.order(s, epoch) for s in runs])
+
+    def recipe_table(self, runs: range) -> Tensor:
+        return torch.tensor([recipe_row(self.recipes[s]) for s in runs],
+                            dtype=torch.float64).view(len(runs), 5)
+
+    def train(self, epoch: int, runs: range | None = None, flat: Tensor | None = None,
+              out: Tensor | None = None) -> Tensor:
         """One kernel epoch (steps before it: `epoch` whole epochs); returns `out`."""
-        seeds = range(self.S) if seeds is None else seeds
-        out = torch.full((self.S, 2), -1.0, dtype=torch.float64) if out is None else out
-        m, v = (self.exp_avg, self.exp_avg_sq) if moments is None else moments
+        runs = range(self.S) if runs is None else runs
+        out = torch.full((len(runs), 2), -1.0, dtype=torch.float64) if out is None else out
         steps = math.ceil(self.train_idx.shape[1] / self.B)
-        self.kernel.train(self.flat if flat is None else flat, m, v, self.train_idx,
-                          self.prefixes(epoch), seeds, epoch * steps, out)
+        self.kernel.train_epoch(self.flat if flat is None else flat, self.exp_avg,
+                                self.exp_avg_sq, runs, self.orders(epoch, runs), self.B,
+                                self.recipe_table(runs), epoch * steps, out)
         return out
 
 
@@ -139,16 +155,19 @@ def pair_tables(p: int, operation: str) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def make_problem(p: int, H: int, B: int, seeds: list[int], operation: str = "add",
-                 train_frac: float = 0.8) -> Problem:
-    """Random starts like `nn.Linear`'s, zero moments, a different split per seed."""
+                 train_frac: float = 0.8, recipes: list[dict] | None = None) -> Problem:
+    """Random starts like `nn.Linear`'s, zero moments, a different split per run."""
     a_of, b_of, labels = pair_tables(p, operation)
     sizes = (2 * p * H, H, H * p, p)
+    offsets = tuple(sum(sizes[:i]) for i in range(4))
+    stride = -(-sum(sizes) // FLAT_ALIGN) * FLAT_ALIGN
     S = len(seeds)
-    offsets = tuple(sum(S * n for n in sizes[:i]) for i in range(4))
-    flat = torch.empty(S * sum(sizes))
+    flat = torch.zeros(S * stride)
     gen = torch.Generator().manual_seed(1234 + p)
-    for o, n, fan_in in zip(offsets, sizes, (2 * p, 2 * p, H, H), strict=True):
-        flat[o: o + S * n].uniform_(-fan_in**-0.5, fan_in**-0.5, generator=gen)
+    for s in range(S):
+        for o, n, fan_in in zip(offsets, sizes, (2 * p, 2 * p, H, H), strict=True):
+            start = s * stride + o
+            flat[start : start + n].uniform_(-fan_in**-0.5, fan_in**-0.5, generator=gen)
     n_pairs = a_of.numel()
     n_train = int(train_frac * n_pairs)
     if operation == "add":  # the package's own split
@@ -158,10 +177,11 @@ def make_problem(p: int, H: int, B: int, seeds: list[int], operation: str = "add
     else:
         train_idx = torch.stack([torch.randperm(n_pairs, generator=gen)[:n_train].sort().values
                                  for _ in seeds])
-    kernel = c_kernel.EpochKernel(offsets=offsets, p=p, d_hidden=H, batch_size=B, a_of=a_of,
-                                    b_of=b_of, labels=labels, **RECIPE)
-    return Problem(p, H, B, kernel, offsets, sizes, flat, torch.zeros_like(flat),
-                   torch.zeros_like(flat), train_idx.contiguous(), a_of, b_of, labels, seeds)
+    kernel = c_kernel.Kernel(p=p, d_hidden=H, n_runs=S, stride=stride, offsets=offsets,
+                             a_of=a_of, b_of=b_of, labels=labels)
+    return Problem(p, H, B, kernel, offsets, stride, flat, torch.zeros_like(flat),
+                   torch.zeros_like(flat), train_idx.contiguous(), a_of, b_of, labels, seeds,
+                   [RECIPE] * S if recipes is None else recipes)
 
 
 def logits_of(params: dict[str, Tensor], a: Tensor, b: Tensor, p: int) -> Tensor:
@@ -171,12 +191,12 @@ def logits_of(params: dict[str, Tensor], a: Tensor, b: Tensor, p: int) -> Tensor
 
 def reference_epochs(prob: Problem, s: int, epochs: int, dtype: torch.dtype = torch.float64
                      ) -> tuple[dict[str, Tensor], list[tuple[float, float]]]:
-    """Plain autograd and torch.optim.AdamW from seed s's parameters now (call it before the
-    kernel trains them), in the kernel's batch order: the parameters after `epochs` epochs, and
-    each epoch's mean loss and accuracy (each sample measured in its batch, before the batch's
-    update)."""
+    """Plain autograd and torch.optim.AdamW (run s's recipe) from run s's parameters now (call
+    it before the kernel trains them), in the batch order the kernel is given: the parameters
+    after `epochs` epochs, and each epoch's mean loss and accuracy (each sample measured in its
+    batch, before the batch's update)."""
     params = {k: v.detach().to(dtype).clone().requires_grad_() for k, v in prob.params(s).items()}
-    opt = torch.optim.AdamW(params.values(), **RECIPE)
+    opt = torch.optim.AdamW(params.values(), **prob.recipes[s])
     history = []
     for epoch in range(epochs):
         order, loss_sum, hits = prob.order(s, epoch), 0.0, 0.0
@@ -221,6 +241,26 @@ def test_two_epochs_match_float64_autograd(operation, batch_size):
     for out, (loss, acc) in zip(outs, history, strict=True):
         assert float(out[0, 0]) == pytest.approx(loss, rel=1e-5)
         assert float(out[0, 1]) == pytest.approx(acc, abs=1.5 / prob.train_idx.shape[1])
+    # the padding after each run's parameters stays exactly zero
+    assert not bool(prob.flat[sum((2 * 23 * 32, 32, 32 * 23, 23)):].any())
+
+
+@needs_c
+def test_runs_of_one_call_each_take_their_own_recipe():
+    """Three runs, three AdamW recipes (lr, betas, weight decay, eps), one call: each matches
+    float64 autograd with its own recipe, and differs from the others."""
+    prob = make_problem(23, 32, 64, [3, 3, 3], recipes=RECIPES)
+    with torch.no_grad():
+        for s in (1, 2):
+            for name in NAMES:
+                prob.params(s)[name].copy_(prob.params(0)[name])  # the same start
+    refs = [reference_epochs(prob, s, 2)[0] for s in range(3)]
+    for epoch in range(2):
+        prob.train(epoch)
+    for s in range(3):
+        got = prob.params(s)
+        assert rms_error(got, refs[s]) < 1e-6, s
+    assert rms_error(prob.params(0), refs[1]) > 1e-4  # the recipes mattered
 
 
 @needs_c
@@ -246,10 +286,10 @@ def _state(prob: Problem) -> list[Tensor]:
 
 
 @needs_c
-def test_seeds_do_not_depend_on_their_call_or_thread():
-    """Three seeds in one call, each alone, and split over two Python threads: the same bits."""
+def test_runs_do_not_depend_on_their_call_or_thread():
+    """Three runs in one call, each alone, and split over two Python threads: the same bits."""
     def fresh() -> Problem:
-        return make_problem(23, 32, 64, [4, 1, 9])
+        return make_problem(23, 32, 64, [4, 1, 9], recipes=RECIPES)
 
     together = fresh()
     outs = [together.train(epoch).clone() for epoch in range(2)]
@@ -258,7 +298,7 @@ def test_seeds_do_not_depend_on_their_call_or_thread():
     for epoch in range(2):
         out = torch.full((3, 2), -1.0, dtype=torch.float64)
         for s in range(3):
-            alone.train(epoch, range(s, s + 1), out=out)
+            alone.train(epoch, range(s, s + 1), out=out[s : s + 1])
         assert torch.equal(out, outs[epoch])
     for a, b in zip(_state(alone), _state(together), strict=True):
         assert torch.equal(a, b)
@@ -267,8 +307,8 @@ def test_seeds_do_not_depend_on_their_call_or_thread():
     with ThreadPoolExecutor(2) as pool:
         for epoch in range(2):
             out = torch.full((3, 2), -1.0, dtype=torch.float64)
-            jobs = [pool.submit(threaded.train, epoch, seeds, out=out)
-                    for seeds in (range(0, 1), range(1, 3))]
+            jobs = [pool.submit(threaded.train, epoch, runs, out=out[runs.start : runs.stop])
+                    for runs in (range(0, 1), range(1, 3))]
             for job in jobs:
                 job.result()
             assert torch.equal(out, outs[epoch])
@@ -282,12 +322,29 @@ def test_seeds_do_not_depend_on_their_call_or_thread():
         assert torch.equal(a, b)
 
 
+@needs_c
+def test_the_batch_order_is_the_one_given():
+    """The kernel has no order of its own: the same run in two orders ends in two places, each
+    the reference's for that order."""
+    prob = make_problem(23, 32, 64, [5])
+    start = _state(prob)
+    prob.train(0)
+    forward_order = prob.flat.clone()
+    for t, value in zip(_state(prob), start, strict=True):
+        t.copy_(value)
+    order = prob.orders(0, range(1)).flip(1).contiguous()
+    out = torch.empty(1, 2, dtype=torch.float64)
+    prob.kernel.train_epoch(prob.flat, prob.exp_avg, prob.exp_avg_sq, range(1), order, 64,
+                            prob.recipe_table(range(1)), 0, out)
+    assert float((prob.flat - forward_order).abs().max()) > 1e-6
+
+
 # ------------------------------------------------------------------------------ evaluation
 
 
 @needs_c
 def test_evaluate_matches_torch():
-    """Every pair of two seeds (529: two chunks of the kernel's 512), once with logits so large
+    """Every pair of two runs (529: two chunks of the kernel's 512), once with logits so large
     that a float32 probability would underflow: the loss stays finite, from the logits."""
     prob = make_problem(23, 32, 64, [0, 1])
     prob.train(0)
@@ -299,7 +356,7 @@ def test_evaluate_matches_torch():
         for s in range(2):
             prob.params(s, flat)["W_out"].mul_(scale)
         out = torch.full((2, 2), -1.0, dtype=torch.float64)
-        prob.kernel.evaluate(flat, pairs, range(2), out)
+        prob.kernel.evaluate(flat, range(2), pairs, out)
         for s in range(2):
             params = {k: v.double() for k, v in prob.params(s, flat).items()}
             logits = logits_of(params, prob.a_of[pairs[s]], prob.b_of[pairs[s]], prob.p)
@@ -312,98 +369,80 @@ def test_evaluate_matches_torch():
         if scale > 1:
             assert float(out[:, 0].min()) > 10
 
-    # one seed of the two, in a thread of its own while the other runs here: the same numbers
+    # one run of the two, in a thread of its own while the other runs here: the same numbers
     both = torch.empty(2, 2, dtype=torch.float64)
-    prob.kernel.evaluate(prob.flat, pairs, range(2), both)
+    prob.kernel.evaluate(prob.flat, range(2), pairs, both)
     split = torch.empty(2, 2, dtype=torch.float64)
     worker = threading.Thread(target=prob.kernel.evaluate,
-                              args=(prob.flat, pairs, range(1, 2), split))
+                              args=(prob.flat, range(1, 2), pairs[1:], split[1:]))
     worker.start()
-    prob.kernel.evaluate(prob.flat, pairs, range(0, 1), split)
+    prob.kernel.evaluate(prob.flat, range(0, 1), pairs[:1], split[:1])
     worker.join()
     assert torch.equal(split, both)
 
 
 @needs_c
-def test_evaluate_of_no_pairs_is_nan_without_calling_c():
+def test_evaluate_of_no_pairs_is_nan():
     prob = make_problem(23, 32, 64, [0, 1])
-    out = torch.zeros(2, 2, dtype=torch.float64)
-    prob.kernel.evaluate(prob.flat, torch.empty(2, 0, dtype=torch.int64), range(1, 2), out)
-    assert torch.equal(out[0], torch.zeros(2, dtype=torch.float64))
-    assert torch.isnan(out[1]).all()
-    with pytest.raises(ValueError, match="evaluate got pairs"):
-        prob.kernel.evaluate(prob.flat, torch.empty(2, 0, dtype=torch.int64), range(3), out)
-    with pytest.raises(ValueError, match="pairs must hold 1 to"):  # the C kernel refuses it
-        prob.kernel._kernel.evaluate(prob.flat.numpy(), np.empty((2, 0), np.int64), 0, 2,
-                                     out.numpy())
-
-
-# ------------------------------------------------------------------------------ batch order
-
-
-@needs_c
-def test_batch_order_is_the_documented_one():
-    for seed, epoch, n in [(0, 0, 10_215), (7, 1999, 423), (2**32 - 1, 5, 1), (3, 2**33, 300)]:
-        want = permutations(torch.tensor([seed]), STREAM_SHUFFLE, epoch, n)[0]
-        assert torch.equal(c_kernel.shuffle(hash_prefix(seed, STREAM_SHUFFLE, epoch), n), want)
-    assert c_kernel.shuffle(5, 0).shape == (0,)
-    for prefix in (-1, 2**32):
-        with pytest.raises(ValueError, match=r"prefix must be an integer in \[0, 4294967295\]"):
-            c_kernel.shuffle(prefix, 3)
-    with pytest.raises(ValueError, match="n must be an integer >= 0"):
-        c_kernel.shuffle(0, -1)
+    out = torch.zeros(1, 2, dtype=torch.float64)
+    prob.kernel.evaluate(prob.flat, range(1, 2), torch.empty(1, 0, dtype=torch.int64), out)
+    assert torch.isnan(out).all()
 
 
 # ------------------------------------------------------------------------------ refusals
 
 
 @needs_c
-def test_calls_refuse_bad_buffers():
+def test_calls_refuse_bad_arguments_before_calling_c():
     prob = make_problem(23, 32, 64, [0, 1])
-    k, flat, m, v, idx = prob.kernel, prob.flat, prob.exp_avg, prob.exp_avg_sq, prob.train_idx
-    pre, out = prob.prefixes(0), torch.empty(2, 2, dtype=torch.float64)
+    k, flat, m, v = prob.kernel, prob.flat, prob.exp_avg, prob.exp_avg_sq
+    order, recipes = prob.orders(0, range(2)), prob.recipe_table(range(2))
+    out = torch.empty(2, 2, dtype=torch.float64)
     before = _state(prob)
 
     def train(**change: object) -> None:
-        args = {"flat": flat, "exp_avg": m, "exp_avg_sq": v, "train_idx": idx, "prefixes": pre,
-                "seeds": range(2), "step0": 0, "out": out, **change}
-        k.train(**args)
+        args = {"flat": flat, "exp_avg": m, "exp_avg_sq": v, "runs": range(2), "order": order,
+                "batch_size": 64, "recipes": recipes, "step0": 0, "out": out, **change}
+        k.train_epoch(**args)
 
+    bad_recipe = recipes.clone()
+    bad_recipe[1, 2] = 1.0
     refusals: list[tuple[Callable[[], None], type[Exception], str]] = [
         # the wrong kind of tensor
-        (lambda: train(flat=flat.double()), ValueError, "flat must be a CPU torch.float32"),
-        (lambda: train(train_idx=idx.int()), ValueError, "train_idx must be a CPU torch.int64"),
+        (lambda: train(flat=flat.double()), ValueError, "params must be a CPU torch.float32"),
+        (lambda: train(order=order.int()), ValueError, "order must be a CPU torch.int64"),
         (lambda: train(out=out.float()), ValueError, "out must be a CPU torch.float64"),
-        (lambda: train(flat=flat.numpy()), TypeError, "flat must be a torch.Tensor"),
-        (lambda: train(train_idx=torch.cat([idx, idx], 1)[:, ::2]), ValueError,
-         "train_idx must be a C-contiguous buffer of int64"),
+        (lambda: train(flat=flat.numpy()), TypeError, "params must be a torch.Tensor"),
+        (lambda: train(order=torch.cat([order, order], 1)[:, ::2]), ValueError,
+         "order must be contiguous"),
         (lambda: train(out=torch.empty(2, 4, dtype=torch.float64)[:, :2]), ValueError,
-         "out must be a C-contiguous, writable buffer of float64"),
+         "out must be contiguous"),
         # too small, the wrong shape
-        (lambda: train(flat=flat[:100]), ValueError,
-         "params must hold the parameters of 2 seeds"),
-        (lambda: train(exp_avg_sq=v[:-1]), ValueError,
-         "exp_avg_sq must hold the parameters of 2 seeds"),
-        (lambda: train(train_idx=idx[0]), ValueError, "train_idx must be 2-D"),
-        (lambda: train(prefixes=pre[:1]), ValueError, r"prefixes must be \[2\]"),
+        (lambda: train(flat=flat[:100]), ValueError, r"params must be \[\d+\], got \[100\]"),
+        (lambda: train(exp_avg_sq=v[:-1]), ValueError, r"exp_avg_sq must be \[\d+\]"),
+        (lambda: train(order=order[0]), ValueError, r"order must be 2-D \[runs, pairs\]"),
+        (lambda: train(order=order[:1]), ValueError, "order must be 2-D .* with 2 rows"),
+        (lambda: train(order=order[:, :0]), ValueError, "order must hold 1 to"),
+        (lambda: train(recipes=recipes[:1]), ValueError, r"recipes must be \[2, 5\]"),
         (lambda: train(out=out[:1]), ValueError, r"out must be \[2, 2\]"),
         # out-of-range values
-        (lambda: train(train_idx=idx + 529), ValueError,
-         r"train_idx\[0, 0\] = \d+: pair indices must be in \[0, 529\)"),
-        (lambda: train(train_idx=torch.cat([idx[:1], idx[1:] - 600])), ValueError,
-         r"train_idx\[1, \d+\] = -\d+: pair indices must be in \[0, 529\)"),
-        (lambda: train(prefixes=torch.tensor([0, 2**32])), ValueError,
-         r"prefixes\[1\] = 4294967296: must be in \[0, 2\^32\)"),
-        (lambda: train(seeds=range(3)), ValueError, r"s_hi must be an integer in \[0, 2\], got 3"),
-        (lambda: train(seeds=range(2, 1)), ValueError, r"s_lo must be an integer in \[0, 1\]"),
-        (lambda: train(seeds=range(0, 2, 2)), ValueError, "seeds must be a range with step 1"),
-        (lambda: train(seeds=[0, 1]), ValueError, "seeds must be a range with step 1"),
+        (lambda: train(order=order + 529), ValueError,
+         r"order\[0, 0\] = \d+: pair indices must be in \[0, 529\)"),
+        (lambda: train(order=torch.cat([order[:1], order[1:] - 600])), ValueError,
+         r"order\[1, \d+\] = -\d+: pair indices must be in \[0, 529\)"),
+        (lambda: train(recipes=bad_recipe), ValueError, "betas < 1"),
+        (lambda: train(recipes=recipes * float("nan")), ValueError, "finite lr"),
+        (lambda: train(runs=range(3)), ValueError, r"runs must lie in range\(0, 2\)"),
+        (lambda: train(runs=range(2, 1)), ValueError, "runs must lie in"),
+        (lambda: train(runs=range(0, 2, 2)), ValueError, "runs must be a range with step 1"),
+        (lambda: train(runs=[0, 1]), ValueError, "runs must be a range with step 1"),
         (lambda: train(step0=-1), ValueError, "step0 must be an integer in"),
         (lambda: train(step0=2**70), ValueError, "step0 must be an integer in"),
-        (lambda: train(step0=1.5), TypeError, "step0 must be an integer"),
+        (lambda: train(step0=1.5), ValueError, "step0 must be an integer"),
+        (lambda: train(batch_size=0), ValueError, "batch_size must be an integer in"),
         # buffers that share memory
         (lambda: train(exp_avg=flat), ValueError, "params and exp_avg must not share memory"),
-        (lambda: train(flat=m.view(-1)), ValueError, "params and exp_avg must not share memory"),
+        (lambda: train(exp_avg_sq=m), ValueError, "exp_avg and exp_avg_sq must not share"),
     ]
     for call, kind, message in refusals:
         with pytest.raises(kind, match=message):
@@ -413,82 +452,66 @@ def test_calls_refuse_bad_buffers():
 
     vals = torch.stack([torch.arange(100), torch.arange(100)])
     for call, kind, message in [
-        (lambda: k.evaluate(flat[:100], vals, range(2), out), ValueError,
-         "params must hold the parameters of 2 seeds"),
-        (lambda: k.evaluate(flat, vals + 500, range(2), out), ValueError,
+        (lambda: k.evaluate(flat[:100], range(2), vals, out), ValueError,
+         r"params must be \[\d+\]"),
+        (lambda: k.evaluate(flat, range(2), vals + 500, out), ValueError,
          r"pairs\[0, 29\] = 529: pair indices must be in \[0, 529\)"),
-        (lambda: k.evaluate(flat, vals, range(3), out), ValueError, "s_hi must be an integer"),
-        (lambda: k.evaluate(flat, vals.t(), range(2), out), ValueError,
-         "pairs must be a C-contiguous"),
-        (lambda: k.evaluate(flat, vals, range(2), torch.empty(3, 2, dtype=torch.float64)),
+        (lambda: k.evaluate(flat, range(3), vals, out), ValueError, "runs must lie in"),
+        (lambda: k.evaluate(flat, range(2), vals.t(), out), ValueError,
+         "pairs must be contiguous"),
+        (lambda: k.evaluate(flat, range(2), vals, torch.empty(3, 2, dtype=torch.float64)),
          ValueError, r"out must be \[2, 2\]"),
+        (lambda: k.evaluate(flat, range(2), vals, flat[:8].view(torch.float64).view(2, 2)),
+         ValueError, "params and out must not share memory"),
     ]:
         with pytest.raises(kind, match=message):
             call()
-    k.evaluate(flat, vals, range(2), out)  # and the real thing works
+    k.evaluate(flat, range(2), vals, out)  # and the real thing works
     assert torch.isfinite(out).all()
 
 
 @needs_c
-def test_the_extension_checks_what_the_wrapper_passes_through():
-    """The extension's own checks, for callers other than `EpochKernel`: items, writability,
-    objects without a buffer, and the construction of a `Kernel`."""
-    module = c_kernel._load()[0]
-    prob = make_problem(5, 3, 4, [0])
-    flat, idx = prob.flat.numpy(), prob.train_idx.numpy()
-    out = np.zeros((1, 2))
-    k = prob.kernel._kernel
-    read_only = np.zeros((1, 2))
-    read_only.flags.writeable = False
-    for args, kind, message in [
-        ((flat, [[0, 1]], 0, 1, out), TypeError, "pairs must export a buffer of int64"),
-        ((flat, idx.astype(np.int32), 0, 1, out), ValueError,
-         r"pairs must hold int64 \('q' or 'l'\) items, got format 'i' of itemsize 4"),
-        ((flat, idx.astype(">i8"), 0, 1, out), ValueError, "pairs must hold int64"),
-        ((flat.astype(np.float16), idx, 0, 1, out), ValueError,
-         r"params must hold float32 \('f'\) items, got format 'e'"),
-        ((flat, idx, 0, 1, read_only), ValueError, "out must be a C-contiguous, writable"),
-        ((flat, idx, 0, 2**64, out), ValueError, "s_hi must be an integer in"),
-        ((flat, idx, 0, 1, flat[:4].view(np.float64).reshape(1, 2)), ValueError,
-         "params and out must not share memory"),
-    ]:
-        with pytest.raises(kind, match=message):
-            k.evaluate(*args)
-
-    a, b, y = (t.numpy() for t in pair_tables(5, "add"))
-    good = {"p": 5, "d_hidden": 3, "batch_size": 4, "offsets": prob.offsets, "lr": 1e-3,
-            "beta1": 0.9, "beta2": 0.98, "weight_decay": 0.5, "eps": 1e-8, "a_of": a, "b_of": b,
-            "labels": y}
-    module.Kernel(**good)
+def test_a_kernel_refuses_what_it_cannot_hold():
+    a, b, y = pair_tables(5, "add")
+    good = {"p": 5, "d_hidden": 3, "n_runs": 2, "stride": 64, "offsets": (0, 30, 33, 48),
+            "a_of": a, "b_of": b, "labels": y}
+    c_kernel.Kernel(**good).close()
     for change, kind, message in [
-        ({"p": 0}, ValueError, r"p must be an integer in \[1, 65535\], got 0"),
-        ({"p": 65_536}, ValueError, r"p must be an integer in \[1, 65535\]"),
-        ({"p": 2**64}, ValueError, r"p must be an integer in \[1, 65535\]"),
-        ({"p": "5"}, TypeError, "p must be an integer"),
-        ({"d_hidden": 2**31}, ValueError, r"d_hidden must be an integer in \[1, 2147483646\]"),
-        ({"batch_size": 0}, ValueError, "batch_size must be an integer in"),
-        ({"batch_size": 2**40}, ValueError, "batch_size must be an integer in"),
-        ({"offsets": (0, 1, 2)}, ValueError, "offsets must be a sequence of 4 integers"),
-        ({"offsets": (0, 1, 2, -3)}, ValueError, r"offsets\[3\] must be an integer in \[0, "),
-        ({"lr": -1.0}, ValueError, "lr must be a finite number >= 0"),
-        ({"eps": math.nan}, ValueError, "eps must be a finite number >= 0"),
-        ({"beta2": 1.0}, ValueError, r"beta2 must be a finite number in \[0, 1\)"),
+        ({"p": 0}, ValueError, r"1 <= p <= 65535 and 1 <= d_hidden"),
+        ({"p": 65_536}, ValueError, r"1 <= p <= 65535"),
+        ({"d_hidden": 2**31}, ValueError, r"d_hidden <= 2147483646"),
+        ({"offsets": (0, 30, 33)}, ValueError, "do not fit W_in, b_in, W_out, b_out"),
+        ({"offsets": (0, 30, 33, 62)}, ValueError, "do not fit"),
+        ({"offsets": (0, 30, 33, -3)}, ValueError, "do not fit"),
+        ({"stride": 0}, ValueError, "do not fit"),
         ({"labels": y + 1}, ValueError, r"labels\[\d+\] = 5: values must be in \[0, p = 5\)"),
         ({"a_of": a - 1}, ValueError, r"a_of\[0\] = -1: values must be in \[0, p = 5\)"),
         ({"b_of": b[:-1]}, ValueError, "of one length"),
-        ({"a_of": a.astype(np.float64)}, ValueError, "a_of must hold int64"),
+        ({"a_of": a.double()}, ValueError, "a_of must be a CPU torch.int64"),
         ({"b_of": b.reshape(5, 5)}, ValueError, "must be 1-D"),
     ]:
         with pytest.raises(kind, match=message):
-            module.Kernel(**{**good, **change})
+            c_kernel.Kernel(**{**good, **change})
 
-    # the largest model it takes: built without allocating it, refused at the first call
-    big = module.Kernel(**{**good, "p": 65_535, "d_hidden": 2**31 - 2,
-                           "offsets": (0, 2**62, 2**62, 2**62)})
-    with pytest.raises(ValueError, match="params must hold the parameters of 1 seeds"):
-        big.evaluate(flat, idx, 0, 1, out)
-    with pytest.raises(ValueError, match="params must hold the parameters of 1 seeds"):
-        big.train_epoch(flat, flat.copy(), flat.copy(), idx, np.zeros(1, np.int64), 0, 1, 0, out)
+
+@needs_c
+def test_the_blas_gets_its_threads_back():
+    """While a Kernel lives SciPy's BLAS takes one thread per call (the parallelism is across
+    runs); when the last one closes, its own thread count is back."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    before = blas_threads()
+    a = make_problem(5, 3, 4, [0]).kernel
+    b = make_problem(5, 3, 4, [0]).kernel
+    assert set(blas_threads()) == {1}
+    a.close()
+    assert set(blas_threads()) == {1}  # b still holds it
+    b.close()
+    b.close()  # closing twice is harmless
+    assert blas_threads() == before
 
 
 # ------------------------------------------------------------------------------ memory
@@ -510,9 +533,9 @@ def _peak_kib_of(call: Callable[[], None]) -> int:
 
 
 @needs_c
-def test_memory_follows_the_data_not_the_seeds_or_the_batch_size():
+def test_memory_follows_the_data_not_the_runs_or_the_batch_size():
     """p = 5 (25 pairs), 64 neurons: a batch size of 2 million must not size the buffers (2
-    million rows of 64 neurons would be 500 MB), nor 4,000 seeds (a seed's scratch, ~10 KB
+    million rows of 64 neurons would be 500 MB), nor 4,000 runs (a run's scratch, ~10 KB
     here, would be 40 MB)."""
     try:
         _peak_kib_of(lambda: None)
@@ -524,13 +547,14 @@ def test_memory_follows_the_data_not_the_seeds_or_the_batch_size():
         for t in (prob.exp_avg, prob.exp_avg_sq):
             t.fill_(0.0)  # touched now, so that the call's own memory is what is measured
         out = torch.zeros(S, 2, dtype=torch.float64)
-        pre = prob.prefixes(0)
+        order, recipes = prob.orders(0, range(S)), prob.recipe_table(range(S))
         peaks[S] = max(
-            _peak_kib_of(lambda prob=prob, out=out, pre=pre: prob.kernel.train(
-                prob.flat, prob.exp_avg, prob.exp_avg_sq, prob.train_idx, pre, range(prob.S),
-                0, out)),
+            _peak_kib_of(lambda prob=prob, out=out, order=order, recipes=recipes:
+                         prob.kernel.train_epoch(prob.flat, prob.exp_avg, prob.exp_avg_sq,
+                                                 range(prob.S), order, prob.B, recipes, 0,
+                                                 out)),
             _peak_kib_of(lambda prob=prob, out=out: prob.kernel.evaluate(
-                prob.flat, prob.train_idx, range(prob.S), out)),
+                prob.flat, range(prob.S), prob.train_idx, out)),
         )
         assert torch.isfinite(out).all()
     assert peaks[1] < 20_000

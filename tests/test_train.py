@@ -51,7 +51,7 @@ def test_gradients_equal_autograd_on_the_one_hot_sequential(cfg):
     want = params_from_linear(cfg, {k: v.grad for k, v in seq.named_parameters()})
     assert set(want) == set(trainer.names)
     for name in want:
-        got = trainer.block(trainer.grad, name)[0]
+        got = trainer.state.view(trainer.state.grad, name)[0]
         assert float(want[name].abs().max()) > 0, name  # a gradient that can be wrong
         torch.testing.assert_close(got, want[name], rtol=1e-10, atol=1e-13, msg=name)
     # and the logged train loss is that of the start, measured before the step
@@ -219,13 +219,14 @@ def test_split_seed_shared_across_seeds(tiny_cfg):
 def test_partial_last_batch_and_batch_larger_than_data(tiny_cfg, backend):
     tcfg = TrainConfig(epochs=2, batch_size=1000, seed=0)  # one partial batch per epoch
     trainer = BatchedTrainer(tiny_cfg, tcfg, [0], backend="torch")
-    steps = trainer.impl.schedule(0)
-    assert len(steps) == 1 and steps[0][3] == trainer.n_train
+    (steps,) = trainer.impl.prepare(0)  # one group
+    n_train = trainer.state.groups[0].n_train
+    assert len(steps) == 1 and steps[0][3] == n_train
     _, history = train(tiny_cfg, tcfg, progress=False, backend=backend)
     assert len(history["train_loss"]) == 2
     # a batch that does not divide the split: 423 = 6 * 64 + 39, against the reference
     tcfg = TrainConfig(epochs=3, batch_size=64, seed=1)
-    assert trainer.n_train % 64 == 39
+    assert n_train % 64 == 39
     model, _ = train(tiny_cfg, tcfg, progress=False, backend=backend)
     ref = reference_train(tiny_cfg, tcfg)
     for name in ref:
@@ -359,7 +360,7 @@ def test_c_and_torch_gradients_agree_on_one_step():
     for backend in ("c", "torch"):
         trainer = BatchedTrainer(cfg, tcfg, [5], backend=backend)
         trainer.run_epoch()
-        moments.append(trainer.exp_avg / (1 - tcfg.beta1))
+        moments.append(trainer.state.exp_avg / (1 - tcfg.beta1))
     scale = float(moments[1].abs().max())
     assert scale > 1e-3
     torch.testing.assert_close(moments[0], moments[1], rtol=0, atol=1e-5 * scale)
@@ -392,13 +393,13 @@ def test_a_tie_is_a_miss_as_argmax_says(backend):
         trainer.flat.zero_()
     loss, acc = trainer.evaluate("val")
     assert float(loss[0]) == pytest.approx(math.log(11), rel=1e-5)  # uniform over 11 classes
-    val = trainer.val_idx[0]
-    want = float((trainer.labels[val] == 0).float().mean())
+    val, labels = trainer.state.groups[0].val_idx[0], trainer.state.labels
+    want = float((labels[val] == 0).float().mean())
     assert float(acc[0]) == pytest.approx(want, abs=1e-6) and want < 0.2
     trainer.run_epoch()  # the history's train accuracy: measured before the (tiny) update
-    train = trainer.train_idx[0]
+    train = trainer.state.groups[0].train_idx[0]
     assert float(trainer.history[0, 0, 1]) == pytest.approx(
-        float((trainer.labels[train] == 0).float().mean()), abs=1e-6)
+        float((labels[train] == 0).float().mean()), abs=1e-6)
     model = HookedMLP.from_params(cfg, {k: torch.zeros_like(v)
                                         for k, v in trainer.params_of(0).items()})
     assert helpers.accuracy(model) == pytest.approx(1 / 11, abs=1e-6)

@@ -1,7 +1,8 @@
 """Training: the state of a run, the trainer and its backends, run folders and snapshots.
 
-`train` and `train_many` (the public API, also `hooked_mlp.train`) are imported on first use, so
-that importing a module of this package stays light.
+`train`, `train_many`, `train_stack` and `stack_key` (the public API; the first two are also
+`hooked_mlp.train`, `hooked_mlp.train_many`) are imported on first use, so that importing a module
+of this package stays light.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from hooked_mlp.training.api import train, train_many
+    from hooked_mlp.training.api import stack_key, train, train_many, train_stack
 
-__all__ = ["train", "train_many"]
+__all__ = ["stack_key", "train", "train_many", "train_stack"]
 
 
 def __getattr__(name: str) -> Any:
