@@ -97,6 +97,30 @@ def check_out_folder(path: Any, name: str = "out") -> Path:
     return path
 
 
+class LogitsOverflowError(ValueError):
+    """Logits that are not finite (the weights are too large for float32 arithmetic, or a hook
+    made them so): a loss or an accuracy computed from them would be NaN, or decided by ties
+    between infinities, so none is given."""
+
+
+def check_finite_logits(logits: Any, what: str) -> None:
+    """Raise `LogitsOverflowError` when `logits` hold an infinite or NaN value, saying how many
+    and what could not be computed (`what`, e.g. "the loss")."""
+    import torch
+
+    finite = torch.isfinite(logits)
+    if bool(finite.all()):
+        return
+    bad = int((~finite).sum())
+    kept = logits.detach()[finite].abs()
+    largest = f"{float(kept.max()):.3g}" if kept.numel() else "none"
+    raise LogitsOverflowError(
+        f"the logits overflowed: {bad:,} of {logits.numel():,} are infinite or NaN (largest "
+        f"finite magnitude {largest}; float32 ends near 3.4e38), so {what} would be NaN or "
+        "decided by ties between infinities and is not given; scale the weights down, or "
+        "check the hooks")
+
+
 def available_memory() -> int | None:
     """Bytes this process can still allocate, as far as the OS says (None: unknown): the
     smaller of the machine's available memory and the room left under RLIMIT_AS."""

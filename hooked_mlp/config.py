@@ -87,9 +87,9 @@ def boolean() -> Check:
 
 
 def choice(allowed: Any) -> Check:
-    """A field holding one of the names in `allowed` (e.g. a table of `hooked_mlp.family`)."""
-    names = tuple(allowed)
-    return lambda owner, name, value: _check_choice(owner, name, value, names)
+    """A field holding one of the names in `allowed` (a table of `hooked_mlp.family`, read when
+    the check runs: an entry added to the table is a value the field takes)."""
+    return lambda owner, name, value: _check_choice(owner, name, value, tuple(allowed))
 
 
 def optional(check: Check) -> Check:
@@ -293,6 +293,18 @@ class MLPConfig:
     def act_fn(self) -> str:
         """TransformerLens's name for the activation: `activation`."""
         return self.activation
+
+    @property
+    def n_heads(self) -> int:
+        """TransformerLens's attention heads: an MLP has none, and reading this raises an
+        AttributeError saying what to use instead (see its message)."""
+        raise AttributeError(
+            "MLPConfig has no n_heads: a HookedMLP has no attention heads, residual stream or "
+            "positions, so TransformerLens's patching functions for attention heads, resid_pre/"
+            "resid_mid, attn_out and mlp_out do not apply to it; sweep its neurons with "
+            "transformer_lens.patching.generic_activation_patch(..., activation_name='post', "
+            "index_df=make_df_from_ranges([cfg.n_layers, cfg.d_mlp], ['layer', 'neuron'])) "
+            "(axis names are inferred for transformers only), or with analyses.patching")
 
     @property
     def dtype(self) -> Any:

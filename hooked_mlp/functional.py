@@ -30,6 +30,15 @@ from torch import Tensor
 
 from hooked_mlp.config import MLPConfig
 from hooked_mlp.family import ACTIVATIONS, INPUT_ENCODINGS
+from hooked_mlp.shapes import (
+    EncodingMatrix,
+    SeedHidden,
+    SeedInputTable,
+    SeedInputWeights,
+    SeedLogits,
+    SeedRows,
+    SeedTokens,
+)
 
 Hook = Callable[[str, Tensor], Tensor]
 
@@ -38,13 +47,23 @@ Hook = Callable[[str, Tensor], Tensor]
 RENAMED_HOOKS = {"hook_pre": "blocks.0.mlp.hook_pre", "hook_post": "blocks.0.mlp.hook_post"}
 
 
+def hook_widths(cfg: MLPConfig) -> dict[str, int]:
+    """Every hook point of a model with configuration `cfg`, in the order the forward meets
+    them (TransformerLens's `blocks.{layer}.mlp.hook_*` scheme for the hidden layers), with the
+    width of the activation it sees, `[batch, width]`: `d_hidden` for the operands' rows of the
+    input table and the hidden layers, `p` for the logits."""
+    widths = {"hook_embed_a": cfg.d_hidden, "hook_embed_b": cfg.d_hidden}
+    for layer in range(cfg.n_layers):
+        widths[f"blocks.{layer}.mlp.hook_pre"] = cfg.d_hidden
+        widths[f"blocks.{layer}.mlp.hook_post"] = cfg.d_hidden
+    widths["hook_logits"] = cfg.d_output
+    return widths
+
+
 def hook_names(cfg: MLPConfig) -> list[str]:
     """Every hook point of a model with configuration `cfg`, in the order the forward meets
-    them (TransformerLens's `blocks.{layer}.mlp.hook_*` scheme for the hidden layers)."""
-    names = ["hook_embed_a", "hook_embed_b"]
-    for layer in range(cfg.n_layers):
-        names += [f"blocks.{layer}.mlp.hook_pre", f"blocks.{layer}.mlp.hook_post"]
-    return [*names, "hook_logits"]
+    them (see `hook_widths`)."""
+    return list(hook_widths(cfg))
 
 
 def param_shapes(cfg: MLPConfig) -> dict[str, tuple[int, ...]]:
@@ -115,7 +134,7 @@ def _encoding_matrix(p: int, encoding: str, tied: bool, device: torch.device,
 
 
 def encoding_matrix(cfg: MLPConfig, device: torch.device | str = "cpu",
-                    dtype: torch.dtype = torch.float32) -> Tensor:
+                    dtype: torch.dtype = torch.float32) -> EncodingMatrix:
     """`E` `[table_rows(cfg), d_input]`: the encoded input of each operand and residue, row `x`
     `[enc(x); 0]` (operand `a`) and row `p + x` `[0; enc(x)]` (operand `b`), or `enc(x)` with
     tied inputs. The identity for one-hot inputs. (Not to be modified: it is cached.)"""
@@ -123,7 +142,7 @@ def encoding_matrix(cfg: MLPConfig, device: torch.device | str = "cpu",
                             dtype)
 
 
-def input_table(cfg: MLPConfig, W_in: Tensor) -> Tensor:
+def input_table(cfg: MLPConfig, W_in: SeedInputWeights) -> SeedInputTable:
     """`T = E @ W_in` `[..., table_rows(cfg), d_hidden]`: what each operand and residue adds to
     the first pre-activation (`W_in` itself for one-hot inputs, no copy)."""
     if cfg.input_encoding == "one_hot":
@@ -131,7 +150,7 @@ def input_table(cfg: MLPConfig, W_in: Tensor) -> Tensor:
     return encoding_matrix(cfg, W_in.device, W_in.dtype) @ W_in
 
 
-def input_rows(cfg: MLPConfig, tokens: Tensor) -> Tensor:
+def input_rows(cfg: MLPConfig, tokens: SeedTokens) -> SeedRows:
     """The rows of the input table (`input_table`; `W_in` itself for one-hot inputs) that
     `(a, b)` select: int64 `[..., batch, 2]` (`a`, and `p + b`, or `b` with tied inputs). With a
     seed dimension (`tokens` `[S, batch, 2]`) the rows index the table flattened over seeds
@@ -144,8 +163,8 @@ def input_rows(cfg: MLPConfig, tokens: Tensor) -> Tensor:
 
 
 def forward(
-    cfg: MLPConfig, params: Mapping[str, Tensor], tokens: Tensor, hook: Hook | None = None
-) -> Tensor:
+    cfg: MLPConfig, params: Mapping[str, Tensor], tokens: SeedTokens, hook: Hook | None = None
+) -> SeedLogits:
     """Logits `[..., batch, p]` of the model `params` (see `param_shapes`) on `tokens`.
 
     `tokens` are int64 `[..., batch, 2]` holding `(a, b)` in `[0, p)` (not checked here: see
@@ -157,8 +176,8 @@ def forward(
 
 
 def forward_rows(
-    cfg: MLPConfig, params: Mapping[str, Tensor], rows: Tensor, hook: Hook | None = None
-) -> Tensor:
+    cfg: MLPConfig, params: Mapping[str, Tensor], rows: SeedRows, hook: Hook | None = None
+) -> SeedLogits:
     """`forward` from the input rows (`input_rows(cfg, tokens)`), which a trainer computes once
     per epoch rather than once per step."""
     post = hidden_rows(cfg, params, rows, hook)
@@ -167,9 +186,9 @@ def forward_rows(
 
 
 def hidden_rows(
-    cfg: MLPConfig, params: Mapping[str, Tensor], rows: Tensor, hook: Hook | None = None,
+    cfg: MLPConfig, params: Mapping[str, Tensor], rows: SeedRows, hook: Hook | None = None,
     layers: int | None = None,
-) -> Tensor:
+) -> SeedHidden:
     """The post-activations `[..., B, d_hidden]` of hidden layer `layers - 1` (default: the
     last), from the input rows: the model up to, not including, its readout."""
     act = ACTIVATIONS[cfg.activation].fn
@@ -197,8 +216,8 @@ def hidden_rows(
 
 
 def hidden_activations(
-    cfg: MLPConfig, params: Mapping[str, Tensor], tokens: Tensor, layer: int = -1
-) -> Tensor:
+    cfg: MLPConfig, params: Mapping[str, Tensor], tokens: SeedTokens, layer: int = -1
+) -> SeedHidden:
     """The post-activations `[..., batch, d_hidden]` of hidden layer `layer` (default the
     last) on `tokens`."""
     if isinstance(layer, bool) or not isinstance(layer, int) or not (

@@ -8,7 +8,9 @@
     spectrum = helpers.fourier_2d(helpers.to_grid(logits))  # over (a, b)
 
 Every tensor over all pairs is in the row-major order of `all_pairs(p)` (pair index `a * p + b`),
-so `to_grid` makes it `[p, p, ...]` with rows `a` and columns `b`.
+so `to_grid` makes it `[p, p, ...]` with rows `a` and columns `b`. `accuracy` and `loss` refuse
+logits that overflowed (`hooked_mlp.checks.LogitsOverflowError`) rather than answer from NaNs or
+ties between infinities.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from hooked_mlp.checks import check_finite_logits
 from hooked_mlp.config import MLPConfig
 from hooked_mlp.data import all_pairs, dataset, labels_of, split_indices
+from hooked_mlp.shapes import Basis, Grid, Labels, PerPair, Tokens
 
 __all__ = ["accuracy", "all_pairs", "fourier_1d", "fourier_2d", "fourier_basis",
            "fourier_names_2d", "labels_of", "loss", "split_tokens", "to_grid"]
@@ -35,7 +39,7 @@ def _cfg(model_or_cfg: Any) -> MLPConfig:
     return cfg
 
 
-def split_tokens(model: Any, split: str = "all") -> tuple[Tensor, Tensor]:
+def split_tokens(model: Any, split: str = "all") -> tuple[Tokens, Labels]:
     """The pairs and right answers of a split: tokens int64 `[n, 2]`, labels `[n]`.
 
     `"all"` is the dataset (every pair, or `p (p - 1)` for `div`); `"train"` and `"val"` need a
@@ -63,19 +67,23 @@ def split_tokens(model: Any, split: str = "all") -> tuple[Tensor, Tensor]:
 @torch.no_grad()
 def accuracy(model: Any, split: str = "all") -> float:
     """Fraction of a split's pairs whose top logit is the right answer (through the model's
-    forward, its hooks included)."""
+    forward, its hooks included; a tie with an earlier residue is a miss, as `argmax` says).
+    Logits that overflowed are refused (`LogitsOverflowError`): their argmax is a tie."""
     tokens, labels = split_tokens(model, split)
-    return float((model(tokens).argmax(-1) == labels).float().mean())
+    logits = model(tokens)
+    check_finite_logits(logits, "the accuracy")
+    return float((logits.argmax(-1) == labels).float().mean())
 
 
 @torch.no_grad()
 def loss(model: Any, split: str = "all") -> float:
-    """Mean cross-entropy on a split's pairs (through the model's forward, hooks included)."""
+    """Mean cross-entropy on a split's pairs (through the model's forward, hooks included).
+    Logits that overflowed are refused (`LogitsOverflowError`): the loss would be NaN."""
     tokens, labels = split_tokens(model, split)
     return float(model(tokens, return_type="loss", labels=labels))
 
 
-def to_grid(x: Tensor, p: int | None = None) -> Tensor:
+def to_grid(x: PerPair, p: int | None = None) -> Grid:
     """A tensor over all `p^2` pairs `[p*p, ...]` (the order of `all_pairs`) as `[p, p, ...]`:
     rows `a`, columns `b`. `p` defaults to the square root of the first dimension."""
     if not isinstance(x, Tensor) or x.ndim < 1:
@@ -88,7 +96,7 @@ def to_grid(x: Tensor, p: int | None = None) -> Tensor:
     return x.reshape(p, p, *x.shape[1:])
 
 
-def fourier_basis(p: int) -> tuple[Tensor, list[str]]:
+def fourier_basis(p: int) -> tuple[Basis, list[str]]:
     """Orthonormal real Fourier basis of Z_p: `[p, p]` (one basis vector per row) and a name
     per row: `const`, then `cos k` and `sin k` for `k = 1..(p-1)/2` (and `cos p/2` for even p).
     """
@@ -118,7 +126,7 @@ def fourier_1d(x: Tensor, dim: int = 0) -> Tensor:
     return (moved @ basis.to(moved.dtype).to(moved.device).T).movedim(-1, dim)
 
 
-def fourier_2d(grid: Tensor) -> Tensor:
+def fourier_2d(grid: Grid) -> Grid:
     """A grid `[p, p, ...]` over `(a, b)` (`to_grid`) in the 2-D Fourier basis: entry `[i, j]`
     is the coefficient of `basis[i] (x) basis[j]` (row `i` over `a`, `j` over `b`; names from
     `fourier_names_2d`)."""

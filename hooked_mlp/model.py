@@ -19,7 +19,8 @@ enc(b)]` and `input_table()` gives its residue-indexed view.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -33,8 +34,11 @@ except ImportError:  # pragma: no cover - transformer-lens 2.x / 3.x
 
 from hooked_mlp import functional, reference
 from hooked_mlp.cache import MLPActivationCache
-from hooked_mlp.config import MAX_SEED, MLPConfig, settings
+from hooked_mlp.checks import check_finite_logits
+from hooked_mlp.config import MAX_SEED, MLPConfig, describe, settings
+from hooked_mlp.fingerprint import fingerprint
 from hooked_mlp.functional import RENAMED_HOOKS, init_params, param_shapes
+from hooked_mlp.shapes import InputTable, InputWeights, Labels, Logits, Scalar, Tokens
 from hooked_mlp.train_info import TrainInfo
 
 ALL_PARAM_NAMES = ("W_in", "b_in", "W_hidden", "b_hidden", "W_out", "b_out")
@@ -93,7 +97,9 @@ class HookedMLP(HookedRootModule):
     Trained models, models with neurons replaced by their fits, synthetic random-cosine models,
     snapshots and imported models are all instances of this class, so every analysis and hook
     works on each. Parameters absent from a configuration (`b_in` without biases, `W_hidden`
-    with one layer) are None.
+    with one layer) are None. A model starts in eval mode (it has no dropout or normalisation,
+    so the mode changes nothing it computes), so that TransformerLens's analyses that refuse a
+    model in training mode (`transformer_lens.patching`) take it as they take a loaded one.
     """
 
     def __init__(self, cfg: MLPConfig | None = None, *, seed: int = 0) -> None:
@@ -115,23 +121,24 @@ class HookedMLP(HookedRootModule):
         self.hook_logits = HookPoint()  # [batch, p]
         self.train_info: TrainInfo | None = None
         self.setup()
+        self.eval()  # nothing in it behaves differently in training: as TL's loaded models
         if cfg.device != "cpu":
             self.to(cfg.device)
 
     # ----------------------------------------------------------------------------- weights
     @property
-    def W_a(self) -> Tensor:
+    def W_a(self) -> InputWeights:
         """Input weights from `a`, `[d_operand, d_hidden]` (`[p, d_hidden]` one-hot): the first
         `d_operand` rows of `W_in` (all of it when tied)."""
         return self.W_in[: self.cfg.d_operand]
 
     @property
-    def W_b(self) -> Tensor:
+    def W_b(self) -> InputWeights:
         """Input weights from `b`, `[d_operand, d_hidden]` (`[p, d_hidden]` one-hot): the last
         `d_operand` rows of `W_in` (all of it when tied)."""
         return self.W_in if self.cfg.tied_inputs else self.W_in[self.cfg.d_operand :]
 
-    def input_table(self) -> Tensor:
+    def input_table(self) -> InputTable:
         """What each residue adds to the first pre-activation, `[table_rows, d_hidden]`: row `x`
         for `a = x` and row `p + x` for `b = x` (`p` rows when tied): `E @ W_in`
         (`functional.input_table`). For one-hot inputs it is `W_in`; for the others it is the
@@ -150,6 +157,12 @@ class HookedMLP(HookedRootModule):
         """The parameters this configuration has, detached."""
         return {name: value.detach() for name, value in self.param_dict().items()}
 
+    def fingerprint(self) -> str:
+        """`"sha256:..."` of the config and the parameters' values (`hooked_mlp.fingerprint`):
+        equal for two models exactly when they compute the same function with the same
+        bits; hooks, device, training mode and training record are not part of it."""
+        return fingerprint(self.cfg, self.param_dict())
+
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> HookedMLP:
         """Keep `cfg.device` where the parameters are (`.to()`, `.cuda()`, `.cpu()`)."""
         out = super()._apply(fn, *args, **kwargs)
@@ -159,7 +172,7 @@ class HookedMLP(HookedRootModule):
         return out
 
     # ----------------------------------------------------------------------------- forward
-    def check_tokens(self, tokens: Any) -> Tensor:
+    def check_tokens(self, tokens: Any) -> Tokens:
         """Validate `tokens` (int `[batch, 2]` in `[0, p)`, dense, on the model's device)."""
         p = self.cfg.p
         if not isinstance(tokens, Tensor):
@@ -208,9 +221,10 @@ class HookedMLP(HookedRootModule):
         super()._enable_hook_with_name(name, hook, dir)
 
     def forward(
-        self, tokens: Tensor, return_type: str | None = "logits", *,
-        labels: Tensor | None = None, metric: Any = None,
-    ) -> Any:
+        self, tokens: Tokens, return_type: str | None = "logits", *,
+        labels: Labels | None = None,
+        metric: Callable[[Logits], Tensor] | None = None,
+    ) -> Logits | Scalar | tuple[Tensor, Tensor] | Any:
         """The model on int tokens `[batch, 2]` holding `(a, b)`, as TransformerLens's forward.
 
         `return_type`: `"logits"` (`[batch, p]`), `"loss"` (the mean cross-entropy against
@@ -234,9 +248,11 @@ class HookedMLP(HookedRootModule):
             return loss if return_type == "loss" else (logits, loss)
         return logits if return_type == "logits" else None
 
-    def loss_fn(self, logits: Tensor, tokens: Tensor, labels: Tensor | None = None) -> Tensor:
+    def loss_fn(self, logits: Logits, tokens: Tokens,
+                labels: Labels | None = None) -> Scalar:
         """Mean cross-entropy of `logits` `[batch, p]` against `labels` (default: the answers of
-        the model's operation on `tokens`)."""
+        the model's operation on `tokens`). Logits that overflowed (inf or NaN) are refused
+        with a `hooked_mlp.checks.LogitsOverflowError`: the loss would be NaN."""
         import torch.nn.functional as F
 
         from hooked_mlp.data import labels_of
@@ -251,12 +267,13 @@ class HookedMLP(HookedRootModule):
                              f"tensor [{logits.shape[0]}], got "
                              f"{getattr(labels, 'dtype', type(labels).__name__)} "
                              f"{list(getattr(labels, 'shape', []))}")
+        check_finite_logits(logits, "the loss")
         return F.cross_entropy(logits, labels.to(logits.device))
 
     def run_with_cache(  # type: ignore[override]
-        self, tokens: Tensor, *args: Any, return_cache_object: bool = True,
+        self, tokens: Tokens, *args: Any, return_cache_object: bool = True,
         pos_slice: Any = None, **kwargs: Any,
-    ) -> tuple[Any, Any]:
+    ) -> tuple[Any, MLPActivationCache | dict[str, Tensor]]:
         """Run and cache activations: `(output, MLPActivationCache)`, as in TransformerLens.
 
         Takes TL's arguments (`names_filter`, `device`, `remove_batch_dim`, `incl_bwd`,
@@ -264,8 +281,12 @@ class HookedMLP(HookedRootModule):
         `incl_bwd=True` differentiates the output, so it needs a scalar: `return_type="loss"`
         (gradients of the mean loss) or a `metric`; the cache then holds `<hook>_grad` entries,
         and, as with any backward, the parameters' `.grad` accumulate (`model.zero_grad()`).
-        `pos_slice` is refused: the activations have no position axis. Hooks added for the
-        cache are removed afterwards, also when the forward raises.
+        `pos_slice` is refused: the activations have no position axis. `names_filter` (a name,
+        a list of names or a function of a name) must name hook points of this model: an
+        unknown name, or a function that picks none, is refused (the cache would be empty, or
+        miss what was asked for). Hooks added for the cache are removed afterwards, also when
+        the forward raises. The cache records the tokens, the model's fingerprint and any hook
+        points that carried hooks of their own (its activations are then the hooked model's).
         """
         if pos_slice is not None:
             raise ValueError("pos_slice does not apply to a HookedMLP: its activations are "
@@ -282,11 +303,37 @@ class HookedMLP(HookedRootModule):
             raise ValueError("incl_bwd=True differentiates the forward's output, which must be "
                              "a scalar: pass return_type='loss' (the mean loss) or metric=fn "
                              "(a function of the logits returning a scalar)")
+        self._check_names_filter(kwargs.get("names_filter"))
         out, cache_dict = super().run_with_cache(tokens, *args, **kwargs)
         if not return_cache_object:
             return out, cache_dict
         has_batch_dim = not kwargs.get("remove_batch_dim", False)
-        return out, MLPActivationCache(cache_dict, self, has_batch_dim=has_batch_dim)
+        checked = self.check_tokens(tokens)
+        hooked = [name for name, point in self.hook_dict.items()
+                  if point._forward_hooks or point._backward_hooks]
+        return out, MLPActivationCache(cache_dict, self, has_batch_dim=has_batch_dim,
+                                       tokens=checked if has_batch_dim else checked[0],
+                                       hooks=hooked)
+
+    def _check_names_filter(self, names_filter: Any) -> None:
+        """TL's `names_filter` must pick hook points of this model (see `run_with_cache`)."""
+        if names_filter is None:
+            return
+        if isinstance(names_filter, str):
+            self.check_hook_name(names_filter)
+        elif isinstance(names_filter, (list, tuple, set, frozenset)):
+            for name in names_filter:
+                if not isinstance(name, str):
+                    raise TypeError(f"names_filter must list hook names (str), got "
+                                    f"{type(name).__name__}")
+                self.check_hook_name(name)
+        elif callable(names_filter):
+            if not any(names_filter(name) for name in self.hook_dict):
+                raise ValueError(f"names_filter picks none of this model's hook points "
+                                 f"{list(self.hook_dict)}: the cache would be empty")
+        else:
+            raise TypeError(f"names_filter must be a hook name, a list of hook names or a "
+                            f"function of a name, got {type(names_filter).__name__}")
 
     # ----------------------------------------------------------------------------- building
     @classmethod
@@ -303,6 +350,44 @@ class HookedMLP(HookedRootModule):
             getattr(model, name).data = value.detach().to("cpu", torch.float32).clone()
         model.train_info = train_info
         return model.to(cfg.device)
+
+    @classmethod
+    def from_linear_state_dict(
+        cls, state_dict: Mapping[str, Tensor], cfg: MLPConfig | None = None
+    ) -> HookedMLP:
+        """Deprecated (hooked-mlp 0.1): use `hooked_mlp.import_mlp(state_dict,
+        activation="relu")`, which reads every layout and checks more.
+
+        The model of an `nn.Sequential(Linear(d_input, h), act, ..., Linear(h, p))` state dict
+        (keys `0.weight` `[h, d_input]`, `0.bias`, `2.weight`, ...; `nn.Linear`'s `[out, in]`
+        orientation): the inverse of `to_linear_state_dict`. Without `cfg` it is 0.1's model,
+        `Linear(2p, h), ReLU(), Linear(h, p)` (p and h read from the shapes); with `cfg`, any
+        member of the family, every shape checked against it."""
+        warnings.warn("HookedMLP.from_linear_state_dict is deprecated; use "
+                      "hooked_mlp.import_mlp(state_dict, activation='relu')", DeprecationWarning,
+                      stacklevel=2)
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a mapping, got {type(state_dict).__name__}")
+        if cfg is None:
+            keys = ("0.weight", "0.bias", "2.weight", "2.bias")
+            missing = [k for k in keys if k not in state_dict]
+            extra = sorted(str(k) for k in set(state_dict) - set(keys))
+            if missing or extra:
+                raise ValueError(f"state_dict must hold exactly {list(keys)} (nn.Sequential("
+                                 f"Linear(2p, h), ReLU(), Linear(h, p))); missing {missing}, "
+                                 f"unexpected {extra}; pass cfg= for another member, or use "
+                                 "hooked_mlp.import_mlp")
+            w0 = state_dict["0.weight"]
+            if not isinstance(w0, Tensor) or w0.ndim != 2 or w0.shape[1] % 2:
+                raise ValueError(f"state_dict['0.weight'] must be a tensor [h, 2p], got "
+                                 f"{list(getattr(w0, 'shape', []))}")
+            cfg = MLPConfig(p=w0.shape[1] // 2, d_hidden=w0.shape[0])
+        if not isinstance(cfg, MLPConfig):
+            raise TypeError(f"cfg must be an MLPConfig, got {type(cfg).__name__}")
+        want = reference.linear_shapes(cfg)
+        check_param_dict("state_dict", state_dict, want,
+                         f"(nn.Sequential of {describe(cfg)})")
+        return cls.from_params(cfg, reference.params_from_linear(cfg, dict(state_dict)))
 
     def to_linear_state_dict(self) -> dict[str, Tensor]:
         """The state dict of the equivalent `nn.Sequential` (see `to_sequential`): keys

@@ -62,6 +62,17 @@ def linear_state_dict(cfg: MLPConfig, params: dict[str, Tensor]) -> dict[str, Te
     return out
 
 
+def linear_shapes(cfg: MLPConfig) -> dict[str, tuple[int, ...]]:
+    """The keys and shapes of `sequential(cfg)`'s state dict (`nn.Linear`'s `[out, in]`)."""
+    widths = [cfg.d_input] + [cfg.d_hidden] * cfg.n_layers + [cfg.d_output]
+    out: dict[str, tuple[int, ...]] = {}
+    for i in range(len(widths) - 1):
+        out[f"{2 * i}.weight"] = (widths[i + 1], widths[i])
+        if cfg.bias:
+            out[f"{2 * i}.bias"] = (widths[i + 1],)
+    return out
+
+
 def params_from_linear(cfg: MLPConfig, state: dict[str, Tensor]) -> dict[str, Tensor]:
     """The inverse of `linear_state_dict`."""
     L = cfg.n_layers

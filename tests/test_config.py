@@ -112,3 +112,130 @@ def test_transformer_lens_names_and_the_family_table():
         MLPConfig(activation=name)
     for name in OPERATIONS:
         MLPConfig(operation=name)
+
+
+# ---------------------------------------------------------------- a new field reaches every place
+# One value other than the default for every field of the model and of the recipe. A new field
+# fails `test_every_field_has_a_value_here` until it is given one, and then every test below
+# checks that it reaches each place a field must reach: its command-line flag, the words a model
+# is described in (describe, repr, hooked-mlp info), the checkpoint, `info --json`, and what the
+# C accelerator accepts.
+MODEL_BASE = {"p": 11, "d_hidden": 6}
+MODEL_VALUES = {"p": 7, "d_hidden": 5, "activation": "gelu", "operation": "sub",
+                "input_encoding": "binary", "tied_inputs": True, "bias": False, "n_layers": 2,
+                "init_scale": 0.5}
+TRAIN_VALUES = {"epochs": 3, "batch_size": 16, "lr": 0.01, "weight_decay": 0.1, "beta1": 0.8,
+                "beta2": 0.99, "eps": 1e-6, "train_frac": 0.5, "seed": 4, "split_seed": 2}
+
+
+def test_every_field_has_a_value_here():
+    from hooked_mlp.config import ROLES, fields_of
+
+    assert set(MODEL_VALUES) == {f.name for f in fields_of(MLPConfig)}
+    assert set(TRAIN_VALUES) == {f.name for f in fields_of(TrainConfig)}
+    for cls, values in ((MLPConfig, MODEL_VALUES), (TrainConfig, TRAIN_VALUES)):
+        for f in fields_of(cls):
+            assert f.metadata["role"] in ROLES and f.metadata["help"], f.name
+            assert values[f.name] != f.default, f.name  # a value that shows
+            with pytest.raises(ValueError, match=f"{cls.__name__}.{f.name} must be"):
+                cls(**{f.name: object()})  # each field checks its value
+
+
+def _flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def _cli_value(value):
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _model_cfg(name):
+    return MLPConfig(**{**MODEL_BASE, name: MODEL_VALUES[name]})
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_VALUES))
+def test_a_model_field_reaches_every_place(name, tmp_path, capsys):
+    import dataclasses
+
+    from hooked_mlp import HookedMLP, load, save
+    from hooked_mlp.cli import _recipe, build_parser, main
+    from hooked_mlp.config import describe
+
+    cfg = _model_cfg(name)
+    value = MODEL_VALUES[name]
+    # the command line: `--<name> value` sets it
+    args = build_parser().parse_args(["train", *[a for k, v in MODEL_BASE.items() if k != name
+                                                 for a in (_flag(k), str(v))],
+                                      _flag(name), _cli_value(value), "--out", "x"])
+    assert _recipe(args)[0] == cfg
+    # the words: describe() (the report's header) changes with it; repr names it
+    before = MODEL_BASE.get(name, getattr(MLPConfig(), name))
+    assert describe(cfg) != describe(dataclasses.replace(cfg, **{name: before}))
+    assert f"{name}={value!r}" in repr(HookedMLP(cfg))
+    # the checkpoint, and hooked-mlp info (text and JSON)
+    path = tmp_path / "m.safetensors"
+    save(HookedMLP(cfg, seed=1), path)
+    assert load(path).cfg == cfg
+    assert main(["info", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["config"][name] == value
+    assert main(["info", str(path)]) == 0
+    assert f"{name}={value}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_VALUES))
+def test_the_c_kernel_refuses_a_structure_field_it_does_not_know(name):
+    from dataclasses import fields
+
+    from hooked_mlp.training.c_kernel import supports
+
+    role = {f.name: f.metadata["role"] for f in fields(MLPConfig)}[name]
+    verdict = supports(_model_cfg(name))
+    if role == "structure":
+        assert verdict is not None and name in verdict  # refused, naming the field
+    elif name not in ("p", "d_hidden"):
+        assert verdict is None  # a size or a label changes nothing the kernel computes
+
+
+@pytest.mark.parametrize("name", sorted(TRAIN_VALUES))
+def test_a_recipe_field_reaches_every_place(name, tmp_path, capsys):
+    from hooked_mlp import HookedMLP, load, save
+    from hooked_mlp.cli import _recipe, build_parser, main
+    from hooked_mlp.config import settings
+    from hooked_mlp.data import split_mask
+    from hooked_mlp.train_info import TrainInfo
+
+    value = TRAIN_VALUES[name]
+    tcfg = TrainConfig(**{name: value})
+    args = build_parser().parse_args(["train", _flag(name), _cli_value(value), "--out", "x"])
+    assert _recipe(args)[1] == tcfg
+    assert (name, value) in settings(tcfg, always=())
+    model = HookedMLP(MLPConfig(**MODEL_BASE))
+    model.train_info = TrainInfo(tcfg, split_mask(model.cfg, tcfg.train_frac,
+                                                  tcfg.effective_split_seed))
+    path = tmp_path / "m.safetensors"
+    save(model, path)
+    assert load(path).train_info.train_config == tcfg
+    assert main(["info", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["train_config"][name] == value
+    assert main(["info", str(path)]) == 0
+    shown = capsys.readouterr().out
+    words = {"split_seed": f"split seed {value}"}.get(name, f"{name}={value}")
+    assert words in shown
+
+
+def test_presets_and_recipe():
+    from hooked_mlp.config import PRESETS, recipe
+
+    assert recipe() == (MLPConfig(), TrainConfig())
+    cfg, tcfg = recipe("grokking", d_hidden=64, seed=3)
+    assert (cfg.p, cfg.d_hidden, tcfg.epochs, tcfg.weight_decay, tcfg.seed) == (47, 64, 5000,
+                                                                                2.0, 3)
+    assert tcfg == TrainConfig.grokking(seed=3)
+    assert MLPConfig(**TrainConfig.grokking_model()) == recipe("grokking")[0]
+    assert set(PRESETS) == {"study", "grokking"}
+    with pytest.raises(ValueError, match="unknown field 'widht': a recipe sets the fields of "):
+        recipe(widht=3)
+    with pytest.raises(ValueError, match="preset must be one of \\['study', 'grokking'\\]"):
+        recipe("grok")
+    with pytest.raises(ValueError, match="TrainConfig.lr must be"):
+        recipe("grokking", lr=-1.0)
