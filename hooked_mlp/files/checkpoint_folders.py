@@ -293,7 +293,8 @@ def _one_per_epoch(folder: Path, found: list[_Found], args: ImportOptions,
         by_epoch.setdefault(e.epoch, []).append(e)
     kept = []
     for epoch in sorted(by_epoch):
-        entries = sorted(by_epoch[epoch], key=lambda e: (not e.by_name, e.path.name))
+        entries = sorted(by_epoch[epoch], key=lambda e: (
+            not e.by_name, _VERSION.search(e.path.stem) is not None, e.path.name))
         first = entries[0]
         for other in entries[1:]:
             if not _same_weights(first.path, other.path, args):

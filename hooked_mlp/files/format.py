@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hooked_mlp.text import short
+from hooked_mlp.text import safe_text, short
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -72,12 +72,16 @@ Expected = dict[str, tuple[str, tuple[int, ...]]]  # tensor name -> (safetensors
 
 
 class CheckpointError(ValueError):
-    """A file that is missing, damaged, or not the checkpoint that was asked for."""
+    """A file that is missing, damaged, or not the checkpoint that was asked for.
+
+    `path` and `problem` are kept as given; the message shows the path with control and format
+    characters escaped (`hooked_mlp.text.safe_text`: a crafted file name cannot rewrite the
+    line it is printed on)."""
 
     def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
-        self.path = str(path)
+        self.path = os.fsdecode(path)
         self.problem = problem
-        super().__init__(f"{path}: {problem}")
+        super().__init__(f"{safe_text(self.path, 4096)}: {problem}")
 
 
 # --------------------------------------------------------------------------- atomic writes

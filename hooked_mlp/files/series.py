@@ -244,8 +244,8 @@ def _differences(theirs: Any, ours: Any) -> str:
     """`field=theirs where the model has ours` for the first fields two configs differ in."""
     differ = [f.name for f in fields(ours) if f.name != "device"
               and getattr(theirs, f.name) != getattr(ours, f.name)]
-    return ", ".join(f"{f}={getattr(theirs, f)!r} where the model has {getattr(ours, f)!r}"
-                     for f in differ[:4])
+    return ", ".join(f"{f}={getattr(theirs, f)!r} where the model has {f}="
+                     f"{getattr(ours, f)!r}" for f in differ[:4])
 
 
 # --------------------------------------------------------------------------- files
