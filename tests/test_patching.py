@@ -242,3 +242,30 @@ def test_patching_refuses_bad_arguments(shipped, deep, pairs):
     with pytest.raises(ValueError, match="sender_layer must be in \\[0, 0\\]"):
         c, k = _pairs(11, 5, 0)
         path_patching(deep, c, k, _label_logit(c, deep.cfg), sender_layer=1)
+
+
+# ------------------------------------------------------------------------------ the experiment
+def test_frequency_ablation_equals_ablating_by_hand(shipped, all_pairs_tokens):
+    from analyses.experiments.ablation import frequency_ablation
+    from analyses.groups import by_frequency
+
+    result = frequency_ablation(shipped, keep_k=[1, 5, 44])
+    groups = by_frequency(shipped)
+    labels = labels_of(all_pairs_tokens, shipped.cfg)
+    k = result.ranking[0]
+    mask = torch.ones(100)
+    mask[groups[k]] = 0
+    with torch.no_grad():
+        logits = shipped.run_with_hooks(all_pairs_tokens,
+                                        fwd_hooks=[(POST, lambda x, hook: x * mask)])
+    i = result.frequencies.index(k)
+    assert result.loss_without[i] == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits.double(), labels)), abs=1e-6)
+    assert result.loss_without[i] == max(result.loss_without)
+    assert result.acc_keep[-1] == result.acc and result.loss_keep[-1] == pytest.approx(
+        result.loss)  # every neuron has a frequency: keeping all 44 ablates nothing
+    assert result.acc_keep[0] < 0.1 < result.acc_keep[1] < result.acc_keep[2]
+    assert _no_hooks_left(shipped) and set(result.figures()) == {"ablation"}
+    with pytest.raises(ValueError, match="keep_k must be a non-empty list of integers in "
+                                         "\\[1, 44\\]"):
+        frequency_ablation(shipped, keep_k=[45])
