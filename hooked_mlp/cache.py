@@ -294,7 +294,17 @@ class MLPActivationCache(ActivationCache):
                 raise ValueError(f"cache entry {short(name)} is not a hook point of the model "
                                  f"(nor its gradient), so it could not be checked on load: "
                                  f"the hook points are {list(widths)}")
-        tensors = {f"cache.{name}": t for name, t in self.cache_dict.items()}
+        tensors, seen = {}, set()
+        for name, t in self.cache_dict.items():
+            t = t.detach()
+            storage = t.untyped_storage()
+            # safetensors refuses tensors that share memory: backward hands one gradient to
+            # both terms of a sum (hook_embed_a/b_grad and hook_pre_grad), and
+            # remove_batch_dim leaves views
+            if storage.data_ptr() in seen or storage.nbytes() != t.numel() * t.element_size():
+                t = t.clone()
+            seen.add(t.untyped_storage().data_ptr())
+            tensors[f"cache.{name}"] = t
         if self.tokens is not None:
             tensors["tokens"] = self.tokens.to(torch.int64)
         meta = {"kind": CACHE_KIND, "cache_version": CACHE_VERSION,
