@@ -32,6 +32,22 @@
 
 The metric is a function of the logits `[batch, p]` returning a scalar (a tensor or a float),
 e.g. `lambda logits: logits.gather(1, labels[:, None]).mean()`.
+
+TransformerLens's own `transformer_lens.patching`: its `generic_activation_patch` runs on a
+`HookedMLP` with an index over layers and neurons and a setter for `[batch, d_hidden]`
+activations, both given here (`tl_index_df`, `layer_neuron_patch_setter`,
+`layer_patch_setter`):
+
+    from transformer_lens.patching import generic_activation_patch
+    _, clean_cache = model.run_with_cache(clean)
+    out = generic_activation_patch(model, corrupt, clean_cache, metric,
+                                   layer_neuron_patch_setter, "post", index_df=tl_index_df(model))
+    # out [n_layers * d_hidden] == neuron_patching(...).values.flatten(), one run per neuron
+
+Its `get_act_patch_*` functions patch transformer components (`resid_pre`, `resid_mid`,
+`attn_out`, `mlp_out`, attention heads' `z`, `q`, `k`, `v`, patterns; `..._block_every`,
+`..._direct_path`): an MLP has none of those hook points, and their "pos" axis is dimension 1,
+which here is the neuron axis, so they cannot apply (see the notes of issue 21 for the list).
 """
 
 from __future__ import annotations
@@ -55,7 +71,8 @@ from analyses._common import (
 )
 
 __all__ = ["HOW", "PatchingResult", "PathPatchingResult", "ablate", "attribution_patching",
-           "neuron_patching", "path_patching"]
+           "layer_neuron_patch_setter", "layer_patch_setter", "neuron_patching", "path_patching",
+           "tl_index_df"]
 
 HOW = ("zero", "mean", "resample")
 MAX_ROWS = 1 << 16  # rows of one batched forward in the patching sweeps
@@ -170,6 +187,36 @@ def ablate(model: Any, neurons: Sequence[int] | Tensor, how: str = "zero", layer
     finally:
         if handle is not None:
             handle.remove()
+
+
+# ----------------------------------------------------------------------------- TL's patching
+def tl_index_df(model: Any, layers: Sequence[int] | None = None,
+                neurons: Sequence[int] | None = None) -> Any:
+    """The `index_df` (a pandas DataFrame with columns `layer`, `neuron`: every neuron of every
+    layer of `layers`, default all) that `transformer_lens.patching.generic_activation_patch`
+    takes for a `HookedMLP` with `layer_neuron_patch_setter` (its own default index reads
+    attention heads and positions, which an MLP has not)."""
+    import pandas as pd
+
+    check_model(model)
+    chosen = _layers(model, layers)
+    cols = check_neurons(neurons, model.cfg.d_hidden)
+    return pd.DataFrame([(layer, n) for layer in chosen for n in cols],
+                        columns=["layer", "neuron"])
+
+
+def layer_neuron_patch_setter(corrupted: Tensor, index: Sequence[int], clean: Tensor) -> Tensor:
+    """TL's patch setter for one neuron of a `[batch, d_hidden]` activation: `index` is
+    `(layer, neuron)` (a row of `tl_index_df`)."""
+    _, neuron = index
+    corrupted[:, neuron] = clean[:, neuron]
+    return corrupted
+
+
+def layer_patch_setter(corrupted: Tensor, index: Sequence[int], clean: Tensor) -> Tensor:
+    """TL's patch setter for a whole layer's `[batch, d_hidden]` activation (`index` =
+    `(layer,)`: `tl_index_df`'s layers, e.g. `make_df_from_ranges([n_layers], ["layer"])`)."""
+    return clean.clone()
 
 
 # ----------------------------------------------------------------------------- results

@@ -269,3 +269,36 @@ def test_frequency_ablation_equals_ablating_by_hand(shipped, all_pairs_tokens):
     with pytest.raises(ValueError, match="keep_k must be a non-empty list of integers in "
                                          "\\[1, 44\\]"):
         frequency_ablation(shipped, keep_k=[45])
+
+
+# --------------------------------------------------------------------------- TL's own patching
+def test_tl_generic_activation_patch_runs_on_a_hooked_mlp(deep):
+    from transformer_lens.patching import generic_activation_patch, make_df_from_ranges
+
+    from analyses.patching import layer_neuron_patch_setter, layer_patch_setter, tl_index_df
+
+    clean, corrupt = _pairs(11, 30, 5)
+    metric = _label_logit(clean, deep.cfg)
+    _, clean_cache = deep.run_with_cache(clean)
+    out = generic_activation_patch(deep, corrupt, clean_cache, metric,
+                                   layer_neuron_patch_setter, "post", index_df=tl_index_df(deep))
+    ours = neuron_patching(deep, clean, corrupt, metric)
+    torch.testing.assert_close(out.double(), ours.values.flatten(), rtol=0, atol=1e-5)
+    whole = generic_activation_patch(deep, corrupt, clean_cache, metric, layer_patch_setter,
+                                     "post", index_df=make_df_from_ranges([2], ["layer"]))
+    assert float(whole[1]) == pytest.approx(ours.clean, abs=1e-5)  # the last layer is all of it
+    assert list(tl_index_df(deep, layers=[1], neurons=[0, 5]).itertuples(index=False)) == [
+        (1, 0), (1, 5)]
+
+
+def test_tl_transformer_patching_functions_cannot_apply(deep):
+    """They read attention heads and hook points an MLP has not: documented, and they fail
+    rather than patching something silently."""
+    from transformer_lens import patching
+
+    clean, corrupt = _pairs(11, 8, 6)
+    _, clean_cache = deep.run_with_cache(clean)
+    for fn in (patching.get_act_patch_mlp_out, patching.get_act_patch_resid_pre,
+               patching.get_act_patch_attn_out):
+        with pytest.raises(AttributeError, match="no n_heads: a HookedMLP has no attention"):
+            fn(deep, corrupt, clean_cache, lambda lg: lg.mean())
