@@ -111,7 +111,7 @@ def write_run(folder: Path, p: int = 23, d_mlp: int = 64, act: str = "ReLU",
         opt.step()
         opt.zero_grad()
         if epoch % save_every == 0:
-            torch.save({"model": model.state_dict(), "train_loss": float(loss), "epoch": epoch},
+            torch.save({"model": model.state_dict(), "train_loss": losses[-1], "epoch": epoch},
                        folder / f"{epoch}.pth")
             epochs.append(epoch)
     torch.save({"model": model.state_dict(), "train_losses": losses, "epoch": num_epochs,

@@ -197,6 +197,21 @@ def test_files_that_are_not_checkpoints_are_skipped_and_listed(tmp_path):
     assert "epoch_15.pt (a pickle (never unpickled))" in line
 
 
+@pytest.mark.parametrize("embed", ["one_hot", "learned"])
+def test_a_published_run_folder_with_its_splits_loads(tmp_path, embed):
+    from _published import write_run
+
+    run = write_run(tmp_path / "run", p=7, d_mlp=8, embed=embed, d_model=5, num_epochs=30,
+                    save_every=10)
+    series = load_snapshots(run.folder, activation="relu")
+    assert series.epochs == [0, 10, 20, 30]  # final.pth records epoch 30
+    assert series.files[-1].name == "final.pth"
+    split = ("this file holds a tuple, not a state dict (a mapping of names to tensors)")
+    assert sorted(series.skipped) == [("test_data.pth", split), ("train_data.pth", split)]
+    pairs = torch.cartesian_prod(torch.arange(7), torch.arange(7))
+    torch.testing.assert_close(series[-1](pairs), run.model(pairs), rtol=1e-5, atol=1e-5)
+
+
 def test_a_folder_of_two_models_is_one_clear_error(tmp_path):
     torch.save(_sequential(p=7, seed=0), tmp_path / "epoch_0.pt")
     torch.save(_sequential(p=7, seed=1), tmp_path / "epoch_1.pt")
