@@ -113,3 +113,19 @@ def test_their_stage_detector_beside_the_phase_finder(shipped):
     both = compare_stages(h, find_phases(h, [], {}))
     assert both["he_memorisation_end"] <= both["memorisation_end"]  # 95 % comes before 99 %
     assert both["he_generalisation"] is not None
+
+
+def test_the_he2026_experiment_and_its_section(shipped):
+    from types import SimpleNamespace
+
+    from analyses.experiments.he2026 import he2026_section
+    from analyses.pages.render import render
+    from analyses.views import figure_png
+
+    result = he2026_section(SimpleNamespace(models=[shipped], labels=["seed 0"]))
+    assert result.swap[0]["quad"] > 0.97 and result.stages[0]["he_generalisation"] is not None
+    assert "even activations keep" in result.summary()
+    html = render("sections/he2026.html.j2", section=SimpleNamespace(
+        key="he2026", anchor="he2026", title="He et al."), result=result, error=None,
+        figures={k: figure_png(v) for k, v in result.figures().items()})
+    assert html.count("<img") == 2 and "even activations keep" in html
