@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from hooked_mlp.files.format import CheckpointError
     from hooked_mlp.files.importers import import_mlp, load_linear_state_dict
     from hooked_mlp.files.series import load_snapshots
+    from hooked_mlp.files.sweeps import load_sweep_model
+    from hooked_mlp.jobs import resume_sweep, sweep
     from hooked_mlp.model import HookedMLP
     from hooked_mlp.train_info import TrainInfo
     from hooked_mlp.training import train, train_many
@@ -44,6 +46,9 @@ _LAZY = {
     "import_mlp": "hooked_mlp.files.importers",
     "load_linear_state_dict": "hooked_mlp.files.importers",
     "load_snapshots": "hooked_mlp.files.series",
+    "load_sweep_model": "hooked_mlp.files.sweeps",
+    "sweep": "hooked_mlp.jobs",
+    "resume_sweep": "hooked_mlp.jobs",
 }
 
 __all__ = [  # noqa: RUF022 - grouped by module
@@ -51,6 +56,7 @@ __all__ = [  # noqa: RUF022 - grouped by module
     "train", "train_many", "train_run", "resume_run", "TrainingDivergedError", "RunLockedError",
     "save", "load", "load_pretrained", "pretrained_seeds", "CheckpointError",
     "import_mlp", "load_linear_state_dict", "load_snapshots",
+    "sweep", "resume_sweep", "load_sweep_model",
 ]
 __version__ = "0.2.0"
 

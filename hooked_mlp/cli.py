@@ -7,6 +7,8 @@
     hooked-mlp info [PATH ...]                              what a checkpoint holds
     hooked-mlp report [--model PATH ...] [--out DIR]        the reproduction report
     hooked-mlp probe NAME [--model PATH]                    run a probe (plugin) on a model
+    hooked-mlp sweep --grid weight_decay=0.1,1 --grid train_frac=0.3,0.6 --seeds 0-1 --out S
+                                                            a population of runs, phase diagram
 
 Heavy libraries are imported inside the commands, so `--help` answers at once. Every error is
 printed as one line on stderr and the exit status is non-zero (2 for a bad command line, 1 for
@@ -235,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="for other codebases' checkpoints: their operation (default add)")
     dyn.add_argument("--threads", type=_threads, default=None, help="CPU threads (default 1)")
     _add_questions_parser(sub)
+    _add_sweep_parser(sub)
     return parser
 
 
@@ -423,9 +426,141 @@ def _cmd_questions(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- sweep
+def _add_sweep_parser(sub: Any) -> None:
+    sw = sub.add_parser("sweep", help="train a grid of recipes (stacked) and draw its phase "
+                        "diagram (results/*.parquet, sweep.html)",
+                        description="Train every cell of a grid over model and recipe fields "
+                        "for each seed into --out: one Parquet part and one stacked weights file "
+                        "per group of runs, and the phase diagram sweep.html. The model and "
+                        "recipe flags of `train` set every field the grid does not.")
+    _add_recipe_flags(sw)
+    g = sw.add_argument_group("sweep")
+    g.add_argument("--grid", action="append", default=None, metavar="FIELD=V1,V2,...",
+                   help="an axis: a field of the model or recipe and its values (repeat for "
+                   "several axes; cells are their product)")
+    g.add_argument("--out", type=Path, default=None, help="the sweep folder (created)")
+    g.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                   help="continue the interrupted sweep in DIR with its own spec")
+    g.add_argument("--page", type=Path, default=None, metavar="DIR",
+                   help="rebuild DIR/sweep.html from DIR's results (trains nothing)")
+    g.add_argument("--axes", default=None, metavar="X,Y",
+                   help="the two axes of the phase diagram (default: the first two)")
+    g.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (default: this machine's cores) or ray (a Ray cluster)")
+    g.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="the Ray cluster's address (with --engine ray; default: start a local "
+                   "Ray instance)")
+    g.add_argument("--workers", type=_threads, default=None, metavar="N",
+                   help="local processes (default: one per core); with Ray, the CPUs of one "
+                   "task are the cores divided by N")
+    g.add_argument("--snapshots", default=None, metavar="SPEC",
+                   help="keep each run's weights at chosen epochs (log:N, every:K, or a list), "
+                   "a run folder per cell under DIR/snapshots for hooked-mlp dynamics")
+    g.add_argument("--device", default=None, help="cpu (default), cuda or cuda:N")
+    g.add_argument("--backend", choices=("auto", "c", "torch"), default=None,
+                   help="the trainer's backend (default auto)")
+    g.add_argument("--recipe", choices=tuple(PRESETS), default=None,
+                   help="the preset the fixed values start from (default study)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def parse_grid_flags(flags: Sequence[str]) -> dict[str, list[Any]]:
+    """`["weight_decay=0.1,1", "train_frac=0.3,0.6"]` as `{field: [values]}`, each value read as
+    its field's kind (a number, an integer, true/false, a name); a bad one names the axis."""
+    from hooked_mlp.training.sweep import AXIS_FIELDS
+
+    readers: dict[str, Any] = {"float": float, "int": int, "bool": _bool, "str": str}
+    words = {"float": "a number", "int": "an integer", "bool": "true or false", "str": "a name",
+             "int|None": "an integer or none"}
+    grid: dict[str, list[Any]] = {}
+    for flag in flags:
+        name, eq, text = flag.partition("=")
+        name = name.strip().replace("-", "_")
+        if not eq or not name or not text.strip():
+            raise CommandLineError(f"sweep: --grid {_quote(flag)}: expected FIELD=V1,V2,... "
+                                   "(e.g. --grid weight_decay=0.1,1,2)")
+        if name in grid:
+            raise CommandLineError(f"sweep: --grid names the axis {name!r} twice")
+        if name not in AXIS_FIELDS:
+            if name in ("seed", "seeds"):
+                raise CommandLineError("sweep: seeds are given by --seeds, not as a --grid axis")
+            raise CommandLineError(f"sweep: --grid {name!r} is not a field of the model or "
+                                   f"recipe; the fields are {', '.join(sorted(AXIS_FIELDS))}")
+        kind = AXIS_FIELDS[name][1]
+        values = []
+        for part in text.split(","):
+            part = part.strip()
+            try:
+                if kind == "int|None":
+                    values.append(None if part.lower() == "none" else int(part))
+                else:
+                    values.append(readers[kind](part))
+            except (ValueError, argparse.ArgumentTypeError, KeyError):
+                raise CommandLineError(f"sweep: --grid {name}: {_quote(part)} is not "
+                                       f"{words.get(kind, kind)}") from None
+        grid[name] = values
+    return grid
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from hooked_mlp.jobs import resume_sweep, sweep, sweep_page
+
+    progress = not args.no_progress and sys.stderr.isatty()
+    axes = None if args.axes is None else [a.strip() for a in args.axes.split(",")]
+    if axes is not None and len(axes) != 2:
+        raise CommandLineError(f"sweep: --axes takes two axis names X,Y, got {_quote(args.axes)}")
+    modes = [flag for flag, v in (("--out", args.out), ("--resume", args.resume),
+                                  ("--page", args.page)) if v is not None]
+    if len(modes) != 1:
+        raise CommandLineError("sweep: give one of --out DIR (a new sweep), --resume DIR or "
+                               f"--page DIR{'' if not modes else ', not ' + ' and '.join(modes)}")
+    recipe_given = [flag for flag, _, name, _, _, _ in recipe_flags()
+                    if getattr(args, name) is not None]
+    recipe_given += [flag for flag, v in (("--grid", args.grid), ("--seed", args.seed),
+                                          ("--seeds", args.seeds), ("--recipe", args.recipe),
+                                          ("--split-seed", args.split_seed),
+                                          ("--snapshots", args.snapshots),
+                                          ("--backend", args.backend)) if v is not None]
+    run_flags = [flag for flag, v in (("--engine", None if args.engine == "local" else 1),
+                                      ("--ray-address", args.ray_address),
+                                      ("--workers", args.workers), ("--device", args.device))
+                 if v is not None]
+    if args.page is not None:
+        if recipe_given or run_flags:
+            raise CommandLineError(f"sweep: --page only redraws the page; drop "
+                                   f"{', '.join(recipe_given + run_flags)}")
+        print(f"wrote {sweep_page(args.page, axes)}")
+        return 0
+    engine = {"engine": args.engine, "workers": args.workers, "device": args.device or "cpu",
+              "ray_address": args.ray_address, "progress": progress, "page": True,
+              "page_axes": axes}
+    if args.resume is not None:
+        if recipe_given:
+            raise CommandLineError(f"sweep: --resume continues a sweep with its own spec; drop "
+                                   f"{', '.join(recipe_given)}")
+        folder, table = args.resume, resume_sweep(args.resume, **engine)
+    else:
+        if not args.grid:
+            raise CommandLineError("sweep: give at least one axis, --grid FIELD=V1,V2,...")
+        if args.seed is not None and args.seeds is not None:
+            raise CommandLineError("sweep: give --seed or --seeds, not both")
+        grid = parse_grid_flags(args.grid)
+        cfg, tcfg = _recipe(args)
+        seeds = args.seeds if args.seeds is not None else [tcfg.seed]
+        folder = args.out
+        table = sweep(grid, seeds, model=cfg, recipe=tcfg, out=folder,
+                      snapshots=args.snapshots, backend=args.backend or "auto",
+                      command=shlex.join([PROG, *args.argv]), **engine)
+    counts = table["phase"].value_counts().to_dict() if "phase" in table else {}
+    phases = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    print(f"{folder}: {len(table)} runs ({phases}); wrote {Path(folder) / 'sweep.html'}")
+    return 0
+
+
 COMMANDS = {"train": _cmd_train, "dynamics": _cmd_dynamics, "info": _cmd_info,
             "report": _cmd_report,
-            "probe": _cmd_probe, "questions": _cmd_questions}
+            "probe": _cmd_probe, "questions": _cmd_questions, "sweep": _cmd_sweep}
 
 
 

@@ -30,7 +30,7 @@ def sweep(grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]],
           workers: int | None = None, device: str = "cpu", ray_address: str | None = None,
           snapshots: str | Sequence[int] | None = None, backend: str = "auto",
           threshold: float = 0.9, gap: int = 1000, group_size: int | None = None,
-          resume: bool = False, progress: bool = True, page: bool = False,
+          resume: bool = False, progress: bool = True, page: bool = True,
           page_axes: Sequence[str] | None = None, command: str | None = None) -> pd.DataFrame:
     """Train every cell of `grid` (a dict `{field: [values]}` over any `MLPConfig` or
     `TrainConfig` field, or a list of explicit cells `[{field: value}, ...]`) for each seed,
@@ -45,7 +45,8 @@ def sweep(grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]],
     `gap` are Liu et al.'s rule for the phase (`analyses.experiments.sweep`). `resume=True`
     continues an interrupted sweep of the same spec in `out` (a different spec or code version
     is refused). `group_size`: runs per group (a task, a results part); default 64.
-    The sweep page (`page=True`) needs `analyses.pages.sweep`, which has not landed yet.
+    With `page` (the default) the phase diagrams are written to `out/sweep.html`
+    (`analyses.pages.sweep`); `page_axes` names its two axes (default the first two).
     """
     from analyses.experiments.sweep import SweepMeasures
     from hooked_mlp.training.sweep import DEFAULT_GROUP_SIZE, make_spec
@@ -62,7 +63,7 @@ def sweep(grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]],
 
 def resume_sweep(folder: str | Path, *, engine: str = "local", workers: int | None = None,
                  device: str = "cpu", ray_address: str | None = None, progress: bool = True,
-                 page: bool = False, page_axes: Sequence[str] | None = None) -> pd.DataFrame:
+                 page: bool = True, page_axes: Sequence[str] | None = None) -> pd.DataFrame:
     """Continue the sweep in `folder` with its own spec (`sweep.json`): only the groups without
     results are trained; then the page is written and the whole table returned. Refuses a folder
     that holds no sweep, and one written by other code."""

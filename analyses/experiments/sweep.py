@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import Tensor
 
 from analyses._common import fourier_structure
@@ -136,3 +137,104 @@ def has_fourier_structure(cfg: MLPConfig) -> bool:
     """Whether a member's neurons have residue Fourier structure to count (see the module)."""
     return (cfg.n_layers == 1 and cfg.input_encoding == "one_hot"
             and fourier_structure(cfg) is None)
+
+
+# --------------------------------------------------------------------------- the diagram
+@dataclass(frozen=True)
+class PhaseDiagram:
+    """A sweep's results over two axes, seeds aggregated, one panel per value of the other
+    axes (`facets`). Each panel's arrays are `[len(y_values), len(x_values)]`, NaN (or None)
+    where the sweep has no run: `phase` the majority phase of the cell's seeds (ties go to
+    the phase listed first in `PHASES`, then `diverged`), `grokked` the share of its seeds that
+    grokked, `val_acc` their mean final validation accuracy, `grok_epoch` their median grok
+    epoch (over the seeds that reached it), `n` the seeds counted."""
+
+    x: str
+    y: str | None
+    x_values: list[Any]
+    y_values: list[Any]
+    facets: list[dict[str, Any]]
+    phase: list[list[list[str | None]]]
+    grokked: list[np.ndarray]
+    val_acc: list[np.ndarray]
+    grok_epoch: list[np.ndarray]
+    n: list[np.ndarray]
+
+    def counts(self) -> dict[str, int]:
+        """Cells (not runs) of each majority phase, over every panel."""
+        out: dict[str, int] = {}
+        for panel in self.phase:
+            for row in panel:
+                for p in row:
+                    if p is not None:
+                        out[p] = out.get(p, 0) + 1
+        return out
+
+
+def _ordered(values: Sequence[Any]) -> list[Any]:
+    uniq = list(dict.fromkeys(values))
+    try:
+        return sorted(uniq)
+    except TypeError:  # mixed kinds (None among numbers): the order they came in
+        return uniq
+
+
+def majority_phase(phases: Sequence[str | None]) -> str | None:
+    """The most common phase of some runs (ties: the first in `PHASES`, then diverged)."""
+    order = [*PHASES, DIVERGED]
+    counted = [p for p in phases if p is not None]
+    if not counted:
+        return None
+    return max(order, key=lambda p: (counted.count(p), -order.index(p))) if any(
+        p in order for p in counted) else counted[0]
+
+
+def phase_diagram(table: Any, axes: Sequence[str], x: str | None = None,
+                  y: str | None = None) -> PhaseDiagram:
+    """The phase diagram of a results `table` (a pandas DataFrame, `read_results`) whose
+    axes are `axes` (in order), over `x` and `y` (default: the first two axes; one axis gives
+    one row), with the remaining axes as facets."""
+    axes = list(axes)
+    if not axes:
+        raise ValueError("a phase diagram needs at least one axis; this sweep has none")
+    x = axes[0] if x is None else x
+    y = (axes[1] if len(axes) > 1 else None) if y is None else y
+    for name, value in (("x", x), ("y", y)):
+        if value is not None and value not in axes:
+            raise ValueError(f"phase diagram axis {name}={value!r} is not an axis of this "
+                             f"sweep; its axes are {axes}")
+    if x == y:
+        raise ValueError(f"the phase diagram's two axes must differ, got {x!r} twice")
+    rows = table.to_dict("records")
+    xs = _ordered([r[x] for r in rows])
+    ys = _ordered([r[y] for r in rows]) if y is not None else [None]
+    others = [a for a in axes if a not in (x, y)]
+    facets = [dict(zip(others, key, strict=True)) for key in
+              dict.fromkeys(tuple(r[a] for a in others) for r in rows)]
+    out: dict[str, list[Any]] = {k: [] for k in ("phase", "grokked", "val_acc", "grok", "n")}
+    for facet in facets:
+        shape = (len(ys), len(xs))
+        phase = [[None] * len(xs) for _ in ys]
+        grokked, val, grok, n = (np.full(shape, np.nan) for _ in range(4))
+        cells: dict[tuple[int, int], list[dict[str, Any]]] = {}
+        for r in rows:
+            if all(r[a] == v for a, v in facet.items()):
+                cells.setdefault((ys.index(r[y]) if y is not None else 0, xs.index(r[x])),
+                                 []).append(r)
+        for (i, j), runs in cells.items():
+            phase[i][j] = majority_phase([r["phase"] for r in runs])
+            n[i, j] = len(runs)
+            grokked[i, j] = sum(r["phase"] == "grokking" for r in runs) / len(runs)
+            accs = [r["val_acc"] for r in runs if _finite(r["val_acc"])]
+            val[i, j] = float(np.mean(accs)) if accs else np.nan
+            epochs = [r["grok_epoch"] for r in runs if _finite(r["grok_epoch"])]
+            grok[i, j] = float(np.median(epochs)) if epochs else np.nan
+        for k, v in (("phase", phase), ("grokked", grokked), ("val_acc", val),
+                     ("grok", grok), ("n", n)):
+            out[k].append(v)
+    return PhaseDiagram(x, y, xs, ys, facets, out["phase"], out["grokked"], out["val_acc"],
+                        out["grok"], out["n"])
+
+
+def _finite(v: Any) -> bool:
+    return v is not None and isinstance(v, (int, float, np.number)) and math.isfinite(v)
