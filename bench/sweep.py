@@ -1,0 +1,145 @@
+"""Issue 19's speed goals: a sweep against the loop of `train_many` per cell a user writes,
+timed side by side in one run; the compute floor; the 1,024-run phase diagram.
+
+    .venv/bin/python bench/sweep.py                     # the 32-run grid (about 2-4 minutes)
+    .venv/bin/python bench/sweep.py --epochs 1000       # the same grid, shorter
+    .venv/bin/python bench/sweep.py --diagram           # also the 1,024-run diagram (<= 10 min)
+
+The grid: p = 31, 128 ReLU neurons, full batch, lr 0.01, weight decay {0.1, 0.5, 1, 2} x train
+fraction {0.3, 0.4, 0.5, 0.7} x 2 seeds, 5000 epochs. The baseline is the hand loop: one
+`train_many(cfg, tcfg, seeds=[0, 1])` per cell. The sweep is `hooked_mlp.sweep` on the same
+spec (its page off, as the loop has none), on this machine's cores. Each is run `--repeats`
+times, alternating, and the medians compared; the two tables of final accuracies are checked
+equal run by run.
+
+The compute floor counts the dense matrix FLOPs of one run-epoch (forward and backward over the
+training pairs, and the forward pass over all p^2 pairs that measures validation accuracy) and
+divides by the GFLOP/s this machine's torch matmul reaches on the same shapes with the same
+threads; the report says how far each timing is from it. The count is that of dense layers
+(one-hot inputs times `W_in` as a matrix product): the trainers gather the two input columns
+instead, so a timing can come near or below this floor; it bounds what dense arithmetic could
+do, not what a gather does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import machine, median
+
+WDS = [0.1, 0.5, 1.0, 2.0]
+FRACS = [0.3, 0.4, 0.5, 0.7]
+
+
+def hand_loop(cfg, tcfg, seeds):
+    """What a user writes today: one train_many per cell; returns {(wd, frac, seed): val_acc}."""
+    from dataclasses import replace
+
+    from hooked_mlp import train_many
+
+    out = {}
+    for wd in WDS:
+        for frac in FRACS:
+            t = replace(tcfg, weight_decay=wd, train_frac=frac)
+            for seed, (model, _) in zip(seeds, train_many(cfg, t, seeds, progress=False),
+                                              strict=True):
+                out[(wd, frac, seed)] = model.train_info.metrics["val_acc"]
+    return out
+
+
+def with_sweep(cfg, tcfg, seeds, folder):
+    from hooked_mlp import sweep
+
+    table = sweep({"weight_decay": WDS, "train_frac": FRACS}, seeds, model=cfg, recipe=tcfg,
+                  out=folder, progress=False, page=False)
+    return {(r.weight_decay, r.train_frac, r.seed): r.val_acc for r in table.itertuples()}
+
+
+def floor_seconds(p: int, h: int, fracs: list[float], n_seeds: int, epochs: int) -> tuple[float,
+                                                                                         float]:
+    """(FLOPs of the whole grid, seconds at this machine's matmul rate on these shapes)."""
+    import torch
+
+    from hooked_mlp.data import n_train_pairs
+
+    flops = 0.0
+    for frac in fracs:
+        n = n_train_pairs(p * p, frac)
+        per_epoch = 6 * n * (2 * p * h + h * p) + 2 * p * p * (2 * p * h + h * p)
+        flops += per_epoch * epochs * n_seeds * len(WDS)
+    torch.set_num_threads(os.cpu_count() or 1)
+    a, b = torch.randn(p * p, 2 * p), torch.randn(2 * p, h)
+    c = torch.randn(h, p)
+    for _ in range(20):
+        (a @ b) @ c
+    reps, t0 = 200, time.perf_counter()
+    for _ in range(reps):
+        (a @ b) @ c
+    dt = (time.perf_counter() - t0) / reps
+    gflops = 2 * p * p * (2 * p * h + h * p) / dt / 1e9
+    return flops, flops / (gflops * 1e9)
+
+
+def diagram(n: int, epochs: int, folder: Path) -> None:
+    import numpy as np
+
+    from hooked_mlp import MLPConfig, TrainConfig, sweep
+
+    grid = {"weight_decay": [float(x) for x in np.round(np.geomspace(0.01, 10, n), 4)],
+            "train_frac": [float(x) for x in np.round(np.linspace(0.2, 0.8, n), 4)]}
+    t0 = time.perf_counter()
+    table = sweep(grid, [0], model=MLPConfig(p=23, d_hidden=48),
+                  recipe=TrainConfig(epochs=epochs, batch_size=4096, lr=0.01), out=folder,
+                  progress=False, page=True)
+    dt = time.perf_counter() - t0
+    counts = table["phase"].value_counts().to_dict()
+    print(f"diagram: {len(table)} runs (p=23, 48 neurons, {epochs} epochs, {n}x{n} weight decay "
+          f"x train fraction, 1 seed) in {dt:.1f} s with the page "
+          f"({(folder / 'sweep.html').stat().st_size / 1e6:.2f} MB); phases {counts}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--epochs", type=int, default=5000)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--diagram", action="store_true", help="also the 1,024-run diagram")
+    ap.add_argument("--diagram-size", type=int, default=32)
+    ap.add_argument("--diagram-epochs", type=int, default=2000)
+    args = ap.parse_args()
+    from hooked_mlp import MLPConfig, TrainConfig
+
+    print(f"machine: {machine()}; load {os.getloadavg()[0]:.2f}")
+    cfg = MLPConfig(p=31, d_hidden=128)
+    tcfg = TrainConfig(epochs=args.epochs, batch_size=4096, lr=0.01)
+    seeds = [0, 1]
+    times: dict[str, list[float]] = {"loop": [], "sweep": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(args.repeats):
+            t0 = time.perf_counter()
+            a = hand_loop(cfg, tcfg, seeds)
+            times["loop"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            b = with_sweep(cfg, tcfg, seeds, Path(tmp) / f"S{k}")
+            times["sweep"].append(time.perf_counter() - t0)
+        worst = max(abs(a[key] - b[key]) for key in a)
+        loop, sw = median(times["loop"]), median(times["sweep"])
+        flops, floor = floor_seconds(31, 128, FRACS, len(seeds), args.epochs)
+        print(f"32-run grid (p=31, 128 neurons, full batch, {args.epochs} epochs): loop of "
+              f"train_many {loop:.1f} s, sweep {sw:.1f} s: {loop / sw:.2f}x "
+              f"(medians of {args.repeats}; largest val_acc difference {worst:.1e})")
+        print(f"compute floor: {flops / 1e9:.1f} GFLOP in all, {floor:.1f} s at this machine's "
+              f"matmul rate on these shapes; sweep at {sw / floor:.1f}x the floor, loop at "
+              f"{loop / floor:.1f}x; load {os.getloadavg()[0]:.2f}")
+        if args.diagram:
+            diagram(args.diagram_size, args.diagram_epochs, Path(tmp) / "D")
+
+
+if __name__ == "__main__":
+    main()
