@@ -1,6 +1,7 @@
 """Sweeps from the command line and their page (issue 19): one line per refusal, the page lists
 every run, the phase diagram aggregates seeds."""
 
+import json
 import math
 
 import pandas as pd
@@ -111,3 +112,18 @@ def test_the_diagram_takes_the_majority_phase_and_the_share_that_grokked():
     assert math.isnan(d.grok_epoch[0][0, 0]) and d.val_acc[0][0, 0] == pytest.approx(0.6)
     with pytest.raises(ValueError, match="not an axis"):
         phase_diagram(pd.DataFrame(rows), ["weight_decay"], x="lr")
+
+
+def test_with_snapshots_dynamics_works_on_any_cell(tmp_path, capsys):
+    out = tmp_path / "S"
+    rc, _, err = _run(capsys, "sweep", "--grid", "weight_decay=0.1,1", "--seeds", "0-1",
+                      "--snapshots", "log:6", *TINY, "--out", str(out))
+    assert rc == 0, err
+    for wd, seed in (("0.1", "1"), ("1.0", "0")):  # any cell, any seed
+        cell = out / "snapshots" / f"weight_decay={wd}"
+        rc, _, err = _run(capsys, "dynamics", str(cell), "--seed", seed,
+                          "--out", str(tmp_path / f"D{wd}-{seed}"))
+        assert rc == 0, err
+        data = json.loads((tmp_path / f"D{wd}-{seed}" / "dynamics.json").read_text())
+        assert data["source"].endswith(f"weight_decay={wd}/snapshots-seed-{seed}.safetensors")
+        assert data["epochs"][0] == 0 and data["epochs"][-1] == 30
