@@ -12,13 +12,9 @@ spec (its page off, as the loop has none), on this machine's cores. Each is run 
 times, alternating, and the medians compared; the two tables of final accuracies are checked
 equal run by run.
 
-The compute floor counts the dense matrix FLOPs of one run-epoch (forward and backward over the
-training pairs, and the forward pass over all p^2 pairs that measures validation accuracy) and
-divides by the GFLOP/s this machine's torch matmul reaches on the same shapes with the same
-threads; the report says how far each timing is from it. The count is that of dense layers
-(one-hot inputs times `W_in` as a matrix product): the trainers gather the two input columns
-instead, so a timing can come near or below this floor; it bounds what dense arithmetic could
-do, not what a gather does.
+The compute floor counts the matrix products one run-epoch needs (`floor_seconds` says which)
+and divides by the GFLOP/s this machine's torch matmul reaches on that shape with all cores;
+the script says how far each timing is from it.
 """
 
 from __future__ import annotations
@@ -62,9 +58,16 @@ def with_sweep(cfg, tcfg, seeds, folder):
     return {(r.weight_decay, r.train_frac, r.seed): r.val_acc for r in table.itertuples()}
 
 
-def floor_seconds(p: int, h: int, fracs: list[float], n_seeds: int, epochs: int) -> tuple[float,
-                                                                                         float]:
-    """(FLOPs of the whole grid, seconds at this machine's matmul rate on these shapes)."""
+def floor_seconds(p: int, h: int, fracs: list[float], n_seeds: int, epochs: int,
+                  threads: int) -> tuple[float, float, float]:
+    """(FLOPs the grid needs, this machine's GFLOP/s on its largest product, the seconds that
+    makes). Per run-epoch: the output layer's three products over the training pairs (forward,
+    the gradient of W_out, the gradient of the hidden layer: 6 N h p; the training accuracy
+    comes from that forward pass), and its forward product over the other p^2 - N pairs for
+    the validation accuracy (2 (p^2 - N) h p). The first layer of one-hot
+    inputs is a gather of two columns of W_in (and its gradient a scatter of N rows): no
+    products, left out, as are the elementwise steps (ReLU, softmax, AdamW), which make the
+    floor a lower bound."""
     import torch
 
     from hooked_mlp.data import n_train_pairs
@@ -72,19 +75,17 @@ def floor_seconds(p: int, h: int, fracs: list[float], n_seeds: int, epochs: int)
     flops = 0.0
     for frac in fracs:
         n = n_train_pairs(p * p, frac)
-        per_epoch = 6 * n * (2 * p * h + h * p) + 2 * p * p * (2 * p * h + h * p)
-        flops += per_epoch * epochs * n_seeds * len(WDS)
-    torch.set_num_threads(os.cpu_count() or 1)
-    a, b = torch.randn(p * p, 2 * p), torch.randn(2 * p, h)
-    c = torch.randn(h, p)
-    for _ in range(20):
-        (a @ b) @ c
-    reps, t0 = 200, time.perf_counter()
-    for _ in range(reps):
-        (a @ b) @ c
-    dt = (time.perf_counter() - t0) / reps
-    gflops = 2 * p * p * (2 * p * h + h * p) / dt / 1e9
-    return flops, flops / (gflops * 1e9)
+        flops += (6 * n * h * p + 2 * (p * p - n) * h * p) * epochs * n_seeds * len(WDS)
+    torch.set_num_threads(threads)
+    a, b = torch.randn(p * p, h), torch.randn(h, p)
+    times = []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        for _ in range(100):
+            a @ b
+        times.append((time.perf_counter() - t0) / 100)
+    gflops = 2 * p * p * h * p / median(times) / 1e9
+    return flops, gflops, flops / (gflops * 1e9)
 
 
 def diagram(n: int, epochs: int, folder: Path) -> None:
