@@ -27,6 +27,22 @@ symmetricity is >= 0.98 and the distance irrelevance < 0.6; `clock` when the sym
 < 0.98 and the distance irrelevance >= 0.6; `neither` otherwise. For `a - b` the roles of the
 sum and the difference swap (`b -> -b` turns it into addition): the distance is `a + b` and the
 gradient of `b` is compared at residue `-r` with that of `a` at `r`.
+
+**No verdict without a signal.** The two diagnostics describe *how* a model computes the answer,
+so they say nothing about a model that does not compute it: an all-zero or dead network, random
+weights, a model whose float32 logits underflow to zero (weights x 1e-30) or overflow to inf
+(x 1e30) still give numbers (a zero gradient has cosine 0, a constant logit has distance
+irrelevance 1), and those numbers read as `clock`. `diagnose` therefore gives the verdict
+`no verdict`, with the reason in `ClockPizza.no_verdict_reason`, when
+- the logits over all pairs are not finite (overflow), or
+- the model's accuracy over all pairs is below `MIN_ACCURACY` (0.5; `1.5 / p` where that is
+  larger, so it stays above chance for tiny p): the correct logit is then not the model's answer
+  on most pairs, or
+- no sampled triple has a nonzero gradient for both inputs (the gradient symmetricity is then
+  undefined, NaN, rather than the 0.0 a floored cosine would give).
+Triples where one of the two gradients is exactly zero have no cosine and are left out of the
+mean (`n_triples_defined` counts the rest). The diagnostics are scale-invariant: a model and the
+same model with its last layer scaled by any finite nonzero factor get the same numbers.
 """
 
 from __future__ import annotations
@@ -48,19 +64,24 @@ from analyses._common import (
 
 GS_THRESHOLD = 0.98
 DI_THRESHOLD = 0.6
-VERDICTS = ("clock", "pizza", "neither")
+MIN_ACCURACY = 0.5  # below it (or below 1.5 / p) the model gets no verdict
+NO_VERDICT = "no verdict"
+VERDICTS = ("clock", "pizza", "neither", NO_VERDICT)
 
 
 @dataclass
 class ClockPizza:
     """The two diagnostics of one model and the verdict they give."""
 
-    gradient_symmetricity: float
-    distance_irrelevance: float
-    verdict: str
+    gradient_symmetricity: float  # NaN when no triple has two nonzero gradients
+    distance_irrelevance: float  # NaN when the logits are not finite
+    verdict: str  # one of VERDICTS
     n_triples: int
     gs_threshold: float = GS_THRESHOLD
     di_threshold: float = DI_THRESHOLD
+    accuracy: float = float("nan")  # over all pairs, through the model's forward
+    n_triples_defined: int = -1  # triples whose two gradients are both nonzero
+    no_verdict_reason: str | None = None  # why the verdict is "no verdict" (None otherwise)
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self.__dict__)
@@ -77,7 +98,16 @@ def _check_operation(model: Any) -> int:
 
 def gradient_symmetricity(model: Any, n_triples: int = 4096, seed: int = 0) -> float:
     """Mean cosine similarity of `dQ_abc/de_a` and `dQ_abc/de_b` (`[p]` each) over `n_triples`
-    random triples `(a, b, c)` (drawn from `seed`; `c` uniform, not only the right answer)."""
+    random triples `(a, b, c)` (drawn from `seed`; `c` uniform, not only the right answer).
+    Triples where either gradient is zero (or not finite) have no cosine and are left out; NaN
+    when none is left."""
+    cos = _gradient_cosines(model, n_triples, seed)
+    ok = cos.isfinite()
+    return float(cos[ok].mean()) if bool(ok.any()) else float("nan")
+
+
+def _gradient_cosines(model: Any, n_triples: int, seed: int) -> Tensor:
+    """The cosine of the two gradients per triple `[n_triples]` (NaN where one is zero)."""
     check_model(model)
     check_one_hot(model, "gradient_symmetricity")
     sign = _check_operation(model)
@@ -104,12 +134,15 @@ def gradient_symmetricity(model: Any, n_triples: int = 4096, seed: int = 0) -> f
     d_b = (g_b.double() @ W_b.double().t())
     if sign == -1:  # a - b is a + (-b): compare b's gradient at -r with a's at r
         d_b = d_b[:, (-torch.arange(p, device=d_b.device)) % p]
-    cos = torch.nn.functional.cosine_similarity(d_a, d_b, dim=1, eps=1e-30)
-    return float(cos.mean())
+    # eps=0, no floor on the norms: a floor would make the cosine of tiny gradients depend on
+    # their scale (0 for every triple of the model x 1e-30); a zero gradient gives NaN here
+    cos = torch.nn.functional.cosine_similarity(d_a, d_b, dim=1, eps=0.0)
+    zero = (d_a.norm(dim=1) == 0) | (d_b.norm(dim=1) == 0)
+    return cos.masked_fill(zero, float("nan"))
 
 
-def correct_logits(model: Any) -> Tensor:
-    """`L[a, b]`, the logit of the right answer for every pair: `[p, p]` (float64)."""
+def _all_logits(model: Any) -> tuple[Tensor, Tensor]:
+    """The logits of every pair `[p*p, p]` and the right answers `[p*p]`."""
     from hooked_mlp.data import all_pairs, apply_operation
 
     check_model(model)
@@ -121,6 +154,13 @@ def correct_logits(model: Any) -> Tensor:
     labels = apply_operation(tokens, p, model.cfg.operation)
     with torch.no_grad():
         logits = model(tokens)
+    return logits, labels
+
+
+def correct_logits(model: Any) -> Tensor:
+    """`L[a, b]`, the logit of the right answer for every pair: `[p, p]` (float64)."""
+    logits, labels = _all_logits(model)
+    p = model.cfg.p
     return logits.gather(1, labels[:, None]).double().cpu().reshape(p, p)
 
 
@@ -128,15 +168,21 @@ def distance_irrelevance(model: Any) -> float:
     """`mean_d std_a L[a, a + d] / std L` (`d = b - a`; for `a - b`, `d = a + b`); 1.0 when the
     correct logit is constant."""
     check_model(model)
+    _check_operation(model)
+    return _distance_irrelevance(model, correct_logits(model))
+
+
+def _distance_irrelevance(model: Any, L: Tensor) -> float:
     sign = _check_operation(model)
-    L = correct_logits(model)
+    if not bool(L.isfinite().all()):
+        return float("nan")
     p = L.shape[0]
     a = torch.arange(p)
     d = torch.arange(p)
     b = (a[None, :] + d[:, None]) % p if sign == 1 else (d[:, None] - a[None, :]) % p
     by_distance = L[a[None, :].expand(p, -1), b]  # [d, a]: the pairs at distance d
     total = float(L.std(unbiased=False))
-    scale = float(L.abs().mean()) + 1e-30
+    scale = float(L.abs().mean())  # no floor: the test is scale-invariant (0 <= 0 when L is 0)
     if total <= 1e-6 * scale:
         return 1.0
     return float(by_distance.std(dim=1, unbiased=False).mean()) / total
@@ -151,13 +197,44 @@ def verdict(gs: float, di: float) -> str:
     return "neither"
 
 
+def no_signal_reason(accuracy: float, p: int, finite: bool = True,
+                     gs: float = 0.0) -> str | None:
+    """Why a model gets no clock-or-pizza verdict (None when it gets one): logits not finite,
+    accuracy over all pairs below `max(MIN_ACCURACY, 1.5 / p)`, or no gradient signal."""
+    if not finite:
+        return ("the logits over all pairs are not finite (they overflowed float32): the "
+                "diagnostics would read infinities")
+    floor = max(MIN_ACCURACY, 1.5 / p)
+    if not accuracy >= floor:
+        return (f"the model gets {accuracy:.1%} of all pairs right (chance is {1 / p:.1%}); a "
+                f"verdict needs at least {floor:.0%}: a model that does not compute the task "
+                f"has no algorithm to call clock or pizza")
+    if gs != gs:
+        return ("no sampled triple has a nonzero gradient of its logit for both inputs: the "
+                "gradient symmetricity is undefined")
+    return None
+
+
 def diagnose(model: Any, n_triples: int = 4096, seed: int = 0) -> ClockPizza:
-    """Gradient symmetricity, distance irrelevance and the verdict `clock`, `pizza` or
-    `neither` for a model of `a + b` (or `a - b`)."""
-    gs = gradient_symmetricity(model, n_triples, seed)
-    di = distance_irrelevance(model)
-    return ClockPizza(gs, di, verdict(gs, di), n_triples)
+    """Gradient symmetricity, distance irrelevance and the verdict `clock`, `pizza`,
+    `neither`, or `no verdict` (reason in `no_verdict_reason`) for a model of `a + b` (or
+    `a - b`); see the module's text for when a model gets no verdict."""
+    check_count("n_triples", n_triples)
+    check_seed(seed)
+    logits, labels = _all_logits(model)
+    p = model.cfg.p
+    finite = bool(logits.isfinite().all())
+    acc = float((logits.argmax(-1) == labels).double().mean()) if finite else float("nan")
+    L = logits.gather(1, labels[:, None]).double().cpu().reshape(p, p)
+    di = _distance_irrelevance(model, L)
+    cos = _gradient_cosines(model, n_triples, seed)
+    ok = cos.isfinite()
+    gs = float(cos[ok].mean()) if bool(ok.any()) else float("nan")
+    reason = no_signal_reason(acc, p, finite, gs)
+    return ClockPizza(gs, di, NO_VERDICT if reason else verdict(gs, di), n_triples,
+                      accuracy=acc, n_triples_defined=int(ok.sum()), no_verdict_reason=reason)
 
 
-__all__ = ["DI_THRESHOLD", "GS_THRESHOLD", "VERDICTS", "ClockPizza", "correct_logits",
-           "diagnose", "distance_irrelevance", "gradient_symmetricity", "verdict"]
+__all__ = ["DI_THRESHOLD", "GS_THRESHOLD", "MIN_ACCURACY", "NO_VERDICT", "VERDICTS",
+           "ClockPizza", "correct_logits", "diagnose", "distance_irrelevance",
+           "gradient_symmetricity", "no_signal_reason", "verdict"]
