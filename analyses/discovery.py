@@ -14,7 +14,9 @@ finds that the data support, from two searches:
   an evolutionary search over real constants would have to hit to within 1/p² otherwise); the
   search is told nothing about the shape. Fitness is the correlation (scale and offset are
   fitted afterwards by least squares, "linear scaling"), with a parsimony pressure; it runs
-  generation after generation until `budget_s` is spent or the correlation reaches 0.9995,
+  for `max_generations` generations (8 by default) or until the correlation reaches 0.9995
+  (`budget_s`, seconds, is an optional upper bound on top, off by default: a search stopped by
+  it depends on the machine's speed, and its candidate says so),
   and the best program's numeric constants are then refined by Nelder-Mead (gplearn evolves
   constants but never fits them).
 
@@ -40,6 +42,7 @@ from analyses.forms import FORMS, fit_forms, score_fit, select_forms
 from analyses.fourier import frequency_power
 
 METHODS = ("auto", "library", "symbolic")
+DEFAULT_GENERATIONS = 8
 MISSING_GPLEARN = ("symbolic regression needs gplearn, an optional extra: "
                    "pip install 'hooked-mlp[symbolic]' (or pip install gplearn)")
 
@@ -212,7 +215,7 @@ def _balanced(text: str) -> bool:
     return depth == 0
 
 
-def _symbolic(w: Tensor, deadline: float, seed: int, population: int,
+def _symbolic(w: Tensor, deadline: float | None, seed: int, population: int,
               max_generations: int | None) -> dict[str, Any]:
     import warnings
 
@@ -234,19 +237,22 @@ def _symbolic(w: Tensor, deadline: float, seed: int, population: int,
         parsimony_coefficient=0.002, const_range=(-math.pi, math.pi), init_depth=(2, 4),
         p_crossover=0.7, p_subtree_mutation=0.1, p_hoist_mutation=0.05, p_point_mutation=0.1,
         warm_start=True, random_state=seed, n_jobs=1, verbose=0)
-    generations, last = 0, start
+    generations, last, stopped = 0, start, ""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # gplearn's warm-start notices
-        while True:
+        while not stopped:
             generations += 1
             est.set_params(generations=generations)
             est.fit(X, y)
             now = time.perf_counter()
-            # stop when the next generation (taking as long as the last, or longer) would
-            # overrun the budget
-            if (est._program.raw_fitness_ >= 0.9995 or now + 1.5 * (now - last) > deadline
-                    or generations == max_generations):
-                break
+            if est._program.raw_fitness_ >= 0.9995:
+                stopped = "fit"
+            elif generations == max_generations:
+                stopped = "generations"
+            # the optional time bound: stop when the next generation (taking as long as the
+            # last, or longer) would overrun it
+            elif deadline is not None and now + 1.5 * (now - last) > deadline:
+                stopped = "time"
             last = now
     program = _refine_constants(est._program, X, y)
     shape = torch.from_numpy(np.nan_to_num(program.execute(X))).double()
@@ -265,27 +271,31 @@ def _symbolic(w: Tensor, deadline: float, seed: int, population: int,
         expression += f"   where {where}"
     return {"method": "symbolic", "expression": expression, "values": values, "r2": r2,
             "bic": bic, "n_params": n_params, "seconds": time.perf_counter() - start,
-            "generations": generations, "program": str(program)}
+            "generations": generations, "stopped_by": stopped, "program": str(program)}
 
 
-def discover(w: Tensor, budget_s: float = 10.0, method: str = "auto", seed: int = 0,
-             population: int = 500, max_generations: int | None = None) -> Discovery:
+def discover(w: Tensor, budget_s: float | None = None, method: str = "auto", seed: int = 0,
+             population: int = 500, max_generations: int | None = DEFAULT_GENERATIONS
+             ) -> Discovery:
     """Search for a short closed form of one weight vector `w` `[p]` (see the module's text).
 
     `method`: `"library"` (the forms of `analyses.forms` only), `"symbolic"` (gplearn; an
     ImportError naming the extra when it is missing), or `"auto"` (both when gplearn is
-    installed, else the library with a note saying so). `budget_s` bounds the symbolic search's
-    wall time (it stops before a generation that would pass it); `seed` and `population`
-    drive it. How many generations fit in the budget depends on the machine's speed, so the
-    symbolic result is reproducible only with `max_generations` (a cap reached before the
-    budget): the same seed, population and generations give the same expression.
+    installed, else the library with a note saying so). The symbolic search's work is
+    `population` programs for `max_generations` generations (it stops earlier once the
+    correlation reaches 0.9995), driven by `seed`: the same arguments give the same expression
+    on any machine. `budget_s` (seconds, default None) adds an upper bound on the wall time (it
+    stops before a generation that would pass it); a search it stopped is marked
+    `stopped_by: "time"` and the note says that its result depends on the machine's speed.
+    `max_generations=None` leaves only `budget_s`, which must then be given.
     """
     start = time.perf_counter()
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
-    if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)) or not (
-            0 < budget_s <= 3600):
-        raise ValueError(f"budget_s must be a number of seconds in (0, 3600], got {budget_s!r}")
+    if budget_s is not None and (isinstance(budget_s, bool) or not isinstance(
+            budget_s, (int, float)) or not 0 < budget_s <= 3600):
+        raise ValueError(f"budget_s must be None or a number of seconds in (0, 3600], got "
+                         f"{budget_s!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
     if isinstance(population, bool) or not isinstance(population, int) or population < 10:
@@ -294,14 +304,21 @@ def discover(w: Tensor, budget_s: float = 10.0, method: str = "auto", seed: int 
             max_generations, int) or max_generations < 1):
         raise ValueError(f"max_generations must be None or an integer >= 1, got "
                          f"{max_generations!r}")
+    if max_generations is None and budget_s is None:
+        raise ValueError("give max_generations (the search's work) or budget_s (seconds): with "
+                         "neither the symbolic search would never stop")
     w = _check_vector(w)
     candidates, note = [], ""
     if method in ("auto", "library"):
         candidates.append(_library(w))
     if method in ("auto", "symbolic"):
         try:
-            candidates.append(_symbolic(w, start + float(budget_s), seed, population,
-                                        max_generations))
+            deadline = None if budget_s is None else start + float(budget_s)
+            candidates.append(_symbolic(w, deadline, seed, population, max_generations))
+            if candidates[-1]["stopped_by"] == "time":
+                note = (f"the symbolic search was stopped by the time bound ({budget_s:g} s) "
+                        f"after {candidates[-1]['generations']} generations: its result "
+                        "depends on this machine's speed")
         except ImportError:
             if method == "symbolic":
                 raise

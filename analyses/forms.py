@@ -541,7 +541,7 @@ def form_replacement(
     return FormReplacement(curves, fracs)
 
 
-def discover(w: Tensor, budget_s: float = 10.0, **kwargs: Any) -> Any:
+def discover(w: Tensor, budget_s: float | None = None, **kwargs: Any) -> Any:
     """Automated discovery of one weight vector's closed form (`[p]`): the library of this
     module and, with the `symbolic` extra, symbolic regression. See
     `analyses.discovery.discover`, which this calls (and which imports this module)."""

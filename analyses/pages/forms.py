@@ -101,13 +101,14 @@ def forms_section(
     models: Sequence[Any],
     labels: Sequence[str],
     n_orders: int = 3,
-    discover_budget_s: float = 1.5,
+    discover_generations: int = 8,
 ) -> tuple[str, dict[str, Any]]:
     """The section's HTML and its numbers (`{"applies": ..., "forms": ..., ...}`).
 
-    `n_orders` random neuron orders per replacement curve; `discover_budget_s` seconds of
-    symbolic search per weight vector discovered (one typical neuron's `a` and `out` weights of
-    the first model; library search only when gplearn is not installed).
+    `n_orders` random neuron orders per replacement curve; `discover_generations` generations
+    of symbolic search (population 500, seed 0) per weight vector discovered, a budget of work,
+    so that the same models give the same section on any machine (one typical neuron's `a`
+    and `out` weights of the first model; library search only when gplearn is not installed).
     """
     from analyses.clock_pizza import diagnose
     from analyses.discovery import discover
@@ -206,7 +207,7 @@ def forms_section(
     sig_w = neuron_signals(m0)
     for sig in ("a", "out") if i is not None else ():
         neuron = c0.neurons[i]
-        d = discover(sig_w[sig][neuron], budget_s=discover_budget_s)
+        d = discover(sig_w[sig][neuron], max_generations=discover_generations)
         found.append({"model": labels[0], "neuron": neuron, "weights": sig, **d.to_dict()})
     data["discovery"] = found
     rows = []
@@ -225,7 +226,7 @@ def forms_section(
         "<code>+ × cos sin sign clip</code>, the residue and the angles of the two strongest "
         "frequencies, against the library of forms above, compared by BIC; <i>nearest "
         f"form</i> is the library form closest to what was found. A typical neuron (median "
-        f"input R²), {discover_budget_s:g} s of search per vector.</p>",
+        f"input R²), {discover_generations} generations of 500 programs per vector.</p>",
         _table(["weights", "expression found", "search", "nearest form", "k", "R²",
                 "candidates"], rows)]
     if note:
