@@ -131,13 +131,15 @@ def main() -> None:
             times["sweep"].append(time.perf_counter() - t0)
         worst = max(abs(a[key] - b[key]) for key in a)
         loop, sw = median(times["loop"]), median(times["sweep"])
-        flops, floor = floor_seconds(31, 128, FRACS, len(seeds), args.epochs)
         print(f"32-run grid (p=31, 128 neurons, full batch, {args.epochs} epochs): loop of "
               f"train_many {loop:.1f} s, sweep {sw:.1f} s: {loop / sw:.2f}x "
               f"(medians of {args.repeats}; largest val_acc difference {worst:.1e})")
-        print(f"compute floor: {flops / 1e9:.1f} GFLOP in all, {floor:.1f} s at this machine's "
-              f"matmul rate on these shapes; sweep at {sw / floor:.1f}x the floor, loop at "
-              f"{loop / floor:.1f}x; load {os.getloadavg()[0]:.2f}")
+        flops, gflops, floor = floor_seconds(31, 128, FRACS, len(seeds), args.epochs,
+                                             os.cpu_count() or 1)
+        print(f"compute floor: {flops / 1e9:.0f} GFLOP of products in all; this machine's "
+              f"matmul does {gflops:.1f} GFLOP/s on [p^2, h] x [h, p], so {floor:.1f} s; the "
+              f"sweep takes {sw / floor:.1f}x the floor, the loop {loop / floor:.1f}x; "
+              f"load {os.getloadavg()[0]:.2f}")
         if args.diagram:
             diagram(args.diagram_size, args.diagram_epochs, Path(tmp) / "D")
 
