@@ -127,3 +127,34 @@ def test_with_snapshots_dynamics_works_on_any_cell(tmp_path, capsys):
         data = json.loads((tmp_path / f"D{wd}-{seed}" / "dynamics.json").read_text())
         assert data["source"].endswith(f"weight_decay={wd}/snapshots-seed-{seed}.safetensors")
         assert data["epochs"][0] == 0 and data["epochs"][-1] == 30
+
+
+def _history(epochs, memorize, grok):
+    """Accuracy curves that cross 0.9 at the given epochs (1-based; None: never)."""
+    def curve(at):
+        return [0.95 if at is not None and e >= at else 0.5 for e in range(1, epochs + 1)]
+    return {"train_acc": curve(memorize), "val_acc": curve(grok)}
+
+
+@pytest.mark.parametrize("memorize, grok, phase", [
+    (40, 300, "comprehension"),       # both within the budget, 260 epochs apart
+    (40, 1039, "comprehension"),      # 999 apart: still less than 10^3
+    (40, 1040, "grokking"),           # 1000 apart
+    (40, None, "memorization"),       # only train accuracy
+    (None, None, "confusion"),        # neither
+    (None, 500, "confusion"),         # validation without train accuracy: no memorisation
+])
+def test_phases_follow_liu_et_als_rule_on_synthetic_histories(memorize, grok, phase):
+    from analyses.experiments.sweep import history_phase
+
+    mem, grk, got = history_phase(_history(3000, memorize, grok))
+    assert (mem, grk, got) == (memorize, grok, phase)
+
+
+def test_the_threshold_and_gap_are_arguments():
+    from analyses.experiments.sweep import history_phase
+
+    h = _history(3000, 40, 400)
+    assert history_phase(h, gap=300)[2] == "grokking"
+    assert history_phase(h, threshold=0.99)[2] == "confusion"
+    assert history_phase({"train_acc": [1.0]})[2] is None  # no validation split: no phase
