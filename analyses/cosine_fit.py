@@ -327,9 +327,11 @@ class NeuronFits:
         def frac(x: Tensor) -> float:
             return float(x.float().mean()) if x.numel() else nan
 
+        # relative numbers with no floor on the divisor (a floor made them scale-dependent:
+        # 2.7e-21 instead of 0.0057 on a model x 1e-30); a zero scale gives NaN
         mean_scale = (a.scale + b.scale) / 2
-        rel_scale = (a.scale - b.scale).abs() / mean_scale.clamp_min(1e-12)
-        rel_offset = (a.offset - b.offset).abs() / mean_scale.clamp_min(1e-12)
+        rel_scale = _ratio((a.scale - b.scale).abs(), mean_scale)
+        rel_offset = _ratio((a.offset - b.offset).abs(), mean_scale)
         shared = (a.k == b.k) & (b.k == out.k)
         s: dict[str, Any] = {
             "n_neurons": len(self.neurons),
@@ -341,7 +343,7 @@ class NeuronFits:
             "scale_rel_diff_median": med(rel_scale),
             "frac_scale_within_10pct": frac(rel_scale <= 0.10),
             "offset_diff_over_scale_median": med(rel_offset),
-            "offset_over_scale_median": med(a.offset.abs() / a.scale.clamp_min(1e-12)),
+            "offset_over_scale_median": med(_ratio(a.offset.abs(), a.scale)),
             "phase_a_minus_b_abs_median": med(wrap_angle(a.phase - b.phase).abs()),
             "r2_a_median": med(a.r2),
             "r2_b_median": med(b.r2),
@@ -383,6 +385,12 @@ class NeuronFits:
 def _rows_of(fit: CosineFit, keep: Tensor) -> CosineFit:
     return replace(fit, k=fit.k[keep], scale=fit.scale[keep], phase=fit.phase[keep],
                    offset=fit.offset[keep], r2=fit.r2[keep], freq=fit.freq[keep])
+
+
+def _ratio(num: Tensor, den: Tensor) -> Tensor:
+    """`num / den` where `den > 0`, NaN elsewhere (no floor: the ratio is scale-invariant)."""
+    return torch.where(den > 0, num / den.where(den > 0, torch.ones_like(den)),
+                       torch.full_like(num, math.nan))
 
 
 def dead_neurons(model: Any) -> Tensor:
