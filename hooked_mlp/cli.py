@@ -465,44 +465,6 @@ def _add_sweep_parser(sub: Any) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def parse_grid_flags(flags: Sequence[str]) -> dict[str, list[Any]]:
-    """`["weight_decay=0.1,1", "train_frac=0.3,0.6"]` as `{field: [values]}`, each value read as
-    its field's kind (a number, an integer, true/false, a name); a bad one names the axis."""
-    from hooked_mlp.training.sweep import AXIS_FIELDS
-
-    readers: dict[str, Any] = {"float": float, "int": int, "bool": _bool, "str": str}
-    words = {"float": "a number", "int": "an integer", "bool": "true or false", "str": "a name",
-             "int|None": "an integer or none"}
-    grid: dict[str, list[Any]] = {}
-    for flag in flags:
-        name, eq, text = flag.partition("=")
-        name = name.strip().replace("-", "_")
-        if not eq or not name or not text.strip():
-            raise CommandLineError(f"sweep: --grid {_quote(flag)}: expected FIELD=V1,V2,... "
-                                   "(e.g. --grid weight_decay=0.1,1,2)")
-        if name in grid:
-            raise CommandLineError(f"sweep: --grid names the axis {name!r} twice")
-        if name not in AXIS_FIELDS:
-            if name in ("seed", "seeds"):
-                raise CommandLineError("sweep: seeds are given by --seeds, not as a --grid axis")
-            raise CommandLineError(f"sweep: --grid {name!r} is not a field of the model or "
-                                   f"recipe; the fields are {', '.join(sorted(AXIS_FIELDS))}")
-        kind = AXIS_FIELDS[name][1]
-        values = []
-        for part in text.split(","):
-            part = part.strip()
-            try:
-                if kind == "int|None":
-                    values.append(None if part.lower() == "none" else int(part))
-                else:
-                    values.append(readers[kind](part))
-            except (ValueError, argparse.ArgumentTypeError, KeyError):
-                raise CommandLineError(f"sweep: --grid {name}: {_quote(part)} is not "
-                                       f"{words.get(kind, kind)}") from None
-        grid[name] = values
-    return grid
-
-
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from hooked_mlp.jobs import resume_sweep, sweep, sweep_page
 
@@ -545,7 +507,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             raise CommandLineError("sweep: give at least one axis, --grid FIELD=V1,V2,...")
         if args.seed is not None and args.seeds is not None:
             raise CommandLineError("sweep: give --seed or --seeds, not both")
-        grid = parse_grid_flags(args.grid)
+        from hooked_mlp.training.sweep import grid_from_text
+
+        try:
+            grid = grid_from_text(args.grid, "--grid")
+        except ValueError as e:
+            raise CommandLineError(f"sweep: {e}") from None
         cfg, tcfg = _recipe(args)
         seeds = args.seeds if args.seeds is not None else [tcfg.seed]
         folder = args.out

@@ -20,7 +20,7 @@ def _run(capsys, *argv):
 
 
 @pytest.mark.parametrize("argv, words", [
-    (["--grid", "foo=1,2"], "'foo' is not a field of the model or recipe"),
+    (["--grid", "foo=1,2"], "grid axis 'foo' is not a field of MLPConfig or TrainConfig"),
     (["--grid", "weight_decay=a,1"], "weight_decay: 'a' is not a number"),
     (["--grid", "epochs=1.5"], "epochs: '1.5' is not an integer"),
     (["--grid", "weight_decay"], "expected FIELD=V1,V2"),

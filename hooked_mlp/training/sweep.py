@@ -148,6 +148,39 @@ def parse_grid(grid: Any) -> tuple[dict[str, list[Any]] | None, list[dict[str, A
     return None, cells
 
 
+def grid_from_text(items: Sequence[str], name: str = "grid") -> dict[str, list[Any]]:
+    """`["weight_decay=0.1,1", "train_frac=0.3,0.6"]` (the command line's `--grid` flags) as
+    `{field: [values]}`, each value read as its field's kind (a number, an integer, true or
+    false, a name, `none`); a bad item is refused naming the axis. `parse_grid` checks the rest
+    (repeated values, the configs)."""
+    readers: dict[str, Any] = {"float": float, "int": int, "str": str,
+                               "int|None": lambda t: None if t.lower() == "none" else int(t),
+                               "bool": lambda t: {"true": True, "false": False}[t.lower()]}
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        axis, eq, text = item.partition("=")
+        axis = axis.strip().replace("-", "_")
+        if not eq or not axis or not text.strip():
+            raise ValueError(f"{name} {short(item)}: expected FIELD=V1,V2,... (e.g. {name} "
+                             "weight_decay=0.1,1,2)")
+        if axis in grid:
+            raise ValueError(f"{name} names the axis {axis!r} twice")
+        if axis in ("seed", "seeds"):
+            raise ValueError("seeds are given by --seeds, not as a grid axis")
+        _check_axis_name(axis)
+        kind = AXIS_FIELDS[axis][1]
+        values = []
+        for part in text.split(","):
+            part = part.strip()
+            try:
+                values.append(readers[kind](part))
+            except (ValueError, KeyError):
+                raise ValueError(f"{name} {axis}: {short(part)} is not "
+                                 f"{_KIND_WORDS.get(kind, kind)}") from None
+        grid[axis] = values
+    return grid
+
+
 def cell_configs(model: MLPConfig, recipe: TrainConfig, cell: Mapping[str, Any],
                  seed: int) -> tuple[MLPConfig, TrainConfig]:
     """The model and recipe of one cell and seed (a bad combination raises naming the cell)."""
