@@ -169,7 +169,31 @@ def cached_models(cache: Path, cfg: MLPConfig, tcfg: TrainConfig, seeds: Sequenc
             train_run(folder, cfg, tcfg, list(seeds), progress=False,
                       checkpoint_every=max(1, tcfg.epochs // 10))
     spent = time.perf_counter() - start
-    return [load(path) for path in paths], spent
+    models = [load(path) for path in paths]
+    for path, seed, model in zip(paths, seeds, models, strict=True):
+        _check_cached(path, model, cfg, tcfg, seed)
+    return models, spent
+
+
+def _check_cached(path: Path, model: Any, cfg: MLPConfig, tcfg: TrainConfig, seed: int) -> None:
+    """A cached model is reused only if it is the run its key names: its config, its recipe
+    (with its own seed) and its seed; otherwise a ValueError names the first difference (the
+    folder is never trained over: it may hold someone's work)."""
+    from dataclasses import replace
+
+    info = model.train_info
+    want = replace(tcfg, seed=seed)
+    got = info.train_config if info is not None else None
+    diff = [f"{k}: cached {v!r}, asked {cfg.to_dict()[k]!r}" for k, v in
+            model.cfg.to_dict().items() if cfg.to_dict().get(k) != v and k != "device"]
+    if got is None:
+        diff.append("it records no training recipe")
+    else:
+        diff += [f"{k}: cached {v!r}, asked {want.to_dict()[k]!r}" for k, v in
+                 got.to_dict().items() if want.to_dict().get(k) != v and k != "device"]
+    if diff:
+        raise ValueError(f"{path} is not the run its cache key names ({'; '.join(diff[:3])}); "
+                         f"remove {path.parent} to train it again")
 
 
 # ------------------------------------------------------------------------------ measurements
