@@ -18,12 +18,32 @@ installed package adds one without editing this one; in its `pyproject.toml`:
 
 The built-in probes (`analyses.builtin_probes`) are registered the same way, in this project's
 `pyproject.toml`. A probe that does not apply to a model raises a `ValueError` saying why.
+
+In a report (`run_probes`) a probe cannot change what anything else measures, and cannot cost
+more than its own section:
+- each probe gets its own deep copy of each model, so whatever it does to it (weights, buffers,
+  hooks, `requires_grad`, training mode) stays in that copy; the copy is then compared with the
+  model, and a probe that changed its copy is named (`changed_model` in its rows, and on the
+  page);
+- any exception of the probe, of its result's `to_dict()`, `summary()` or `figures()`, is
+  recorded in its row (`error`, and `failure`: "does not apply" for a `ValueError` or
+  `TypeError`, else "failed" with the exception's type) and the report goes on;
+- a per-probe time limit (`time_limit` seconds for one model, default `PROBE_TIME_LIMIT`):
+  when it passes, the probe is interrupted (a SIGALRM, so in the main thread of a POSIX
+  process only) and recorded as "timed out". A probe stuck inside one long C call (a huge
+  matrix product) is interrupted only when that call returns; a probe that catches every
+  exception itself, or blocks signals, can still hang the report: stop it with Ctrl-C, and
+  uninstall or fix the plugin (`hooked-mlp probe --list` names its package).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -31,6 +51,7 @@ from typing import Any
 from analyses._common import to_jsonable
 
 ENTRY_POINT_GROUP = "hooked_mlp.probes"
+PROBE_TIME_LIMIT = 300.0  # seconds one probe may take on one model in a report
 
 
 @dataclass
@@ -112,6 +133,64 @@ def run_probe(probe: Probe | str, model: Any) -> Any:
     return result
 
 
+class ProbeTimeoutError(Exception):
+    """A probe ran past its time limit."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None, name: str) -> Iterator[None]:
+    """Interrupt the body with `ProbeTimeoutError` after `seconds` (SIGALRM: main thread of a POSIX
+    process only; elsewhere, or with None, no limit)."""
+    usable = (seconds is not None and hasattr(signal, "setitimer")
+              and threading.current_thread() is threading.main_thread())
+    if not usable:
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise ProbeTimeoutError(f"the probe {name!r} ran past its time limit of {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _hook_count(module: Any) -> int:
+    return sum(len(getattr(m, attr, ())) for m in module.modules()
+               for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks",
+                            "_backward_pre_hooks", "_state_dict_hooks"))
+
+
+def model_changes(model: Any, probed: Any) -> list[str]:
+    """How `probed` (a copy of `model` that a probe had) differs from `model`: weights or
+    buffers (by name), `requires_grad`, training mode, hooks; empty when it does not."""
+    import torch
+
+    changes = []
+    params, probed_params = dict(model.named_parameters()), dict(probed.named_parameters())
+    buffers, probed_buffers = dict(model.named_buffers()), dict(probed.named_buffers())
+    for what, a, b in (("weights", params, probed_params), ("buffers", buffers, probed_buffers)):
+        names = sorted(set(a) | set(b))
+        differ = [n for n in names if n not in a or n not in b or a[n].shape != b[n].shape
+                  or not torch.equal(a[n].detach(), b[n].detach())]
+        if differ:
+            changes.append(f"{what} {', '.join(differ[:6])}")
+    grads = sorted(n for n in set(params) & set(probed_params)
+                   if params[n].requires_grad != probed_params[n].requires_grad)
+    if grads:
+        changes.append(f"requires_grad of {', '.join(grads[:6])}")
+    if any(m.training != p.training for m, p in zip(model.modules(), probed.modules(),
+                                                    strict=False)):
+        changes.append("training mode")
+    if _hook_count(probed) != _hook_count(model):
+        changes.append("hooks")
+    return changes
+
+
 @dataclass
 class ProbeRuns:
     """Every registered probe run on every model: for each probe, per model either its
@@ -126,24 +205,49 @@ class ProbeRuns:
                 for name, p in self.probes.items()}
 
 
-def run_probes(models: list[Any], labels: list[str]) -> ProbeRuns:
-    """Run every registered probe on every model (`hooked-mlp report`'s probe sections). A
-    probe that refuses a model (ValueError, TypeError) is recorded with its message."""
+def _failure(e: BaseException) -> dict[str, str]:
+    """A row's `failure` (does not apply, failed, timed out) and `error` (the message; for a
+    failure, with the exception's type)."""
+    if isinstance(e, ProbeTimeoutError):
+        return {"failure": "timed out", "error": str(e)}
+    if isinstance(e, (ValueError, TypeError)):
+        return {"failure": "does not apply", "error": str(e)}
+    return {"failure": "failed", "error": f"{type(e).__name__}: {e}"}
+
+
+def run_probes(models: list[Any], labels: list[str],
+               time_limit: float | None = PROBE_TIME_LIMIT) -> ProbeRuns:
+    """Run every registered probe on its own copy of every model (`hooked-mlp report`'s probe
+    sections). Whatever a probe raises, in its function or its result's `to_dict()`,
+    `summary()` or `figures()`, is recorded in its row (`error`) and costs nothing else; a
+    probe that changed its copy is named in its row (`changed_model`); `time_limit` seconds
+    per probe and model (None: no limit)."""
     probes = registered_probes()
     per_model: dict[str, list[dict[str, Any]]] = {}
     figures: dict[str, dict[str, Any]] = {}
     for name, probe in probes.items():
         rows = []
         for i, (model, label) in enumerate(zip(models, labels, strict=True)):
+            own = copy.deepcopy(model)
+            row: dict[str, Any] = {"model": label}
             try:
-                result = run_probe(probe, model)
-            except (ValueError, TypeError) as e:
-                rows.append({"model": label, "error": str(e)})
-                continue
-            summary = result.summary() if callable(getattr(result, "summary", None)) else ""
-            rows.append({"model": label, "data": to_jsonable(result.to_dict()),
-                         "summary": str(summary)})
-            if i == 0 and callable(getattr(result, "figures", None)):
-                figures[name] = dict(result.figures())
+                with _time_limit(time_limit, name):
+                    result = run_probe(probe, own)
+                    row["data"] = to_jsonable(result.to_dict())
+                    summary = (result.summary() if callable(getattr(result, "summary", None))
+                               else "")
+                    row["summary"] = str(summary)
+                    if i == 0 and callable(getattr(result, "figures", None)):
+                        figures[name] = dict(result.figures())
+            except Exception as e:
+                row = {"model": label} | _failure(e)
+            changes = model_changes(model, own)
+            if changes:
+                row["changed_model"] = changes
+            rows.append(row)
         per_model[name] = rows
     return ProbeRuns(probes, per_model, figures)
+
+
+__all__ = ["PROBE_TIME_LIMIT", "Probe", "ProbeResult", "ProbeRuns", "ProbeTimeoutError",
+           "get_probe", "model_changes", "registered_probes", "run_probe", "run_probes"]

@@ -365,14 +365,14 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         for line in str(summary).splitlines() or ["(no summary: --json shows the numbers)"]:
             print(f"  {safe_text(line)}")
     if args.figures is not None:
+        from analyses.pages.writer import write_figures
         from analyses.views import figure_png
-        from hooked_mlp.files.format import atomic_write_bytes
 
         figures = result.figures() if callable(getattr(result, "figures", None)) else {}
-        for name, fig in figures.items():
-            path = args.figures / f"{args.name}-{name}.png"
-            atomic_write_bytes(path, figure_png(fig))
-            print(f"wrote {path}")
+        pngs = {name: figure_png(fig) for name, fig in figures.items()}
+        for path in write_figures(args.figures, pngs, f"hooked-mlp probe {probe.name}",
+                                  prefix=args.name):
+            print(f"wrote {safe_text(str(path))}")
     return 0
 
 

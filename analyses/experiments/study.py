@@ -123,7 +123,9 @@ def measure(model: Any, label: str, applies: dict[str, str | None],
     info = model.train_info
     has_val = info is not None and "val_acc" in info.metrics
     fits, summary, curves, harmonics = None, {}, {}, {}
-    if model.cfg.n_layers == 1:
+    if model.cfg.p < 3:  # no frequency to fit: every Fourier claim reads n/a (applicability)
+        pass
+    elif model.cfg.n_layers == 1:
         fits = fit_neurons(model)  # closed form: integer k, comparable phases
         summary = fits.summary()
         if applies["free_frequency"] is None:
@@ -143,8 +145,8 @@ def measure(model: Any, label: str, applies: dict[str, str | None],
         train_acc=accuracy(model, "train") if info else None,
         val_acc=accuracy(model, "val") if has_val else None,
         epochs=info.metrics.get("epochs", info.train_config.epochs) if info else None,
-        hist=frequency_histogram(model), fits=fits, fit_summary=summary, curves=curves,
-        harmonics=harmonics)
+        hist=frequency_histogram(model) if model.cfg.p >= 3 else None, fits=fits,
+        fit_summary=summary, curves=curves, harmonics=harmonics)
 
 
 def stats(values: Sequence[float | None]) -> dict[str, float]:
@@ -162,8 +164,9 @@ def aggregate(per: list[ModelMeasurements], synth: SyntheticCurve | None) -> dic
     keys = [k for k in per[0].fit_summary if k != "phase_sign"]
     fits = {k: stats([m.fit_summary.get(k) for m in per]) for k in keys}
     hist_keys = ("n_distinct", "effective_number", "most_common_count", "top_fraction_median")
-    freq = {k: stats([getattr(m.hist, k) for m in per]) for k in hist_keys}
-    freq["n_available"] = per[0].hist.n_available
+    freq = {k: stats([getattr(m.hist, k) for m in per if m.hist is not None])
+            for k in hist_keys}
+    freq["n_available"] = None if per[0].hist is None else per[0].hist.n_available
     out: dict[str, Any] = {
         "epochs": sorted({m.epochs for m in per if m.epochs is not None}),
         "train_acc": stats([m.train_acc for m in per]),

@@ -34,7 +34,8 @@ from analyses.experiments.study import (
 )
 from analyses.pages.dynamics import how_it_formed_html
 from analyses.pages.forms import forms_section
-from analyses.probes import ProbeRuns, run_probes
+from analyses.pages.writer import PageKind, page_folder
+from analyses.probes import PROBE_TIME_LIMIT, ProbeRuns, run_probes
 from analyses.views import (
     bundle_script,
     figure_png,
@@ -51,36 +52,19 @@ from analyses.views import (
 )
 from hooked_mlp.config import describe
 from hooked_mlp.files import layout
-from hooked_mlp.files.format import atomic_directory, atomic_write_bytes, atomic_write_text
+from hooked_mlp.text import one_line
+
+REPORT = PageKind("report", files=("report.html", "summary.json"),
+                  folders={"figures": "*.png", "models": layout.MODEL_GLOB},
+                  marker=("summary.json", ("claims", "source")))
 
 
 def earlier_report(folder: Path) -> str | None:
     """None when `folder` holds an earlier report and nothing else (`report.html`, a
     `summary.json` this module wrote, `figures/*.png`, `models/seed-*.safetensors`), else the
-    first thing in it that is not part of one: a report replaces nothing but a report."""
-    entries = {e.name: e for e in folder.iterdir()}
-    strangers = sorted(set(entries) - {"report.html", "summary.json", "figures", "models"})
-    if strangers:
-        return ", ".join(strangers[:5])
-    try:
-        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "no summary.json of a hooked-mlp report"
-    if not isinstance(summary, dict) or not {"claims", "source"} <= set(summary):
-        return "its summary.json is not a hooked-mlp report's"
-    for name, pattern in (("figures", "*.png"), ("models", layout.MODEL_GLOB)):
-        sub = entries.get(name)
-        if sub is None:
-            continue
-        if sub.is_symlink() or not sub.is_dir():
-            return f"{name} is not a folder"
-        for f in sub.iterdir():
-            if f.is_symlink() or not f.is_file() or not f.match(pattern):
-                return f"{name}/{f.name}"
-    for name in ("report.html", "summary.json"):
-        if name in entries and (entries[name].is_symlink() or not entries[name].is_file()):
-            return name
-    return None
+    first thing in it that is not part of one: a report replaces nothing but a report (the
+    rule of `analyses.pages.writer`, kind `REPORT`)."""
+    return REPORT.stranger(folder)
 
 
 @dataclass
@@ -219,8 +203,12 @@ def _probe_sections(probes: ProbeRuns, pngs: dict[str, dict[str, bytes]]) -> lis
                      f" <span class='meta'>(from {esc(probe.source)})</span></h3>")
         rows = []
         for row in probes.per_model[name]:
-            text = (f"does not apply: {row['error']}" if "error" in row
+            text = (f"{row['failure']}: {row['error']}" if "error" in row
                     else row["summary"] or "(no summary)")
+            if "changed_model" in row:
+                text += (f" [this probe changed its model ({'; '.join(row['changed_model'])}): "
+                         "it ran on its own copy, so nothing else in this report saw the "
+                         "change]")
             rows.append(f"<tr><td>{esc(row['model'])}</td><td>{esc(text)}</td></tr>")
         parts.append("<table class='claims'><tr><th>model</th><th>result</th></tr>"
                      + "".join(rows) + "</table>")
@@ -234,15 +222,16 @@ def _probe_sections(probes: ProbeRuns, pngs: dict[str, dict[str, bytes]]) -> lis
     return parts
 
 
-def render_html(result: StudyResult, figures: dict[str, bytes | None], views: list[Any],
-                source: str, seconds: float, probe_parts: list[str] | None = None) -> str:
+def render_html(result: StudyResult | None, figures: dict[str, bytes | None], views: list[Any],
+                source: str, seconds: float, probe_parts: list[str] | None = None,
+                labels: list[str] | None = None) -> str:
     """The report page (figures as data URIs, the circuitsvis bundle inlined once). A figure
-    that is None is replaced by the reason its claim does not apply."""
-    from hooked_mlp import __version__
-
+    that is None is replaced by the reason its claim does not apply; without a study result
+    (it could not be computed) the page holds the other sections."""
+    if result is None:
+        return _page_without_study(source, seconds, probe_parts or [], labels or [])
     esc = html.escape
     agg, labels = result.aggregate, result.labels
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     rows = "\n".join(
         f"<tr><td>{esc(c['claim'])}</td><td>{esc(c['study'])}</td><td>{esc(c['measured'])}</td>"
         f"<td class='{c['verdict'].replace('/', '')}'>{c['verdict']}</td></tr>"
@@ -261,13 +250,7 @@ def render_html(result: StudyResult, figures: dict[str, bytes | None], views: li
         return f"{img_html(png, CAPTIONS[name], name)}\n<p>{CAPTIONS[name]}</p>"
 
     parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        "<title>hooked-mlp: Interpreting Modular Addition in MLPs, reproduced</title>",
-        f"<style>{CSS}</style></head><body>",
-        "<h1>Interpreting Modular Addition in MLPs — reproduced</h1>",
-        f"<p class='meta'>hooked-mlp {esc(__version__)} · {esc(now)} · models: {esc(source)} "
-        f"({len(labels)}) · {esc(describe(result.cfg))} · computed in {seconds:.1f} s · every "
-        "number below is in <code>summary.json</code></p>",
+        *_head(source, len(labels), describe(result.cfg), seconds),
         "<h2>Claims and measurements</h2>",
         "<table class='claims'><tr><th>claim of the study</th><th>study</th>"
         "<th>this project (mean ± sd over models)</th><th>verdict</th></tr>",
@@ -288,13 +271,37 @@ def render_html(result: StudyResult, figures: dict[str, bytes | None], views: li
         parts.append(f"<h3>{esc(v.title)}</h3>")
         parts.append(v.fragment(f"cv-{i}"))
     parts += probe_parts or []
-    parts += [
+    parts += _tail()
+    return "\n".join(parts)
+
+
+def _head(source: str, n_models: int, config: str, seconds: float) -> list[str]:
+    from hooked_mlp import __version__
+
+    esc = html.escape
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        '<meta name="generator" content="hooked-mlp report page">',
+        "<title>hooked-mlp: Interpreting Modular Addition in MLPs, reproduced</title>",
+        f"<style>{CSS}</style></head><body>",
+        "<h1>Interpreting Modular Addition in MLPs — reproduced</h1>",
+        f"<p class='meta'>hooked-mlp {esc(__version__)} · {esc(now)} · models: {esc(source)} "
+        f"({n_models}) · {esc(config)} · computed in {seconds:.1f} s · every "
+        "number below is in <code>summary.json</code></p>"]
+
+
+def _page_without_study(source: str, seconds: float, parts: list[str], labels: list[str]
+                        ) -> str:
+    return "\n".join([*_head(source, len(labels), "", seconds), *parts, *_tail()])
+
+
+def _tail() -> list[str]:
+    return [
         "<h2>Reproduce</h2>",
         "<p><code>hooked-mlp report</code> (shipped models) · <code>hooked-mlp report --seeds "
         "0-4</code> (train first) · <code>hooked-mlp report --model PATH</code> (your own).</p>",
-        STATUS_SCRIPT, "</body></html>",
-    ]
-    return "\n".join(parts)
+        STATUS_SCRIPT, "</body></html>"]
 
 
 def _figures(models: list[Any], result: StudyResult, show: list[int], ks: list[int] | None
@@ -328,10 +335,13 @@ def _figures(models: list[Any], result: StudyResult, show: list[int], ks: list[i
     return figures
 
 
-def _show_neurons(model: Any, fits: NeuronFits | None, n: int = 8) -> tuple[list[int], list[int]]:
+def _show_neurons(model: Any, fits: NeuronFits | None, n: int = 8
+                  ) -> tuple[list[int], list[int] | None]:
     """Neurons to draw (live, distinct low frequencies) and their input frequencies."""
     from analyses.cosine_fit import fit_cosines
 
+    if model.cfg.p < 3:  # no frequency to fit: the first neurons
+        return list(range(min(n, model.cfg.d_hidden))), None
     if fits is None:  # a deeper model: the first layer's input fits
         fa = fit_cosines(model.W_a.detach().t().cpu())
         fits_k, neurons = fa.k, list(range(model.cfg.d_hidden))
@@ -362,9 +372,14 @@ def run_report(
     progress: bool = True,
     synthetic_seeds: Sequence[int] = range(5),
     n_orders_scale: float = 1.0,
+    probe_time_limit: float | None = PROBE_TIME_LIMIT,
 ) -> ReportResult:
     """Analyse the models, write `report.html`, `summary.json` and `figures/*.png` to `out_dir`
-    (and `models/` when it trains them), replacing an earlier report there as a whole."""
+    (and `models/` when it trains them), replacing an earlier report there as a whole
+    (`analyses.pages.writer`, kind `REPORT`). A section that raises (an overflow, a probe) is
+    left out, named with its error on the page and under `sections_failed`; the report is
+    still written. `probe_time_limit`: seconds each probe may take on one model
+    (`analyses.probes`)."""
     from hooked_mlp.files.checkpoints import save
     from hooked_mlp.training.trainer import torch_threads
 
@@ -372,40 +387,91 @@ def run_report(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out_dir must be a folder, but {out} is a file")
-    for path in model_paths or ():
-        if out.exists() and Path(path).resolve().is_relative_to(out.resolve()):
-            raise ValueError(f"{path} lies inside the output folder {out}, which the report "
-                             "replaces: write the report elsewhere")
-    with atomic_directory(out, earlier_report) as tmp:
+    with page_folder(out, REPORT, inputs=model_paths or ()) as page:
         models, labels, source = _load_models(model_paths, seeds, epochs, threads, progress)
         if seeds is not None:
             for s, m in zip(seeds, models, strict=True):
-                save(m, layout.model_file(tmp / "models", s))
+                save(m, page.path(f"models/{layout.model_file(Path(), s).name}"))
+        failed: dict[str, str] = {}  # section -> why it could not be computed
         with torch_threads(threads or 2):
-            result = study(models, labels, synthetic_seeds, n_orders_scale)
-            show, ks = _show_neurons(models[0], result.per_model[0].fits)
-            figures = _figures(models, result, show, ks)
-            grids = activation_grids(models[0], show)
-            views = [neuron_grid_view(models[0], n, grids) for n in show[:3]]
-            views.append(top_inputs_view(models[0], show, k=10, grids=grids))
-            probes = run_probes(models, labels)
-            probe_pngs = {name: {k: figure_png(fig) for k, fig in figs.items()}
+            result = _section("study", failed, study, models, labels, synthetic_seeds,
+                              n_orders_scale)
+            figures: dict[str, bytes | None] = {}
+            views: list[Any] = []
+            if result is not None:
+                figures = _section("figures", failed, _study_figures, models, result) or {}
+                views = _section("views", failed, _views, models[0], result) or []
+            probes = run_probes(models, labels, probe_time_limit)
+            probe_pngs = {name: _section(f"probe {name}: figures", failed, _pngs, figs) or {}
                           for name, figs in probes.figures.items()}
-            forms_html, forms_data = forms_section(  # "What each neuron computes"
-                models, labels, n_orders=max(1, round(3 * n_orders_scale)))
+            forms = _section("neuron_forms", failed, forms_section,  # "What each neuron computes"
+                             models, labels, n_orders=max(1, round(3 * n_orders_scale)))
+            formed = _section("how_it_formed", failed, how_it_formed_html, models, model_paths,
+                              shipped=not model_paths and seeds is None)
+        forms_html, forms_data = forms if forms is not None else ("", None)
         seconds = time.perf_counter() - start
-        summary = to_jsonable({"source": source, "seconds": seconds} | result.to_dict()
-                              | {"probes": probes.to_dict(), "neuron_forms": forms_data})
-        page = render_html(result, figures, views, source, seconds,
-                           [forms_html, *_probe_sections(probes, probe_pngs),
-                            *how_it_formed_html(models, model_paths,
-                                                shipped=not model_paths and seeds is None)])
+        study_dict = result.to_dict() if result is not None else {"claims": []}
+        summary = to_jsonable({"source": source, "seconds": seconds} | study_dict
+                              | {"probes": probes.to_dict(), "neuron_forms": forms_data,
+                                 "sections_failed": failed})
+        html_page = render_html(result, figures, views, source, seconds,
+                                [*_failed_notes(failed), forms_html,
+                                 *_probe_sections(probes, probe_pngs), *(formed or [])],
+                                labels=labels)
         for name, png in figures.items():
             if png is not None:
-                atomic_write_bytes(tmp / "figures" / f"{name}.png", png)
-        atomic_write_text(tmp / "summary.json", json.dumps(summary, indent=2, allow_nan=False))
-        atomic_write_text(tmp / "report.html", page)
+                page.write(f"figures/{name}.png", png)
+        page.write("summary.json", json.dumps(summary, indent=2, allow_nan=False))
+        page.write("report.html", html_page)
     return ReportResult(out / "report.html", out / "summary.json", seconds, summary)
+
+
+def _section(key: str, failed: dict[str, str], compute: Any, *args: Any, **kwargs: Any) -> Any:
+    """`compute(*args, **kwargs)`, or None with why in `failed[key]` when it raises: a report
+    is never lost to one section (an overflow, a model a section cannot read)."""
+    try:
+        return compute(*args, **kwargs)
+    except Exception as e:
+        from hooked_mlp.checks import LogitsOverflowError
+
+        what = "overflow" if isinstance(e, LogitsOverflowError) else type(e).__name__
+        failed[key] = f"{what}: {one_line(str(e))}"
+        return None
+
+
+def _study_figures(models: list[Any], result: StudyResult) -> dict[str, bytes | None]:
+    show, ks = _show_neurons(models[0], result.per_model[0].fits)
+    return _figures(models, result, show, ks)
+
+
+def _views(model: Any, result: StudyResult) -> list[Any]:
+    show, _ = _show_neurons(model, result.per_model[0].fits)
+    grids = activation_grids(model, show)
+    views = [neuron_grid_view(model, n, grids) for n in show[:3]]
+    views.append(top_inputs_view(model, show, k=10, grids=grids))
+    return views
+
+
+def _pngs(figs: dict[str, Any]) -> dict[str, bytes]:
+    return {k: figure_png(fig) for k, fig in figs.items()}
+
+
+SECTION_TITLES = {"study": "the study's claims", "figures": "the study's figures",
+                  "views": "the interactive views", "neuron_forms": "What each neuron computes",
+                  "how_it_formed": "How it formed"}
+
+
+def _failed_notes(failed: dict[str, str]) -> list[str]:
+    """One note per section that could not be computed, naming it and the error."""
+    if not failed:
+        return []
+    esc = html.escape
+    items = "".join(f"<li><b>{esc(SECTION_TITLES.get(k, k))}</b>: {esc(why)}</li>"
+                    for k, why in failed.items())
+    return ["<h2>Sections left out</h2>",
+            "<p class='note'>These parts could not be computed on these models; the rest of "
+            f"the report is unaffected (also in <code>summary.json</code> under "
+            f"<code>sections_failed</code>):</p><ul>{items}</ul>"]
 
 
 __all__ = ["ReportResult", "render_html", "run_report"]

@@ -1,0 +1,183 @@
+"""Issue 20, the report's items: no number about the wrong model, no report lost to one part
+(a probe that edits, raises or hangs; an overflowing model; a tiny p), figure files that stay
+inside their folder."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import torch
+
+import analyses.probes as probes_mod
+from analyses.probes import Probe, ProbeResult, run_probes
+from hooked_mlp import MLPConfig, TrainConfig, load_pretrained
+from hooked_mlp.helpers import accuracy
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_pretrained(0)
+
+
+def _register(monkeypatch, **funcs):
+    found = {name: Probe(name, f, "tests") for name, f in sorted(funcs.items())}
+    monkeypatch.setattr(probes_mod, "registered_probes", lambda: found)
+
+
+def _vandal(model):
+    """Scales W_out, adds a hook, freezes W_in and leaves training mode on"""
+    with torch.no_grad():
+        model.W_out.mul_(0.01)
+    next(iter(model.hook_dict.values())).add_hook(lambda x, hook: x)
+    model.W_in.requires_grad_(False)
+    model.train()
+    return ProbeResult({"done": 1})
+
+
+def _witness(model):
+    """Measures the accuracy it is given"""
+    return ProbeResult({"accuracy": accuracy(model)})
+
+
+def test_a_probe_that_edits_its_model_changes_nothing_else(monkeypatch, model):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    expected = accuracy(model)
+    _register(monkeypatch, a_vandal=_vandal, b_witness=_witness)
+    runs = run_probes([model], ["seed 0"])
+    assert runs.per_model["b_witness"][0]["data"]["accuracy"] == expected
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert not model.training and model.W_in.requires_grad
+    changed = " ".join(runs.per_model["a_vandal"][0]["changed_model"])
+    for word in ("weights", "W_out", "requires_grad", "training mode", "hooks"):
+        assert word in changed
+    assert "changed_model" not in runs.per_model["b_witness"][0]
+
+
+class _BadSummary:
+    def to_dict(self):
+        return {"x": 1}
+
+    def summary(self):
+        raise KeyError("summary broke")
+
+
+class _BadFigures(_BadSummary):
+    def summary(self):
+        return "fine"
+
+    def figures(self):
+        raise ZeroDivisionError("figures broke")
+
+
+def _raises(error):
+    def probe(model):
+        """Raises"""
+        raise error
+    return probe
+
+
+def test_a_probe_that_raises_costs_only_its_row(monkeypatch, model):
+    _register(monkeypatch, runtime=_raises(RuntimeError("boom")),
+              oserror=_raises(OSError(28, "No space left on device")),
+              refuses=_raises(ValueError("needs p >= 3")),
+              summary=lambda m: _BadSummary(), figures=lambda m: _BadFigures(),
+              witness=_witness)
+    runs = run_probes([model], ["seed 0"])
+    rows = {name: r[0] for name, r in runs.per_model.items()}
+    assert rows["runtime"]["failure"] == "failed" and "RuntimeError: boom" in rows[
+        "runtime"]["error"]
+    assert "OSError" in rows["oserror"]["error"] and "No space" in rows["oserror"]["error"]
+    assert rows["refuses"] == {"model": "seed 0", "failure": "does not apply",
+                               "error": "needs p >= 3"}
+    assert "KeyError" in rows["summary"]["error"]
+    assert "ZeroDivisionError" in rows["figures"]["error"]
+    assert rows["witness"]["data"]["accuracy"] == accuracy(model)
+
+
+def test_a_hanging_probe_is_stopped_by_its_time_limit(monkeypatch, model):
+    def hangs(m):
+        """Never returns"""
+        while True:
+            time.sleep(0.05)
+
+    _register(monkeypatch, hangs=hangs, witness=_witness)
+    start = time.monotonic()
+    runs = run_probes([model], ["seed 0"], time_limit=0.5)
+    assert time.monotonic() - start < 30
+    row = runs.per_model["hangs"][0]
+    assert row["failure"] == "timed out" and "0.5 s" in row["error"]
+    assert "data" in runs.per_model["witness"][0]
+
+
+@pytest.fixture(scope="module")
+def huge(tmp_path_factory):
+    """A small trained model scaled by 1e30: its logits overflow float32."""
+    from hooked_mlp import train
+    from hooked_mlp.files.checkpoints import save
+
+    m, _ = train(MLPConfig(p=23, d_hidden=24), TrainConfig(epochs=20), progress=False)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(1e30)
+    path = tmp_path_factory.mktemp("huge") / "huge.safetensors"
+    save(m, path)
+    return path
+
+
+def test_a_report_is_written_on_an_overflowing_model_with_a_raising_probe(
+        monkeypatch, tmp_path, huge):
+    from analyses.pages.report import run_report
+
+    _register(monkeypatch, runtime=_raises(RuntimeError("boom")),
+              oserror=_raises(OSError(5, "Input/output error")))
+    res = run_report(tmp_path / "r", model_paths=[huge], progress=False,
+                     synthetic_seeds=range(1), n_orders_scale=0.1)
+    data = json.loads(res.summary.read_text())
+    assert data["sections_failed"]["study"].startswith("overflow: the logits overflowed")
+    page = res.html.read_text()
+    assert "overflow" in page and "Sections left out" in page
+    assert "RuntimeError: boom" in page and "OSError" in page
+    assert data["probes"]["runtime"]["per_model"][0]["failure"] == "failed"
+
+
+def test_cli_probe_figures_stay_inside_their_folder(monkeypatch, tmp_path, capsys):
+    from matplotlib.figure import Figure
+
+    from analyses.pages.writer import png_owner
+    from hooked_mlp.cli import main
+
+    def drawing(m):
+        """Draws"""
+        return ProbeResult({"x": 1}, {"../../x": Figure, "ok": Figure})
+
+    _register(monkeypatch, drawing=drawing)
+    figs = tmp_path / "a" / "b" / "figs"
+    assert main(["probe", "drawing", "--figures", str(figs)]) == 0
+    assert sorted(p.name for p in figs.iterdir()) == ["drawing-ok.png", "drawing-x.png"]
+    assert not list(tmp_path.glob("*.png")) and not list((tmp_path / "a").glob("*.png"))
+    assert png_owner(figs / "drawing-x.png") is not None
+    assert main(["probe", "drawing", "--figures", str(figs)]) == 0  # its own files: replaced
+
+    (figs / "drawing-ok.png").write_bytes(b"someone else's")
+    capsys.readouterr()
+    assert main(["probe", "drawing", "--figures", str(figs)]) == 1
+    assert "not written by" in capsys.readouterr().err
+    assert (figs / "drawing-ok.png").read_bytes() == b"someone else's"
+
+
+def test_p2_and_p3_get_the_same_kind_of_report(tmp_path):
+    from analyses.pages.report import run_report
+    from hooked_mlp import train
+    from hooked_mlp.files.checkpoints import save
+
+    verdicts = {}
+    for p in (2, 3):
+        m, _ = train(MLPConfig(p=p, d_hidden=8), TrainConfig(epochs=5), progress=False)
+        save(m, tmp_path / f"p{p}.safetensors")
+        res = run_report(tmp_path / f"r{p}", model_paths=[tmp_path / f"p{p}.safetensors"],
+                         progress=False, synthetic_seeds=range(1), n_orders_scale=0.1)
+        assert res.data["sections_failed"] == {}
+        verdicts[p] = [c["verdict"] for c in res.data["claims"]]
+    assert verdicts[2][1:] == verdicts[3][1:] == ["n/a"] * (len(verdicts[3]) - 1)
