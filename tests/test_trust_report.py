@@ -181,3 +181,22 @@ def test_p2_and_p3_get_the_same_kind_of_report(tmp_path):
         assert res.data["sections_failed"] == {}
         verdicts[p] = [c["verdict"] for c in res.data["claims"]]
     assert verdicts[2][1:] == verdicts[3][1:] == ["n/a"] * (len(verdicts[3]) - 1)
+
+
+def test_how_it_formed_uses_only_the_models_own_snapshots(tmp_path):
+    from analyses.pages.report import _how_it_formed
+    from hooked_mlp import load, train
+    from hooked_mlp.cli import main
+    from hooked_mlp.files.checkpoints import save
+
+    run = tmp_path / "run"
+    assert main(["train", "--p", "23", "--d-hidden", "16", "--epochs", "30", "--seed", "0",
+                 "--snapshots", "every:10", "--out", str(run), "--no-progress"]) == 0
+    own = load(run / "seed-0.safetensors")
+    parts = _how_it_formed([own], [run / "seed-0.safetensors"], shipped=False)
+    assert parts and "Left out" not in " ".join(parts)
+
+    other, _ = train(MLPConfig(p=29, d_hidden=16), TrainConfig(epochs=30), progress=False)
+    save(other, run / "seed-0.safetensors")  # a p = 29 model beside the p = 23 snapshots
+    parts = _how_it_formed([other], [run / "seed-0.safetensors"], shipped=False)
+    assert "Left out" in parts[1] and "another model" in parts[1] and "p" in parts[1]

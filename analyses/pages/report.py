@@ -406,7 +406,7 @@ def run_report(
                           for name, figs in probes.figures.items()}
             forms = _section("neuron_forms", failed, forms_section,  # "What each neuron computes"
                              models, labels, n_orders=max(1, round(3 * n_orders_scale)))
-            formed = _section("how_it_formed", failed, how_it_formed_html, models, model_paths,
+            formed = _section("how_it_formed", failed, _how_it_formed, models, model_paths,
                               shipped=not model_paths and seeds is None)
         forms_html, forms_data = forms if forms is not None else ("", None)
         seconds = time.perf_counter() - start
@@ -454,6 +454,30 @@ def _views(model: Any, result: StudyResult) -> list[Any]:
 
 def _pngs(figs: dict[str, Any]) -> dict[str, bytes]:
     return {k: figure_png(fig) for k, fig in figs.items()}
+
+
+def _how_it_formed(models: list[Any], model_paths: Sequence[Any] | None, shipped: bool
+                   ) -> list[str]:
+    """"How it formed" for the first model that has snapshots, only when they are its own
+    (`hooked_mlp.files.series.series_matches`: the same config and recipe, the series ending at
+    the model's weights); else a note saying which snapshots were left out and why."""
+    from analyses.pages.dynamics import _series_for
+    from hooked_mlp.files.series import series_matches
+
+    paths = list(model_paths) if model_paths else [None] * len(models)
+    for model, path in zip(models, paths, strict=True):
+        found = _series_for(model, path, shipped)
+        if found is None:
+            continue
+        series, what = found
+        why = series_matches(series, model)
+        if why is not None:
+            return ["<h2>How it formed</h2>",
+                    f"<p class='note'>Left out: {html.escape(what)} were found, but "
+                    f"{html.escape(why)}, so they are not this model's history.</p>"]
+        return how_it_formed_html([model], [path] if path is not None else None,
+                                  shipped=shipped)
+    return []
 
 
 SECTION_TITLES = {"study": "the study's claims", "figures": "the study's figures",
