@@ -200,3 +200,24 @@ def test_how_it_formed_uses_only_the_models_own_snapshots(tmp_path):
     save(other, run / "seed-0.safetensors")  # a p = 29 model beside the p = 23 snapshots
     parts = _how_it_formed([other], [run / "seed-0.safetensors"], shipped=False)
     assert "Left out" in parts[1] and "another model" in parts[1] and "p" in parts[1]
+
+
+def test_a_dead_model_gets_no_verdict_on_what_it_computes(tmp_path):
+    from analyses.pages.report import run_report
+    from hooked_mlp import train
+    from hooked_mlp.files.checkpoints import save
+
+    m, _ = train(MLPConfig(p=23, d_hidden=24), TrainConfig(epochs=5), progress=False)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.zero_()
+    save(m, tmp_path / "zero.safetensors")
+    res = run_report(tmp_path / "r", model_paths=[tmp_path / "zero.safetensors"],
+                     progress=False, synthetic_seeds=range(1), n_orders_scale=0.1)
+    verdicts = [c["verdict"] for c in res.data["claims"]]
+    # training differs (it is a failed model); random cosine models (claim 5) are no model's
+    assert verdicts[0] == "differs" and verdicts[4] in ("holds", "partly", "differs")
+    assert [v for i, v in enumerate(verdicts) if i not in (0, 4)] == ["no verdict"] * 5
+    assert all("at chance" in c["measured"] for i, c in enumerate(res.data["claims"])
+               if i not in (0, 4))
+    assert "no verdict" in res.html.read_text()

@@ -221,13 +221,23 @@ def claims(agg: dict[str, Any], cfg: MLPConfig, applies: dict[str, str | None]
     if cfg.tied_inputs:
         rel = "2φ" if sign == 1 else rel
 
+    chance = _near_chance(agg, cfg)
+
     def row(key: str, claim: str, study_says: str, measured: Any, ok: Any,
-            partly: Any = lambda: False) -> None:
+            partly: Any = lambda: False, basis: Sequence[dict[str, Any]] = ()) -> None:
         why = applies[key]
         if why is not None:
             rows.append({"claim": claim, "study": study_says, "measured": why, "verdict": "n/a"})
             return
-        text, good, part = measured(), ok(), partly()
+        text = measured()
+        no_signal = (chance if key in ABOUT_THE_COMPUTATION else None) or (
+            "nothing to measure: every number it rests on is n/a (dead or constant neurons)"
+            if basis and all(b.get("n", 0) == 0 for b in basis) else None)
+        if no_signal is not None:
+            rows.append({"claim": claim, "study": study_says, "measured": f"{text} — no "
+                         f"verdict: {no_signal}", "verdict": "no verdict"})
+            return
+        good, part = ok(), partly()
         rows.append({"claim": claim, "study": study_says, "measured": text,
                      "verdict": "holds" if good else ("partly" if part else "differs")})
 
@@ -254,14 +264,14 @@ def claims(agg: dict[str, Any], cfg: MLPConfig, applies: dict[str, str | None]
             "scale_rel_diff_median" not in f or (f["scale_rel_diff_median"]["mean"] < 0.1
                                                  and f["phase_a_minus_b_abs_median"]["mean"]
                                                  > 0.3)),
-        lambda: f["frac_k_a_eq_b"]["mean"] >= 0.9)
+        lambda: f["frac_k_a_eq_b"]["mean"] >= 0.9, basis=[f.get("frac_k_a_eq_b", {})])
     row("outputs", f"3. Output weights: same frequency, φ_out ≈ {rel}",
         "same k; φ_out = φ_a + φ_b",
         lambda: f"same k (a, b, out): {_pct(f['frac_k_all_equal'], 1)}; "
                 f"|φ_out − ({rel})|: median {_num(f['phase_error_abs_median'], 2, ' rad')}, "
                 f"< π/8 for {_pct(f['frac_phase_error_below_pi_8'], 1)}",
         lambda: f["frac_k_all_equal"]["mean"] >= 0.9 and f["phase_error_abs_median"]["mean"]
-        < 0.3)
+        < 0.3, basis=[f.get("frac_k_all_equal", {})])
     row("replacement", "4. Replacing > 90 % of neurons by cosine fits keeps > 80 % accuracy",
         "> 80 % with > 90 % replaced",
         lambda: f"90 % replaced: {_pct(agg['replacement_at_90'], 1)} (single-cosine fits, "
@@ -289,13 +299,29 @@ def claims(agg: dict[str, Any], cfg: MLPConfig, applies: dict[str, str | None]
         lambda: h["n_distinct"]["mean"] >= min(20, h["n_available"] * 0.35)
         and h["top_fraction_median"]["mean"] >= 0.5,
         lambda: h["n_distinct"]["mean"] >= min(20, h["n_available"] * 0.35)
-        and h["top_fraction_median"]["mean"] >= 0.25)
+        and h["top_fraction_median"]["mean"] >= 0.25, basis=[h.get("top_fraction_median", {})])
     row("free_frequency", "Fits with a free frequency land on integers",
         "(the study fitted a continuous frequency)",
         lambda: f"|f − k| < 0.05 for {_pct(f['frac_free_freq_within_0_05'], 1)} of fits; "
                 f"median |f − k| {_num(f['free_freq_abs_dev_median'], 2)}",
-        lambda: f["frac_free_freq_within_0_05"]["mean"] >= 0.9)
+        lambda: f["frac_free_freq_within_0_05"]["mean"] >= 0.9,
+        basis=[f.get("frac_free_freq_within_0_05", {})])
     return rows
+
+
+# the claims about what a model computes: no verdict on models at chance
+ABOUT_THE_COMPUTATION = ("inputs", "outputs", "replacement", "frequencies", "free_frequency")
+
+
+def _near_chance(agg: dict[str, Any], cfg: MLPConfig) -> str | None:
+    """Why the models carry no computation to describe (the best of them is below twice the
+    chance accuracy 1/p over every pair), or None."""
+    acc = agg["accuracy_all"]
+    if acc["n"] and acc["max"] < 2 / cfg.p:
+        return (f"the models are at chance (best accuracy over every pair "
+                f"{100 * acc['max']:.2f} %, chance 1/p = {100 / cfg.p:.2f} %): there is no "
+                "computation for this claim to describe")
+    return None
 
 
 @dataclass

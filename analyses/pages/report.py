@@ -112,6 +112,7 @@ table.claims td,table.claims th{border:1px solid #ddd;padding:6px 8px;vertical-a
 table.claims th{background:#f4f4f4;text-align:left}
 .holds{color:#1a7f37;font-weight:600} .partly{color:#9a6700;font-weight:600}
 .differs{color:#cf222e;font-weight:600} .na{color:#666;font-style:italic}
+.no{color:#666;font-style:italic}
 img.fig{max-width:100%;border:1px solid #eee;margin:8px 0}
 .note{background:#f6f8fa;border-left:4px solid #999;padding:8px 12px;font-size:14px}
 .meta{color:#666;font-size:13px} code{background:#f4f4f4;padding:1px 4px}
@@ -224,12 +225,12 @@ def _probe_sections(probes: ProbeRuns, pngs: dict[str, dict[str, bytes]]) -> lis
 
 def render_html(result: StudyResult | None, figures: dict[str, bytes | None], views: list[Any],
                 source: str, seconds: float, probe_parts: list[str] | None = None,
-                labels: list[str] | None = None) -> str:
+                labels: list[str] | None = None, config: str = "") -> str:
     """The report page (figures as data URIs, the circuitsvis bundle inlined once). A figure
     that is None is replaced by the reason its claim does not apply; without a study result
     (it could not be computed) the page holds the other sections."""
     if result is None:
-        return _page_without_study(source, seconds, probe_parts or [], labels or [])
+        return _page_without_study(source, seconds, probe_parts or [], labels or [], config)
     esc = html.escape
     agg, labels = result.aggregate, result.labels
     rows = "\n".join(
@@ -291,9 +292,9 @@ def _head(source: str, n_models: int, config: str, seconds: float) -> list[str]:
         "number below is in <code>summary.json</code></p>"]
 
 
-def _page_without_study(source: str, seconds: float, parts: list[str], labels: list[str]
-                        ) -> str:
-    return "\n".join([*_head(source, len(labels), "", seconds), *parts, *_tail()])
+def _page_without_study(source: str, seconds: float, parts: list[str], labels: list[str],
+                        config: str) -> str:
+    return "\n".join([*_head(source, len(labels), config, seconds), *parts, *_tail()])
 
 
 def _tail() -> list[str]:
@@ -417,7 +418,7 @@ def run_report(
         html_page = render_html(result, figures, views, source, seconds,
                                 [*_failed_notes(failed), forms_html,
                                  *_probe_sections(probes, probe_pngs), *(formed or [])],
-                                labels=labels)
+                                labels=labels, config=describe(models[0].cfg))
         for name, png in figures.items():
             if png is not None:
                 page.write(f"figures/{name}.png", png)
