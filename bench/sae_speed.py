@@ -27,7 +27,7 @@ def plain_loop(x: torch.Tensor, d_sae: int, k: int, steps: int, batch: int, lr: 
     enc, dec = torch.nn.Linear(x.shape[1], d_sae), torch.nn.Linear(d_sae, x.shape[1])
     opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=lr)
     var = (x - x.mean(0)).square().sum(1).mean()
-    for step in range(steps):
+    for _ in range(steps):
         idx = torch.randint(0, x.shape[0], (batch,))
         xb = x[idx]
         pre = enc(xb)
