@@ -99,6 +99,8 @@ class SparseDictionary:
         """Replace `hook_out`'s value by the dictionary's reconstruction (of `hook_in`'s value)
         for every forward pass inside the block; the hooks go on exit, also after an error."""
         check_model(model)
+        _check_hook(model, self.hook_in)
+        _check_hook(model, self.hook_out)
         seen: dict[str, Tensor] = {}
 
         def read(value: Tensor, hook: Any) -> Tensor:
@@ -120,6 +122,8 @@ class SparseDictionary:
         """On all pairs: mean L0 (features active per pair), explained variance of `hook_out`,
         the count of dead features (never active), the normalised MSE, and the model's
         accuracy clean and with the dictionary spliced in."""
+        _check_hook(model, self.hook_in)
+        _check_hook(model, self.hook_out)
         x, y = _data(model, self.hook_in, self.hook_out)
         f = self.encode(x)
         y_hat = self.decode(f)

@@ -19,6 +19,7 @@ from analyses.sae import _data, fit_dictionaries
 from hooked_mlp import load_pretrained
 
 TARGET_NMSE = 0.05
+HOOK = "blocks.0.mlp.hook_post"
 
 
 def plain_loop(x: torch.Tensor, d_sae: int, k: int, steps: int, batch: int, lr: float
@@ -59,10 +60,11 @@ def main() -> None:
     print("uptime:", subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
     print(f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}")
     model = load_pretrained(0)
-    x, _ = _data(model, "blocks.0.mlp.hook_post", "blocks.0.mlp.hook_post")
+    x, _ = _data(model, HOOK, HOOK)
     t = time.perf_counter()
     (sae,) = fit_dictionaries(x, None, 400, sparsity="topk", k=args.k, steps=args.steps,
-                              lr=args.lr, batch_size=args.batch, resample_every=250)
+                              lr=args.lr, batch_size=args.batch, resample_every=250,
+                              hook_in=HOOK, hook_out=HOOK)
     ours = time.perf_counter() - t
     m = sae.metrics(model)
     t = time.perf_counter()
