@@ -390,6 +390,11 @@ def run_report(
         raise ValueError(f"out_dir must be a folder, but {out} is a file")
     with page_folder(out, REPORT, inputs=model_paths or ()) as page:
         models, labels, source = _load_models(model_paths, seeds, epochs, threads, progress)
+        from analyses._common import check_all_pairs_memory
+
+        for m in models:  # every section reads all p^2 pairs: a model too big for this
+            # machine's memory is refused whole, before any section runs (none could)
+            check_all_pairs_memory(m.cfg, 3 * max(m.cfg.d_hidden, m.cfg.p), "report")
         if seeds is not None:
             for s, m in zip(seeds, models, strict=True):
                 save(m, page.path(f"models/{layout.model_file(Path(), s).name}"))

@@ -160,9 +160,10 @@ class _CallerError(Exception):
 class PageFolder:
     """The temporary folder a page is built in (`page_folder` yields one)."""
 
-    def __init__(self, tmp: Path, kind: PageKind) -> None:
+    def __init__(self, tmp: Path, kind: PageKind, out_dir: Path | None = None) -> None:
         self.root = tmp
         self.kind = kind
+        self.out_dir = tmp if out_dir is None else out_dir  # where the page will be
 
     def path(self, name: str) -> Path:
         """Where the page's file `name` ('figures/x.png') goes, its folder made; refused when
@@ -176,9 +177,14 @@ class PageFolder:
         return p
 
     def write(self, name: str, data: str | bytes) -> Path:
-        """Write `data` (text as UTF-8) as the page's file `name`; its final path."""
-        atomic_write_bytes(self.path(name), data.encode("utf-8") if isinstance(data, str)
-                           else bytes(data))
+        """Write `data` (text as UTF-8) as the page's file `name`; its final path. A failed
+        write (a full disk) is an OSError naming the output folder; nothing there changes."""
+        try:
+            atomic_write_bytes(self.path(name), data.encode("utf-8") if isinstance(data, str)
+                               else bytes(data))
+        except OSError as e:
+            raise OSError(e.errno, f"{e.strerror or e}: could not write {name} of the "
+                          f"{self.kind.name} page into {safe_text(str(self.out_dir))}") from e
         return self.root / name
 
 
@@ -196,7 +202,7 @@ def page_folder(out_dir: str | os.PathLike[str], kind: PageKind,
     _check_inputs(out, inputs, "folder")
     try:
         with atomic_directory(out, kind.stranger) as tmp:
-            page = PageFolder(tmp, kind)
+            page = PageFolder(tmp, kind, out)
             try:
                 yield page
             except Exception as e:
