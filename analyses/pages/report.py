@@ -390,10 +390,12 @@ def run_report(
         raise ValueError(f"out_dir must be a folder, but {out} is a file")
     with page_folder(out, REPORT, inputs=model_paths or ()) as page:
         models, labels, source = _load_models(model_paths, seeds, epochs, threads, progress)
-        from analyses._common import check_all_pairs_memory
+        from analyses._common import check_all_pairs_memory, check_one_hot
 
-        for m in models:  # every section reads all p^2 pairs: a model too big for this
-            # machine's memory is refused whole, before any section runs (none could)
+        for m in models:  # what no section could compute is refused whole, before any runs:
+            # a dense input layer (the study reads weights by residue), a model whose pairs
+            # do not fit in this machine's memory
+            check_one_hot(m, "report")
             check_all_pairs_memory(m.cfg, 3 * max(m.cfg.d_hidden, m.cfg.p), "report")
         if seeds is not None:
             for s, m in zip(seeds, models, strict=True):
