@@ -41,6 +41,7 @@ from analyses._common import (
     to_jsonable,
     wrap_angle,
 )
+from hooked_mlp.checks import check_finite_logits
 from hooked_mlp.data import all_pairs, dataset
 
 TERMS = {"a": (1, 0), "b": (0, 1), "sum": (1, 1), "diff": (1, -1)}
@@ -343,6 +344,7 @@ def accuracy_with_replaced(model: Any, fits: ActivationFits, neurons: Sequence[i
 
     logits = model.run_with_hooks(tokens, fwd_hooks=[(hook_name(fits.layer, fits.hook),
                                                       replace)])
+    check_finite_logits(logits, "the accuracy with fitted activations")
     return float((logits.argmax(-1) == labels).double().mean())
 
 

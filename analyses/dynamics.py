@@ -62,6 +62,7 @@ from analyses._common import (
     wrap_angle,
 )
 from analyses.fourier import dft, n_frequencies
+from hooked_mlp.checks import check_finite_logits
 from hooked_mlp.data import all_pairs, labels_of, split_indices
 from hooked_mlp.helpers import split_tokens
 
@@ -92,6 +93,7 @@ def split_measures(model: Any, grid: Tensor | None = None) -> dict[str, float]:
             logits = grid[sides[0] if split == "train" else sides[1]].to(labels.device)
         else:
             logits = model(tokens)
+        check_finite_logits(logits, f"the {split} loss and accuracy")
         out[f"{split}_loss"] = float(F.cross_entropy(logits.float(), labels))
         out[f"{split}_acc"] = float((logits.argmax(-1) == labels).float().mean())
     return out
@@ -194,6 +196,7 @@ def frequency_losses(model: Any, keys: Sequence[int],
     sign = _sign(model, "frequency_losses")
     logits = _logits_grid(model) if grid is None else grid
     labels = labels_of(all_pairs(p), model.cfg)
+    check_finite_logits(logits, "the restricted and excluded losses")
     key_part = _restricted(logits, p, sign, keys)  # P: the key directions, no constant term
     restricted = key_part + logits.mean(dim=0, keepdim=True)  # R = P + each answer's mean
     info = model.train_info

@@ -55,6 +55,7 @@ from analyses._common import (
 )
 from analyses.activation_fits import fit_grids, layer_activations
 from analyses.cosine_fit import fit_cosines, fit_joint_inputs
+from hooked_mlp.checks import check_finite_logits
 from hooked_mlp.data import dataset
 
 SOURCES = ("weights", "pre", "post", "diagonal")
@@ -240,6 +241,7 @@ def output_replacement_curve(
     new = {"predicted": pred.W_out, "fitted": fit_cosines(W).values()}
 
     def acc(logits: Tensor) -> float:
+        check_finite_logits(logits, "the accuracy with predicted output weights")
         return float((logits.argmax(-1) == labels).double().mean())
 
     gen = torch.Generator().manual_seed(seed)

@@ -47,6 +47,7 @@ from analyses.cosine_fit import (
     fit_neurons,
     weights_digest,
 )
+from hooked_mlp.checks import check_finite_logits
 from hooked_mlp.data import dataset
 
 FORMS = ("separate", "joint", "study", "harmonic")
@@ -294,6 +295,7 @@ def accuracy_along_orders(
                 logits.addmm_(post_new[:, idx], W_out_new[idx])
                 logits.addmm_(post_old[:, idx], W_out[idx], alpha=-1.0)
                 done = n
+            check_finite_logits(logits, f"the accuracy with {n} neurons replaced")
             acc_at[n] = float((logits.argmax(dim=1) == labels).float().mean())
         curves.append([acc_at[n] for n in counts])
     return curves

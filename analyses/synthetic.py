@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from analyses._common import check_all_pairs_memory, to_jsonable
+from hooked_mlp.checks import check_finite_logits
 from hooked_mlp.config import MAX_SEED, MLPConfig
 from hooked_mlp.data import hash_keys
 
@@ -175,6 +176,7 @@ def synthetic_curve(
                                        prm["phi_a"][lo:hi] + sign * prm["phi_b"][lo:hi])
                 logits += forward(random_cosine_config(hi - lo, p, operation), block, tokens)
             done = n
+            check_finite_logits(logits, f"the accuracy of {n} random cosine neurons")
             acc[i][j] = float((logits.argmax(dim=1) == labels).float().mean())
     return SyntheticCurve(p, ns, seeds, acc, operation)
 

@@ -46,3 +46,18 @@ def test_overflowed_logits_are_refused(what: str) -> None:
     # accuracy 1.1 % (ties)
     with pytest.raises(LogitsOverflowError, match="overflowed"):
         getattr(helpers, what)(_scaled(1e30))
+
+
+def test_the_computations_refuse_overflowed_logits() -> None:
+    # each computation that reads an accuracy or a loss off logits says they overflowed,
+    # rather than answer from ties between infinities (the old code gave 1.1 % and NaN)
+    from analyses.dynamics import frequency_losses, split_measures
+    from analyses.replacement import replacement_curve
+
+    big = _scaled(1e30)
+    with pytest.raises(LogitsOverflowError, match="overflowed"):
+        split_measures(big)
+    with pytest.raises(LogitsOverflowError, match="overflowed"):
+        frequency_losses(big, [1, 2])
+    with pytest.raises(LogitsOverflowError, match="overflowed"):
+        replacement_curve(big, fractions=[0.5], n_orders=1)
