@@ -1,0 +1,295 @@
+"""What the explorer shows, gathered once in Python as compact JSON-ready data.
+
+A *state* is one model at one moment (the model itself, one snapshot of a series, one cell of a
+sweep). Its data are the compact factors from which the front end draws every view:
+
+- `W_a`, `W_b`, `W_out` (`[d_hidden, p]`, each neuron's weight vectors over residues, as
+  `analyses.fourier.neuron_signals` reads them), `b_in` `[d_hidden]`, `b_out` `[p]`: little-endian
+  float32 (float16 for the many states of a series or a sweep), base64. The front end forms a
+  neuron's activation grid over `(a, b)` and a pair's logits and per-neuron contributions from
+  them (`act(W_a[n, a] + W_b[n, b] + b_in[n])`, `sum_n post_n W_out[n, c] + b_out[c]`): `p` by
+  `d_hidden` numbers per signal instead of `p^2` per neuron. `checks` holds the model's own
+  `hook_post` and logits (through `run_with_cache`) at a few pairs, so the page can verify
+  its drawing against the model (the browser test asserts the agreement).
+- The cosine fit of every weight vector (`analyses.cosine_fit.fit_neurons`), the winning form
+  and the curves of every form (`analyses.forms.compare_forms`: the final state only, to bound
+  the size of a series), the normalised power spectra (`analyses.fourier.neuron_spectra`),
+  dead neurons, and the zero-ablation of each frequency's neurons (`analyses.groups.
+  by_frequency`, `analyses.patching.ablate`): loss and accuracy over every pair.
+
+A series adds its progress measures (`analyses.dynamics.dynamics`); a sweep adds its phase
+diagram (`hooked_mlp.files.sweeps.read_results`) and the states of at most `max_cells` cells,
+loaded from their saved weights (`load_sweep_model`).
+
+The explorer draws one-hidden-layer models with one-hot inputs (the layout every per-neuron
+analysis here needs); any other model is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from analyses.cosine_fit import fit_neurons
+from analyses.forms import FORMS, compare_forms
+from analyses.fourier import neuron_signals, neuron_spectra
+from analyses.groups import by_frequency
+from analyses.patching import ablate
+from hooked_mlp.data import all_pairs, labels_of, valid_mask
+
+# activations the front end evaluates (explorer.js `ACT`); the checks confirm each one
+FRONT_END_ACTIVATIONS = ("relu", "gelu", "silu", "quad", "identity")
+# the pairs whose hook_post and logits the page checks its own drawing against
+N_CHECKS = 6
+MAX_CELLS = 16
+
+
+def encode(x: Tensor | np.ndarray, dtype: str = "f32") -> str:
+    """A tensor as base64 of its little-endian float32 (`"f32"`) or float16 (`"f16"`) bytes,
+    flattened in C order."""
+    arr = (x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x))
+    if dtype not in ("f32", "f16"):
+        raise ValueError(f"dtype must be 'f32' or 'f16', got {dtype!r}")
+    arr = arr.astype("<f4" if dtype == "f32" else "<f2")
+    return base64.b64encode(np.ascontiguousarray(arr).tobytes()).decode("ascii")
+
+
+def decode(text: str, shape: Sequence[int], dtype: str = "f32") -> np.ndarray:
+    """The inverse of `encode` (as float32)."""
+    raw = base64.b64decode(text)
+    return np.frombuffer(raw, dtype="<f4" if dtype == "f32" else "<f2").astype(
+        np.float32).reshape(shape)
+
+
+def _round(values: Tensor, digits: int = 4) -> list[float | None]:
+    return [None if not math.isfinite(v) else round(v, digits) for v in values.double().tolist()]
+
+
+def check_explorable(model: Any) -> None:
+    """Refuse a model the explorer cannot draw, naming what it needs."""
+    from hooked_mlp.model import HookedMLP
+
+    if not isinstance(model, HookedMLP):
+        raise TypeError(f"model must be a HookedMLP, got {type(model).__name__}")
+    cfg = model.cfg
+    if cfg.n_layers != 1 or cfg.input_encoding != "one_hot":
+        raise ValueError(f"the explorer draws one-hidden-layer models with one-hot inputs, got "
+                         f"n_layers={cfg.n_layers}, input_encoding={cfg.input_encoding!r}")
+    if cfg.activation not in FRONT_END_ACTIVATIONS:
+        raise ValueError(f"the explorer draws activations {list(FRONT_END_ACTIVATIONS)}, got "
+                         f"{cfg.activation!r}")
+    if cfg.p < 5:
+        raise ValueError(f"the explorer needs p >= 5 (the forms it compares), got p={cfg.p}")
+
+
+def _loss_acc(logits: Tensor, labels: Tensor, valid: Tensor) -> tuple[float, float]:
+    lg, lb = logits[valid], labels[valid]
+    loss = torch.nn.functional.cross_entropy(lg.float(), lb)
+    return float(loss), float((lg.argmax(-1) == lb).double().mean())
+
+
+def ablations(model: Any, pairs: Tensor, labels: Tensor, valid: Tensor) -> list[dict[str, Any]]:
+    """Loss and accuracy over every pair with each frequency's (alive) neurons zero-ablated
+    (`analyses.patching.ablate`), one entry per frequency, sorted by frequency."""
+    out = []
+    with torch.no_grad():
+        for k, neurons in by_frequency(model, alive_only=True).items():
+            with ablate(model, neurons, how="zero"):
+                loss, acc = _loss_acc(model(pairs), labels, valid)
+            out.append({"k": k, "neurons": neurons, "loss": round(loss, 5),
+                        "acc": round(acc, 5)})
+    return out
+
+
+def state_data(model: Any, epoch: int | None = None, *, dtype: str = "f32",
+               forms: bool = True, detail: bool = True) -> dict[str, Any]:
+    """One state's data (see the module's docstring). `detail`: include the form comparison's
+    winners and the per-frequency ablations (about a second each at p = 113); `forms` (with
+    `detail`): every form's fitted curves too. The cosine fits, spectra and factors are always
+    there."""
+    check_explorable(model)
+    cfg = model.cfg
+    pairs = all_pairs(cfg.p, model.device)
+    labels, valid = labels_of(pairs, cfg), valid_mask(cfg, model.device)
+    signals = neuron_signals(model)  # {'a','b','out'} -> [d_hidden, p]
+    fits = fit_neurons(model)
+    spectra = neuron_spectra(model)
+    with torch.no_grad():
+        logits = model(pairs)
+    loss, acc = _loss_acc(logits, labels, valid)
+    params = dict(model.named_parameters())
+    zeros_h, zeros_p = torch.zeros(cfg.d_hidden), torch.zeros(cfg.p)
+    state: dict[str, Any] = {
+        "epoch": epoch, "dtype": dtype, "loss": round(loss, 5), "acc": round(acc, 5),
+        "W": {"a": encode(signals["a"], dtype), "b": encode(signals["b"], dtype),
+              "out": encode(signals["out"], dtype),
+              "b_in": encode(params.get("b_in", zeros_h).detach(), dtype),
+              "b_out": encode(params.get("b_out", zeros_p).detach(), dtype)},
+        "dead": [bool(d) for d in fits.dead.tolist()],
+        "frequency": spectra.input_frequency.tolist(),
+        "cosine": {s: {"k": f.k.tolist(), "scale": _round(f.scale), "phase": _round(f.phase),
+                       "offset": _round(f.offset), "r2": _round(f.r2)}
+                   for s, f in (("a", fits.a), ("b", fits.b), ("out", fits.out))},
+        "spectrum": {s: encode(pw / pw.sum(dim=1, keepdim=True).clamp_min(1e-300), "f16")
+                     for s, pw in spectra.power.items()},
+        "ablations": ablations(model, pairs, labels, valid) if detail else None,
+        "winner": None, "form_r2": None, "forms": None,
+    }
+    state["checks"] = checks(model, pairs)
+    if not detail:
+        return state
+    comparison = compare_forms(model)
+    state["winner"] = comparison.winners
+    state["form_r2"] = {s: {f: _round(comparison.fits[s][f].r2, 3) for f in FORMS}
+                        for s in comparison.fits}
+    if forms:
+        state["forms"] = {s: {f: encode(comparison.fits[s][f].values, "f16") for f in FORMS}
+                          for s in comparison.fits}
+    return state
+
+
+def checks(model: Any, pairs: Tensor) -> list[dict[str, Any]]:
+    """The model's own `hook_post` and logits at `N_CHECKS` pairs spread over the grid
+    (through `run_with_cache`), for the page to verify its drawing against."""
+    n = pairs.shape[0]
+    idx = torch.linspace(0, n - 1, N_CHECKS).round().long()
+    name = "blocks.0.mlp.hook_post"
+    with torch.no_grad():
+        logits, cache = model.run_with_cache(pairs[idx], names_filter=name)
+    return [{"a": int(pairs[i, 0]), "b": int(pairs[i, 1]),
+             "post": _round(cache[name][j], 6), "logits": _round(logits[j], 6)}
+            for j, i in enumerate(idx.tolist())]
+
+
+def header(model: Any, kind: str, title: str) -> dict[str, Any]:
+    cfg = model.cfg
+    pairs = all_pairs(cfg.p)
+    labels = labels_of(pairs, cfg).masked_fill(~valid_mask(cfg), -1)
+    return {"kind": kind, "title": title, "p": cfg.p, "d_hidden": cfg.d_hidden,
+            "activation": cfg.activation, "operation": cfg.operation,
+            "forms": list(FORMS), "labels": labels.tolist(), "states": [], "curves": None,
+            "sweep": None}
+
+
+def model_data(model: Any, title: str = "model") -> dict[str, Any]:
+    """The explorer's data for one model."""
+    check_explorable(model)
+    data = header(model, "model", title)
+    data["states"] = [state_data(model)]
+    return data
+
+
+CURVES = ("train_acc", "val_acc", "train_loss", "val_loss", "restricted_loss", "excluded_loss",
+          "weight_norm", "ipr_mean", "frac_cosine", "n_frequencies")
+
+
+def series_data(series: Any, title: str = "snapshot series") -> dict[str, Any]:
+    """The explorer's data for a snapshot series (`hooked_mlp.load_snapshots`): one state per
+    snapshot (float16 factors; the form comparison and the ablations on the last one only) and
+    the progress measures of `analyses.dynamics.dynamics`."""
+    from analyses.dynamics import dynamics
+
+    epochs = list(getattr(series, "epochs", []) or [])
+    if not epochs or len(epochs) != len(series):
+        raise TypeError(f"series must be a snapshot series with .epochs (hooked_mlp."
+                        f"load_snapshots), got {type(series).__name__}")
+    final = series[-1]
+    check_explorable(final)
+    data = header(final, "series", title)
+    last = len(series) - 1
+    data["states"] = [state_data(m, e, dtype="f16", detail=i == last)
+                      for i, (m, e) in enumerate(zip(series, epochs, strict=True))]
+    d = dynamics(series)
+    data["curves"] = {"epochs": d.epochs,
+                      "measures": {k: _round(torch.tensor(v, dtype=torch.float64), 5)
+                                   for k, v in d.measures.items() if k in CURVES}}
+    return data
+
+
+def _cell_label(cell: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in cell.items())
+
+
+def sweep_data(folder: str | Path, max_cells: int = MAX_CELLS,
+               title: str | None = None) -> dict[str, Any]:
+    """The explorer's data for a sweep folder: its phase diagram over its first two axes with
+    more than one value (phase: the most common over seeds; validation accuracy: the mean), and
+    the states of at most `max_cells` cells (first seed), spread evenly over the grid, loaded
+    from their saved weights; the first of them is the state the other views open on."""
+    from hooked_mlp.files.sweeps import load_sweep_model, read_results, read_sweep_doc
+
+    if isinstance(max_cells, bool) or not isinstance(max_cells, int) or max_cells < 1:
+        raise ValueError(f"max_cells must be a positive integer, got {max_cells!r}")
+    folder = Path(folder)
+    doc = read_sweep_doc(folder)
+    table = read_results(folder)
+    spec = doc["spec"]
+    cells, seeds = spec["cells"], spec["seeds"]
+    axes: dict[str, list[Any]] = {}
+    for c in cells:
+        for k, v in c.items():
+            if v not in axes.setdefault(k, []):
+                axes[k].append(v)
+    varied = [k for k, v in axes.items() if len(v) > 1] or list(axes)[:1]
+    x_axis, y_axis = varied[0], (varied[1] if len(varied) > 1 else None)
+    chosen = sorted({round(i * (len(cells) - 1) / max(1, min(max_cells, len(cells)) - 1))
+                     for i in range(min(max_cells, len(cells)))})
+    rows, states = [], []
+    first_model = None
+    for ci, cell in enumerate(cells):
+        sel = np.ones(len(table), dtype=bool)
+        for k, v in cell.items():
+            sel &= (table[k] == v).to_numpy()
+        part = table[sel]
+        phases = part["phase"].value_counts()
+        row = {"x": axes[x_axis].index(cell[x_axis]),
+               "y": 0 if y_axis is None else axes[y_axis].index(cell[y_axis]),
+               "label": _cell_label(cell), "n_runs": len(part),
+               "phase": str(phases.index[0]) if len(phases) else None,
+               "val_acc": round(float(part["val_acc"].mean()), 4) if len(part) else None,
+               "state": None}
+        if ci in chosen and len(part):
+            model = load_sweep_model(folder, seed=seeds[0], **cell)
+            check_explorable(model)
+            first_model = first_model or model
+            row["state"] = len(states)
+            st = state_data(model, dtype="f16", forms=False)
+            st["cell"] = row["label"] + f", seed={seeds[0]}"
+            states.append(st)
+        rows.append(row)
+    if first_model is None:
+        raise ValueError(f"{folder}: no finished cell to explore (resume the sweep first)")
+    data = header(first_model, "sweep", title or f"sweep {folder.name}")
+    data["states"] = states
+    data["sweep"] = {"x_axis": x_axis, "y_axis": y_axis,
+                     "xs": [str(v) for v in axes[x_axis]],
+                     "ys": [str(v) for v in axes[y_axis]] if y_axis else [""],
+                     "cells": rows, "seeds": list(seeds), "embedded": len(states),
+                     "n_cells": len(cells), "max_cells": max_cells}
+    return data
+
+
+def gather(obj: Any, title: str | None = None, max_cells: int = MAX_CELLS) -> dict[str, Any]:
+    """The explorer's data for a `HookedMLP`, a snapshot series, or a sweep folder (a path)."""
+    from hooked_mlp.model import HookedMLP
+
+    if isinstance(obj, HookedMLP):
+        return model_data(obj, title or "model")
+    if isinstance(obj, (str, Path)):
+        from hooked_mlp.files.sweeps import is_sweep_folder
+
+        if not is_sweep_folder(obj):
+            raise ValueError(f"{obj}: not a sweep folder (no sweep.json); pass a model or a "
+                             "series for anything else")
+        return sweep_data(obj, max_cells, title)
+    if hasattr(obj, "epochs") and hasattr(obj, "__len__"):
+        return series_data(obj, title or "snapshot series")
+    raise TypeError(f"explore takes a HookedMLP, a snapshot series (hooked_mlp.load_snapshots) "
+                    f"or a sweep folder, got {type(obj).__name__}")
