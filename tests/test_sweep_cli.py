@@ -84,7 +84,7 @@ def test_a_page_never_replaces_a_file_that_is_not_a_sweep_page(tmp_path, capsys)
     sweep({"weight_decay": [0.1]}, model=MLPConfig(p=11, d_hidden=8),
           recipe=TrainConfig(epochs=5, batch_size=4096), out=out, progress=False)
     (out / "sweep.html").write_text("my notes")
-    with pytest.raises(FileExistsError, match="not a sweep page"):
+    with pytest.raises(ValueError, match="exists and is not a hooked-mlp sweep page"):
         write_sweep_page(out)
     assert (out / "sweep.html").read_text() == "my notes"
 

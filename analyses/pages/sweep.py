@@ -26,8 +26,8 @@ import numpy as np
 
 from analyses.experiments.sweep import PHASES, PhaseDiagram, phase_diagram
 from analyses.pages.render import now, render
+from analyses.pages.writer import PageKind, write_page_file
 from analyses.views import figure_png
-from hooked_mlp.files.format import atomic_write_text
 from hooked_mlp.files.sweeps import (
     PAGE_FILE,
     find_run,
@@ -42,7 +42,7 @@ PHASE_COLOURS = {"comprehension": "#2ca02c", "grokking": "#d62728", "memorizatio
                  "confusion": "#9e9e9e", "diverged": "#000000"}
 MAX_CURVES = 4
 MAX_ANNOTATED = 16  # cells per side up to which each cell's share that grokked is written
-GENERATOR = '<meta name="generator" content="hooked-mlp sweep page">'
+KIND = PageKind("sweep", files=(PAGE_FILE,))
 TABLE_COLUMNS = ("run", "seed", "phase", "train_acc", "val_acc", "memorize_epoch", "grok_epoch",
                  "weight_norm", "n_frequencies", "ipr_mean", "train_seconds")
 
@@ -218,13 +218,7 @@ def write_sweep_page(folder: str | Path, axes: Sequence[str] | None = None,
                      curves: Sequence[Mapping[str, Any]] | None = None) -> Path:
     """Write `folder/sweep.html` atomically (replacing only an earlier sweep page)."""
     folder = Path(folder)
-    html = render_sweep_page(folder, axes, curves)
-    path = folder / PAGE_FILE
-    if path.is_symlink() or (path.exists() and (not path.is_file() or GENERATOR not in
-                                                path.read_text(errors="replace")[:2000])):
-        raise FileExistsError(f"{path} exists and is not a sweep page; move it away first")
-    atomic_write_text(path, html)
-    return path
+    return write_page_file(folder / PAGE_FILE, KIND, render_sweep_page(folder, axes, curves))
 
 
 __all__ = ["PHASE_COLOURS", "render_sweep_page", "write_sweep_page"]
