@@ -247,9 +247,11 @@ def test_shipped_snapshots_and_the_report_section():
     shipped = load_pretrained(0).train_info
     assert series.train_info.train_config == shipped.train_config
     assert torch.equal(series.train_info.train_mask, shipped.train_mask)
+    # ... but not bit-identical: its last snapshot is not seed 0, so it is left out, saying why
     parts = how_it_formed_html([load_pretrained(0)], None, shipped=True)
-    assert parts[0] == "<h2>How it formed</h2>" and "33 snapshots" in parts[1]
-    assert sum(p.count("data:image/png;base64,") for p in parts) == 2
+    assert parts[0] == "<h2>How it formed</h2>" and "Left out: the shipped snapshots" in parts[1]
+    assert "the last snapshot (epoch 2000) is not the model" in parts[1]
+    assert sum(p.count("data:image/png;base64,") for p in parts) == 0
     assert how_it_formed_html([load_pretrained(1)], None, shipped=True) == []
     assert how_it_formed_html([load_pretrained(0)], None, shipped=False) == []
 
@@ -300,3 +302,23 @@ def test_report_section_measures_a_long_series_at_fewer_snapshots(grokked, monke
     parts = how_it_formed_html([model], None)
     assert f"{len(d.epochs)} snapshots (measured at {REPORT_SNAPSHOTS} of them)" in parts[1]
     assert "epochs 0..1200" in parts[2]
+
+
+def test_how_it_formed_measures_only_the_models_own_snapshots(grokked, monkeypatch):
+    """The formation experiment measures a model's own snapshots; snapshots that end elsewhere
+    than the model's weights are left out, saying why (issue 20, item 4)."""
+    import copy
+
+    from analyses.experiments import formation
+
+    monkeypatch.setattr(formation, "REPORT_SNAPSHOTS", 5)
+    model, _, _ = grokked
+    f = formation.how_it_formed([model])
+    assert f.left_out is None and f.dynamics is not None and f.dynamics.epochs[-1] == 1200
+    assert "(measured at 5 of them)" in f.count
+    edited = copy.deepcopy(model)
+    with torch.no_grad():
+        edited.W_in.mul_(2)
+    f = formation.how_it_formed([edited])
+    assert f.dynamics is None and "the last snapshot (epoch 1200) is not the model" in f.left_out
+    assert f.summary().startswith("Left out: the snapshots taken while it trained were found")
