@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import operator
+import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -190,6 +191,18 @@ def to_jsonable(x: Any) -> Any:
     if isinstance(x, (list, tuple)):
         return [to_jsonable(v) for v in x]
     return x
+
+
+def mean_sd(values: Iterable[float | None]) -> dict[str, float]:
+    """The one aggregate of the toolkit: mean, sample standard deviation (`sd`, 0 for one
+    value), min, max and count `n` of the values that are numbers (None and NaN are left out;
+    with none left, every statistic is NaN and `n` is 0)."""
+    v = [float(x) for x in values if x is not None and not math.isnan(float(x))]
+    if not v:
+        nan = float("nan")
+        return {"mean": nan, "sd": nan, "min": nan, "max": nan, "n": 0}
+    return {"mean": statistics.fmean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0,
+            "min": min(v), "max": max(v), "n": len(v)}
 
 
 def accuracy(model: Any, split: str = "all") -> float:

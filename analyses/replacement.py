@@ -182,7 +182,8 @@ class ReplacementCurve:
         return [sum(run[i] for run in self.accuracy) / n for i in range(len(self.fractions))]
 
     @property
-    def std(self) -> list[float]:
+    def sd(self) -> list[float]:
+        """Sample standard deviation (the toolkit's one aggregate: mean, sd, n)."""
         import math
 
         n = len(self.accuracy)
@@ -205,7 +206,7 @@ class ReplacementCurve:
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable({"fractions": self.fractions, "order": self.order, "form": self.form,
                             "parts": self.parts, "seed": self.seed, "accuracy": self.accuracy,
-                            "mean": self.mean, "std": self.std})
+                            "mean": self.mean, "sd": self.sd})
 
 
 def replacement_curve(

@@ -110,7 +110,8 @@ class SyntheticCurve:
         return [sum(r) / len(r) for r in self.accuracy]
 
     @property
-    def std(self) -> list[float]:
+    def sd(self) -> list[float]:
+        """Sample standard deviation (the toolkit's one aggregate: mean, sd, n)."""
         out = []
         for r in self.accuracy:
             m = sum(r) / len(r)
@@ -123,12 +124,12 @@ class SyntheticCurve:
 
     def at(self, n: int) -> dict[str, float]:
         i = self.ns.index(n)
-        return {"mean": self.mean[i], "std": self.std[i], "min": self.min[i]}
+        return {"mean": self.mean[i], "sd": self.sd[i], "min": self.min[i]}
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable({"p": self.p, "ns": self.ns, "seeds": self.seeds,
                             "operation": self.operation, "accuracy": self.accuracy,
-                            "mean": self.mean, "std": self.std, "min": self.min})
+                            "mean": self.mean, "sd": self.sd, "min": self.min})
 
 
 @torch.no_grad()

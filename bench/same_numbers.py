@@ -53,8 +53,17 @@ def _is_timing(key: str) -> bool:
     return k.endswith("_s") or any(w in k for w in TIMING_WORDS if w != "_s")
 
 
+# Keys renamed on purpose, compared under their new name (issue 18: one aggregate mean, sd, n).
+RENAMED = {"std": "sd"}
+
+
+def _renamed(d: dict) -> dict:
+    return {RENAMED.get(k, k) if isinstance(k, str) else k: v for k, v in d.items()}
+
+
 def _diff(a: Any, b: Any, path: str, out: list[str], rtol: float) -> None:
     if isinstance(a, dict) and isinstance(b, dict):
+        a, b = _renamed(a), _renamed(b)
         for k in sorted(set(a) | set(b), key=str):
             if _is_timing(str(k)):
                 continue

@@ -31,14 +31,13 @@ from typing import Any
 
 import torch
 
-from analyses._common import accuracy, check_fractions, to_jsonable
+from analyses._common import accuracy, check_fractions, mean_sd, to_jsonable
 from analyses.activation_fits import (
     activation_replacement_curve,
     fit_grids,
     grid_spectra,
     layer_activations,
 )
-from analyses.experiments.study import stats
 from analyses.predict_out import output_replacement_curve
 from hooked_mlp.config import INPUT_ENCODINGS, MLPConfig, TrainConfig
 
@@ -252,30 +251,30 @@ def _at(curve: dict[str, Any], frac: float, kind: str | None = None) -> float | 
 
 def summarise(models: list[dict[str, Any]]) -> dict[str, Any]:
     """The headline numbers of a group of models (one configuration, several seeds): each as
-    mean, std, min, max over the seeds."""
+    mean, sd, min, max, n over the seeds (`analyses._common.mean_sd`)."""
     if not models:
         return {}
     L = len(models[0]["layers"])
     out: dict[str, Any] = {
         "n_models": len(models),
-        "val_acc": stats([m["val_acc"] for m in models]),
-        "train_acc": stats([m["train_acc"] for m in models]),
-        "accuracy_all": stats([m["accuracy_all"] for m in models]),
+        "val_acc": mean_sd([m["val_acc"] for m in models]),
+        "train_acc": mean_sd([m["train_acc"] for m in models]),
+        "accuracy_all": mean_sd([m["accuracy_all"] for m in models]),
         "layers": [],
     }
     for layer in range(L):
         rows = [m["layers"][layer] for m in models]
         ks = sorted({k for r in rows for k in r["k_single"]})
         out["layers"].append({
-            "single_frequency_fraction": stats([r["single_frequency_fraction"] for r in rows]),
-            "single_frequency_k1_fraction": stats([r["single_frequency_k1_fraction"]
+            "single_frequency_fraction": mean_sd([r["single_frequency_fraction"] for r in rows]),
+            "single_frequency_k1_fraction": mean_sd([r["single_frequency_k1_fraction"]
                                                    for r in rows]),
-            "dead_fraction": stats([r["dead_fraction"] for r in rows]),
-            "median_share": {name: stats([r["spectra"]["median_share"][name] for r in rows])
+            "dead_fraction": mean_sd([r["dead_fraction"] for r in rows]),
+            "median_share": {name: mean_sd([r["spectra"]["median_share"][name] for r in rows])
                              for name in rows[0]["spectra"]["median_share"]},
-            "fit_r2_median": {name: stats([r["fit_r2_median"][name] for r in rows])
+            "fit_r2_median": {name: mean_sd([r["fit_r2_median"][name] for r in rows])
                               for name in rows[0]["fit_r2_median"]},
-            "n_distinct_k_single": stats([len(set(r["k_single"])) for r in rows]),
+            "n_distinct_k_single": mean_sd([len(set(r["k_single"])) for r in rows]),
             "k_single_union": ks,
         })
     frac = 1.0
@@ -283,25 +282,25 @@ def summarise(models: list[dict[str, Any]]) -> dict[str, Any]:
     for src in models[0]["outputs"]:
         curves = [m["outputs"][src] for m in models]
         out["outputs"][src] = {
-            "original": stats([c["original"] for c in curves]),
-            "predicted_at_1": stats([_at(c, frac, "predicted") for c in curves]),
-            "fitted_at_1": stats([_at(c, frac, "fitted") for c in curves]),
-            "predicted_at_0.9": stats([_at(c, 0.9, "predicted") for c in curves]),
-            "fitted_at_0.9": stats([_at(c, 0.9, "fitted") for c in curves]),
-            "r2": stats([c["prediction"]["r2"] for c in curves]),
-            "k_agree": stats([c["prediction"]["k_agree"] for c in curves]),
-            "median_abs_phase_error": stats([c["prediction"]["median_abs_phase_error"]
+            "original": mean_sd([c["original"] for c in curves]),
+            "predicted_at_1": mean_sd([_at(c, frac, "predicted") for c in curves]),
+            "fitted_at_1": mean_sd([_at(c, frac, "fitted") for c in curves]),
+            "predicted_at_0.9": mean_sd([_at(c, 0.9, "predicted") for c in curves]),
+            "fitted_at_0.9": mean_sd([_at(c, 0.9, "fitted") for c in curves]),
+            "r2": mean_sd([c["prediction"]["r2"] for c in curves]),
+            "k_agree": mean_sd([c["prediction"]["k_agree"] for c in curves]),
+            "median_abs_phase_error": mean_sd([c["prediction"]["median_abs_phase_error"]
                                              for c in curves]),
             "fractions": curves[0]["fractions"],
-            "mean_curve": {kind: [stats([c["mean"][kind][i] for c in curves])["mean"]
+            "mean_curve": {kind: [mean_sd([c["mean"][kind][i] for c in curves])["mean"]
                                   for i in range(len(curves[0]["fractions"]))]
                            for kind in ("predicted", "fitted")},
         }
     out["activation_replacement"] = {
-        name: {"at_1": stats([_at(m["activation_replacement"][name], frac) for m in models]),
-               "at_0.9": stats([_at(m["activation_replacement"][name], 0.9) for m in models]),
+        name: {"at_1": mean_sd([_at(m["activation_replacement"][name], frac) for m in models]),
+               "at_0.9": mean_sd([_at(m["activation_replacement"][name], 0.9) for m in models]),
                "fractions": models[0]["activation_replacement"][name]["fractions"],
-               "mean_curve": [stats([m["activation_replacement"][name]["mean"][i]
+               "mean_curve": [mean_sd([m["activation_replacement"][name]["mean"][i]
                                      for m in models])["mean"]
                               for i in range(len(models[0]["activation_replacement"][name][
                                   "fractions"]))]}

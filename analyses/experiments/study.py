@@ -11,12 +11,18 @@ Nothing here draws or writes: `analyses.pages.report` shows the result.
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from analyses._common import accuracy, check_one_hot, fourier_structure, phase_sign, wrap_angle
+from analyses._common import (
+    accuracy,
+    check_one_hot,
+    fourier_structure,
+    mean_sd,
+    phase_sign,
+    wrap_angle,
+)
 from analyses.cosine_fit import NeuronFits, fit_cosines, fit_harmonics, fit_neurons
 from analyses.fourier import FrequencyHistogram, frequency_histogram, neuron_signals
 from analyses.replacement import ReplacementCurve, replacement_curve
@@ -149,29 +155,19 @@ def measure(model: Any, label: str, applies: dict[str, str | None],
         fit_summary=summary, curves=curves, harmonics=harmonics)
 
 
-def stats(values: Sequence[float | None]) -> dict[str, float]:
-    """Mean, standard deviation, min, max and count of the values that are numbers."""
-    v = [float(x) for x in values if x is not None and not math.isnan(float(x))]
-    if not v:
-        return {"mean": float("nan"), "std": float("nan"), "min": float("nan"),
-                "max": float("nan"), "n": 0}
-    return {"mean": statistics.fmean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0,
-            "min": min(v), "max": max(v), "n": len(v)}
-
-
 def aggregate(per: list[ModelMeasurements], synth: SyntheticCurve | None) -> dict[str, Any]:
     """Every headline number with its spread over the models."""
     keys = [k for k in per[0].fit_summary if k != "phase_sign"]
-    fits = {k: stats([m.fit_summary.get(k) for m in per]) for k in keys}
+    fits = {k: mean_sd([m.fit_summary.get(k) for m in per]) for k in keys}
     hist_keys = ("n_distinct", "effective_number", "most_common_count", "top_fraction_median")
-    freq = {k: stats([getattr(m.hist, k) for m in per if m.hist is not None])
+    freq = {k: mean_sd([getattr(m.hist, k) for m in per if m.hist is not None])
             for k in hist_keys}
     freq["n_available"] = None if per[0].hist is None else per[0].hist.n_available
     out: dict[str, Any] = {
         "epochs": sorted({m.epochs for m in per if m.epochs is not None}),
-        "train_acc": stats([m.train_acc for m in per]),
-        "val_acc": stats([m.val_acc for m in per]),
-        "accuracy_all": stats([m.accuracy_all for m in per]),
+        "train_acc": mean_sd([m.train_acc for m in per]),
+        "val_acc": mean_sd([m.val_acc for m in per]),
+        "accuracy_all": mean_sd([m.accuracy_all for m in per]),
         "fits": fits,
         "frequencies": freq,
     }
@@ -179,15 +175,15 @@ def aggregate(per: list[ModelMeasurements], synth: SyntheticCurve | None) -> dic
         labels = list(per[0].curves)
         out["replacement"] = {
             label: {"fractions": per[0].curves[label].fractions,
-                    "mean": [stats([m.curves[label].mean[i] for m in per])["mean"]
+                    "mean": [mean_sd([m.curves[label].mean[i] for m in per])["mean"]
                              for i in range(len(per[0].curves[label].fractions))]}
             for label in labels}
         out["replacement_at_90_by_variant"] = {
-            label: stats([m.curves[label].at(0.9) for m in per]) for label in labels}
+            label: mean_sd([m.curves[label].at(0.9) for m in per]) for label in labels}
         out["replacement_at_90"] = out["replacement_at_90_by_variant"][MAIN_VARIANT]
         out["replacement_harmonic_at_90"] = out["replacement_at_90_by_variant"][
             HARMONIC_VARIANT]
-        out["output_harmonics"] = {k: stats([m.harmonics[k] for m in per])
+        out["output_harmonics"] = {k: mean_sd([m.harmonics[k] for m in per])
                                    for k in per[0].harmonics}
     if synth is not None:
         out["synthetic"] = {str(n): synth.at(n) | {"n": len(synth.seeds)} for n in synth.ns}
@@ -199,7 +195,7 @@ def _pct(s: dict[str, float], digits: int = 2) -> str:
         return "n/a"
     if s["n"] == 1:
         return f"{100 * s['mean']:.{digits}f} %"
-    return (f"{100 * s['mean']:.{digits}f} % ± {100 * s['std']:.{digits}f} "
+    return (f"{100 * s['mean']:.{digits}f} % ± {100 * s['sd']:.{digits}f} "
             f"(min {100 * s['min']:.{digits}f}, n={s['n']})")
 
 
@@ -208,7 +204,7 @@ def _num(s: dict[str, float], digits: int = 3, unit: str = "") -> str:
         return "n/a"
     if s["n"] == 1:
         return f"{s['mean']:.{digits}g}{unit}"
-    return f"{s['mean']:.{digits}g}{unit} ± {s['std']:.2g} (n={s['n']})"
+    return f"{s['mean']:.{digits}g}{unit} ± {s['sd']:.2g} (n={s['n']})"
 
 
 def claims(agg: dict[str, Any], cfg: MLPConfig, applies: dict[str, str | None]

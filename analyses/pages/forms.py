@@ -10,11 +10,10 @@ models' configuration it says why instead.
 from __future__ import annotations
 
 import html
-import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from analyses._common import to_jsonable
+from analyses._common import mean_sd, to_jsonable
 
 
 def _applies(cfg: Any) -> dict[str, str | None]:
@@ -31,12 +30,6 @@ def _applies(cfg: Any) -> dict[str, str | None]:
                       f"not applicable to {cfg.operation}: clock and pizza are algorithms for "
                       "a + b (and a - b)")
     return {"forms": forms, "clock_pizza": clock}
-
-
-def _mean_sd(values: Sequence[float]) -> dict[str, float]:
-    vals = [float(v) for v in values]
-    return {"mean": statistics.fmean(vals),
-            "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0}
 
 
 def _pct(x: float) -> str:
@@ -141,8 +134,8 @@ def forms_section(
     comparisons = [compare_forms(m) for m in models]
     summaries = [c.summary() for c in comparisons]
     signals = ("a", "b", "out")
-    forms_data = {sig: {f: {"win_share": _mean_sd([s[sig]["win_share"][f] for s in summaries]),
-                            "r2_median": _mean_sd([s[sig]["r2_median"][f] for s in summaries])}
+    forms_data = {sig: {f: {"win_share": mean_sd([s[sig]["win_share"][f] for s in summaries]),
+                            "r2_median": mean_sd([s[sig]["r2_median"][f] for s in summaries])}
                         for f in FORMS} for sig in signals}
     data["forms"] = {"score": "bic", "per_model": summaries, "aggregate": forms_data}
     rows = []
@@ -170,8 +163,8 @@ def forms_section(
     pairs = list(zip(models, comparisons, strict=True))
     ends = [form_replacement(m, c, fractions=[0.9, 1.0], n_orders=n_orders, seed=i)
             for i, (m, c) in enumerate(pairs)]
-    rep_data = {f: {"at_0.9": _mean_sd([r.curves[f].at(0.9) for r in ends]),
-                    "at_1.0": _mean_sd([r.curves[f].at(1.0) for r in ends])}
+    rep_data = {f: {"at_0.9": mean_sd([r.curves[f].at(0.9) for r in ends]),
+                    "at_1.0": mean_sd([r.curves[f].at(1.0) for r in ends])}
                 for f in REPLACEMENT_FORMS}
     best_form = max(FORMS, key=lambda f: rep_data[f]["at_0.9"]["mean"])
     drawn = list(dict.fromkeys(("cosine", best_form, "best")))

@@ -28,7 +28,7 @@ def _pm(s: dict[str, Any] | None, pct: bool = True, digits: int = 1) -> str:
     unit = " %" if pct else ""
     if s["n"] == 1:
         return f(s["mean"]) + unit
-    return (f"{f(s['mean'])} ± {f(s['std'])}{unit} ({f(s['min'])}–{f(s['max'])}, "
+    return (f"{f(s['mean'])} ± {f(s['sd'])}{unit} ({f(s['min'])}–{f(s['max'])}, "
             f"n={s['n']})")
 
 
