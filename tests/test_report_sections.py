@@ -1,0 +1,94 @@
+"""The report as an experiment (analyses.experiments.report): sections run in order on one
+context, a failing section costs only its own row, summary.json's layout."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from analyses.experiments.report import (
+    SECTIONS,
+    ReportContext,
+    Section,
+    run_report,
+)
+from hooked_mlp import MLPConfig, TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def small():
+    model, _ = train(MLPConfig(p=13, d_hidden=24), TrainConfig(epochs=40), progress=False)
+    return model
+
+
+class _Numbers:
+    def __init__(self, value):
+        self.value = value
+
+    def to_dict(self):
+        return {"value": self.value}
+
+    def summary(self):
+        return f"value {self.value}"
+
+
+def test_a_failing_section_costs_only_its_row_and_skips_what_needs_it(small):
+    def boom(ctx):
+        raise RuntimeError("boom\nsecond line")
+
+    seen = []
+
+    def reads_first(ctx):
+        seen.append(ctx.results["first"].value)
+        return _Numbers(ctx.results["first"].value + 1)
+
+    sections = (
+        Section("first", "First", lambda ctx: _Numbers(len(ctx.models))),
+        Section("broken", "Broken", boom),
+        Section("after_broken", "Needs the broken one", lambda ctx: _Numbers(0),
+                needs=("broken",)),
+        Section("second", "Second", reads_first, needs=("first",)),
+        Section("nothing", "Nothing to show", lambda ctx: None),
+        Section("hidden", "Not in the summary", lambda ctx: _Numbers(9), placement=None),
+    )
+    ctx = ReportContext([small, small], ["a", "b"], "two copies")
+    result = run_report(ctx, sections)
+    assert seen == [2]
+    assert result["second"].value == 3 and result["broken"] is None
+    assert result.failed == {"broken": "RuntimeError: boom second line"}
+    assert result.skipped == ["after_broken"]
+    assert list(result.runs) == ["first", "second", "hidden"]
+    doc = result.to_dict(seconds=1.5)
+    assert doc == {"source": "two copies", "seconds": 1.5, "first": {"value": 2},
+                   "broken": None, "after_broken": None, "second": {"value": 3},
+                   "nothing": None, "sections_failed": {"broken": "RuntimeError: boom second line"}}
+    assert "Second:\nvalue 3" in result.summary() and "left out: broken" in result.summary()
+    with pytest.raises(ValueError, match="distinct names"):
+        run_report(ctx, (sections[0], sections[0]))
+    with pytest.raises(ValueError, match="labels must name each of the 2 models"):
+        ReportContext([small, small], ["a"])
+
+
+def test_the_report_sections_on_a_small_model(small):
+    ctx = ReportContext([small], ["small"], "a small model", synthetic_seeds=[0],
+                        n_orders_scale=0.1)
+    result = run_report(ctx, SECTIONS)
+    assert result.failed == {}
+    names = [s.name for s in SECTIONS]
+    assert names[:3] == ["study", "figures", "views"]
+    assert {"frequency_ablation", "he2026", "probes"} <= set(result.runs)
+    assert "how_it_formed" not in result.runs  # no snapshots: nothing to show
+    doc = json.loads(json.dumps(result.to_dict(), allow_nan=False))
+    assert doc["models"] == ["small"] and len(doc["claims"]) == 7
+    # each section's numbers under its name, computed on this very model
+    abl = doc["frequency_ablation"]["small"]
+    assert abl["p"] == 13 and abl["acc"] == pytest.approx(result["study"].per_model[0].accuracy_all)
+    assert doc["he2026"]["labels"] == ["small"]
+    assert set(doc["probes"]) >= {"frequencies", "cosine_fits", "dead_neurons"}
+    # figures are PNG bytes, drawn from the results
+    run = result.runs["frequency_ablation"]
+    assert set(run.figures) == {"keep_k", "ablation_0"}
+    assert all(png.startswith(b"\x89PNG") for png in run.figures.values())
+    assert result.runs["figures"].result.pngs["training"].startswith(b"\x89PNG")
+    assert len(result.runs["views"].result.views) == 4
