@@ -28,8 +28,10 @@ more than its own section:
 - any exception of the probe, of its result's `to_dict()`, `summary()` or `figures()`, is
   recorded in its row (`error`, and `failure`: "does not apply" for a `ValueError` or
   `TypeError`, else "failed" with the exception's type) and the report goes on;
-- a per-probe time limit (`time_limit` seconds for one model, default `PROBE_TIME_LIMIT`):
-  when it passes, the probe is interrupted (a SIGALRM, so in the main thread of a POSIX
+- a per-probe time limit (`time_limit` seconds for one model, default `PROBE_TIME_LIMIT`;
+  `hooked-mlp report --probe-time-limit SECONDS`, and `hooked-mlp probe --probe-time-limit
+  SECONDS` for one probe, which has no limit by default): when it passes, the probe is
+  interrupted (a SIGALRM, so in the main thread of a POSIX
   process only) and recorded as "timed out". A probe stuck inside one long C call (a huge
   matrix product) is interrupted only when that call returns; a probe that catches every
   exception itself, or blocks signals, can still hang the report: stop it with Ctrl-C, and
@@ -41,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -133,14 +136,33 @@ def run_probe(probe: Probe | str, model: Any) -> Any:
     return result
 
 
-class ProbeTimeoutError(Exception):
+class ProbeTimeoutError(TimeoutError):
     """A probe ran past its time limit."""
 
 
+MAX_TIME_LIMIT = 1e7  # seconds (about 116 days): beyond it, pass None (no limit)
+
+
+def check_time_limit(seconds: Any, name: str = "time_limit") -> float | None:
+    """`seconds` as a float, or None (no limit); refuses anything but a number in
+    (0, MAX_TIME_LIMIT], naming the argument `name`."""
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None (no limit), "
+                        f"got {type(seconds).__name__}")
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_TIME_LIMIT):
+        raise ValueError(f"{name} must be a number of seconds above 0 and at most "
+                         f"{MAX_TIME_LIMIT:g}; got {seconds!r}")
+    return float(seconds)
+
+
 @contextlib.contextmanager
-def _time_limit(seconds: float | None, name: str) -> Iterator[None]:
-    """Interrupt the body with `ProbeTimeoutError` after `seconds` (SIGALRM: main thread of a POSIX
-    process only; elsewhere, or with None, no limit)."""
+def stop_after(seconds: float | None, name: str) -> Iterator[None]:
+    """Interrupt the body with `ProbeTimeoutError` (a `TimeoutError`) after `seconds`, naming
+    the probe `name` (SIGALRM: main thread of a POSIX process only; elsewhere, or with None, no
+    limit). `seconds` is checked by `check_time_limit`."""
+    seconds = check_time_limit(seconds)
     usable = (seconds is not None and hasattr(signal, "setitimer")
               and threading.current_thread() is threading.main_thread())
     if not usable:
@@ -222,6 +244,7 @@ def run_probes(models: list[Any], labels: list[str],
     `summary()` or `figures()`, is recorded in its row (`error`) and costs nothing else; a
     probe that changed its copy is named in its row (`changed_model`); `time_limit` seconds
     per probe and model (None: no limit)."""
+    time_limit_s = check_time_limit(time_limit)
     probes = registered_probes()
     per_model: dict[str, list[dict[str, Any]]] = {}
     figures: dict[str, dict[str, Any]] = {}
@@ -231,7 +254,7 @@ def run_probes(models: list[Any], labels: list[str],
             own = copy.deepcopy(model)
             row: dict[str, Any] = {"model": label}
             try:
-                with _time_limit(time_limit, name):
+                with stop_after(time_limit_s, name):
                     result = run_probe(probe, own)
                     row["data"] = to_jsonable(result.to_dict())
                     summary = (result.summary() if callable(getattr(result, "summary", None))
@@ -249,5 +272,6 @@ def run_probes(models: list[Any], labels: list[str],
     return ProbeRuns(probes, per_model, figures)
 
 
-__all__ = ["PROBE_TIME_LIMIT", "Probe", "ProbeResult", "ProbeRuns", "ProbeTimeoutError",
-           "get_probe", "model_changes", "registered_probes", "run_probe", "run_probes"]
+__all__ = ["MAX_TIME_LIMIT", "PROBE_TIME_LIMIT", "Probe", "ProbeResult", "ProbeRuns",
+           "ProbeTimeoutError", "check_time_limit", "get_probe", "model_changes",
+           "registered_probes", "run_probe", "run_probes", "stop_after"]

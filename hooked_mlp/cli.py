@@ -205,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--threads", type=_threads, default=None,
                      help="CPU threads for --seeds training and the analyses")
     rep.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rep.add_argument("--probe-time-limit", type=_number, default=None, metavar="SECONDS",
+                     help="seconds each probe may take on one model before it is stopped and "
+                     "its row says 'timed out' (default 300)")
 
     pr = sub.add_parser("probe", help="run a registered probe on a checkpoint",
                         description="Run a probe (a plugin registered under the entry-point "
@@ -217,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--json", action="store_true", help="print the result's numbers as JSON")
     pr.add_argument("--figures", type=Path, default=None, metavar="DIR",
                     help="also write the probe's figures as PNG files into DIR")
+    pr.add_argument("--probe-time-limit", type=_number, default=None, metavar="SECONDS",
+                    help="stop the probe after SECONDS, an error (default: no limit)")
     dyn = sub.add_parser("dynamics", help="how the circuit formed: progress measures over a "
                          "run's snapshots (dynamics.html, dynamics.json)",
                          description="Measure every snapshot of a run (train --snapshots) or of "
@@ -333,16 +338,36 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise CommandLineError("report: give --model or --seeds, not both")
     if args.epochs is not None and args.seeds is None:
         raise CommandLineError("report: --epochs applies only with --seeds")
+    limit = {} if args.probe_time_limit is None else {
+        "probe_time_limit": _time_limit("report", args.probe_time_limit)}
     result = run_report(out_dir=args.out, model_paths=args.model, seeds=args.seeds,
-                        epochs=args.epochs, threads=args.threads, progress=progress)
+                        epochs=args.epochs, threads=args.threads, progress=progress, **limit)
     print(f"wrote {result.html} and {result.summary} ({result.seconds:.1f} s)")
     return 0
+
+
+def _number(text: str) -> float:
+    """An argparse type: a decimal number (its range is checked by the command)."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {_quote(text)}") from None
+
+
+def _time_limit(command: str, seconds: float | None) -> float | None:
+    """--probe-time-limit checked by `analyses.probes.check_time_limit`, in one line."""
+    from analyses.probes import check_time_limit
+
+    try:
+        return check_time_limit(seconds, "--probe-time-limit")
+    except ValueError as e:
+        raise CommandLineError(f"{command}: {e}") from None
 
 
 # --------------------------------------------------------------------------- probe
 def _cmd_probe(args: argparse.Namespace) -> int:
     from analyses._common import to_jsonable
-    from analyses.probes import get_probe, registered_probes, run_probe
+    from analyses.probes import get_probe, registered_probes, run_probe, stop_after
 
     if args.list:
         if args.name is not None:
@@ -354,9 +379,11 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         raise CommandLineError("probe: name a probe (hooked-mlp probe --list shows them)")
     from hooked_mlp.files.checkpoints import load, pretrained_path
 
+    limit = _time_limit("probe", args.probe_time_limit)
     probe = get_probe(args.name)
     model = load(args.model if args.model is not None else pretrained_path(0))
-    result = run_probe(probe, model)
+    with stop_after(limit, probe.name):
+        result = run_probe(probe, model)
     if args.json:
         print(json.dumps(to_jsonable(result.to_dict()), indent=2, allow_nan=False))
     else:

@@ -221,3 +221,55 @@ def test_a_dead_model_gets_no_verdict_on_what_it_computes(tmp_path):
     assert all("at chance" in c["measured"] for i, c in enumerate(res.data["claims"])
                if i not in (0, 4))
     assert "no verdict" in res.html.read_text()
+
+
+def _hangs(m):
+    """Never returns"""
+    while True:
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "1e300"])
+def test_cli_probe_time_limit_must_be_positive_seconds(value, capsys):
+    from hooked_mlp.cli import main
+
+    for command in (["report", "--no-progress"], ["probe", "weights"]):
+        capsys.readouterr()
+        assert main([*command, f"--probe-time-limit={value}"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--probe-time-limit must be a number of seconds" in err
+        assert err.startswith(f"hooked-mlp: error: {command[0]}: ")
+    assert main(["probe", "weights", "--probe-time-limit", "soon"]) == 2
+    assert "expected a number, got 'soon'" in capsys.readouterr().err
+
+
+def test_cli_probe_time_limit_stops_a_hanging_probe(monkeypatch, capsys):
+    from hooked_mlp.cli import main
+
+    _register(monkeypatch, hangs=_hangs)
+    start = time.monotonic()
+    assert main(["probe", "hangs", "--probe-time-limit", "0.5"]) == 1
+    assert time.monotonic() - start < 60
+    err = capsys.readouterr().err
+    assert err == ("hooked-mlp: error: the probe 'hangs' ran past its time limit of 0.5 s\n")
+
+
+def test_cli_report_probe_time_limit_reaches_the_probes(monkeypatch, tmp_path, capsys):
+    from analyses.probes import PROBE_TIME_LIMIT
+    from hooked_mlp import train
+    from hooked_mlp.cli import build_parser, main
+    from hooked_mlp.files.checkpoints import save
+
+    m, _ = train(MLPConfig(p=3, d_hidden=8), TrainConfig(epochs=5), progress=False)
+    save(m, tmp_path / "p3.safetensors")
+    _register(monkeypatch, hangs=_hangs, witness=_witness)
+    assert main(["report", "--model", str(tmp_path / "p3.safetensors"), "--out",
+                 str(tmp_path / "r"), "--no-progress", "--probe-time-limit", "0.5"]) == 0
+    data = json.loads((tmp_path / "r" / "summary.json").read_text())
+    row = data["probes"]["hangs"]["per_model"][0]
+    assert row["failure"] == "timed out" and "0.5 s" in row["error"]
+    assert "data" in data["probes"]["witness"]["per_model"][0]
+    # the default the help names is the report's
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["report"]
+    text = next(a.help for a in sub._actions if a.dest == "probe_time_limit")
+    assert f"default {PROBE_TIME_LIMIT:g}" in text
