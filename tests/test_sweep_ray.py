@@ -22,7 +22,7 @@ import pytest
 
 PORT = 6399
 ADDRESS = f"127.0.0.1:{PORT}"
-TIMING = ["train_seconds", "group_seconds"]
+TIMING = ["threads", "train_seconds", "group_seconds"]  # how each group ran
 DRIVER = """
 import json, sys
 from hooked_mlp import MLPConfig, TrainConfig
@@ -117,6 +117,23 @@ def test_a_sweep_on_a_ray_cluster_equals_the_local_sweep(ray_head, tmp_path):
     r, loc = _table(tmp_path / "ray"), _table(tmp_path / "local")
     assert len(r) == 8 and sorted(r["run"]) == list(range(8))
     pd.testing.assert_frame_equal(r, loc)
+
+
+def test_a_ray_task_trains_with_the_threads_ray_assigned_it(ray_head, tmp_path):
+    """Each task asks Ray for `threads` CPUs (the head has 2); inside it, torch's threads are
+    set to the CPUs Ray assigned, whatever Ray's worker started with (OMP_NUM_THREADS)."""
+    from hooked_mlp.checks import cores
+
+    head, env = ray_head
+    if cores() < 2:
+        pytest.skip("one core: every task gets one thread")
+    for workers, expected in ((cores() // 2, 2), (cores(), 1)):  # threads = cores // workers
+        out = tmp_path / f"w{workers}"
+        run = _in_namespace(head.pid, ["-c", DRIVER, json.dumps(
+            _spec(out, "ray", address=ADDRESS, workers=workers))], env)
+        assert run.returncode == 0, run.stderr.decode()[-3000:]
+        threads = pd.read_parquet(out / "results")["threads"]
+        assert len(threads) == 8 and set(threads) == {expected}, (workers, list(threads))
 
 
 def test_a_group_whose_ray_worker_is_killed_is_trained_again(ray_head, tmp_path):

@@ -25,7 +25,7 @@ from hooked_mlp.jobs import sweep
 sweep({GRID!r}, seeds=[0], model=MLPConfig(**{MODEL!r}), recipe=TrainConfig(**{RECIPE!r}),
       out=sys.argv[1], workers=1, group_size=1, progress=False, page=False)
 """
-TIMING = ["train_seconds", "group_seconds"]
+TIMING = ["threads", "train_seconds", "group_seconds"]  # how each group ran
 
 
 def _parts(folder):

@@ -93,6 +93,7 @@ class GroupResult:
     backend: str
     device: str
     code: dict[str, str]
+    threads: int = 1  # torch's intra-op threads while the group trained
 
 
 # --------------------------------------------------------------------------- one group
@@ -100,10 +101,13 @@ def train_group(task: GroupTask, report: Callable[[int, int], None] | None = Non
                 ) -> GroupResult:
     """Train and measure one group (in whichever process runs it). `report(group, n)` is told
     of `n` more run-epochs of the group now and then."""
+    import torch
+
     from hooked_mlp.training.trainer import TrainingDivergedError, torch_threads
 
     start = time.perf_counter()
     with torch_threads(task.threads):
+        threads = torch.get_num_threads()
         tell = None if report is None else (lambda n: report(task.group, n))
         trained = _train_or_split(task, task.runs, tell, TrainingDivergedError)
         seconds = time.perf_counter() - start
@@ -121,7 +125,8 @@ def train_group(task: GroupTask, report: Callable[[int, int], None] | None = Non
             snaps = None if series is None else (list(series.epochs), dict(series.params))
             outcomes.append(RunOutcome(run.run, params, info, m, snaps))
     extra = task.measure.code() if task.measure is not None else None
-    return GroupResult(task.group, outcomes, seconds, backend, task.device, code_version(extra))
+    return GroupResult(task.group, outcomes, seconds, backend, task.device, code_version(extra),
+                       threads)
 
 
 def _train_or_split(task: GroupTask, runs: Sequence[Run], report: Any, diverged: type

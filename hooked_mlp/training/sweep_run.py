@@ -12,9 +12,11 @@ only, and a folder whose spec or code version differs is refused, naming the dif
 
 The table's columns: `run`, `cell`, every axis by its field's name, `seed`, the final
 `train_acc`, `val_acc`, `train_loss`, `val_loss` (on the whole splits; null without a
-validation split), the measure's columns, `diverged`, `group`, `backend`, `device`, and
-`train_seconds` (the run's share of its group's training time) and `group_seconds`: the last
-two are the only columns that differ between two sweeps of the same spec.
+validation split), the measure's columns, `diverged`, `group`, `backend`, `device`, `threads`
+(torch's threads while the group trained: the local engine's share of the cores, or the CPUs
+Ray assigned the task), and `train_seconds` (the run's share of its group's training time) and
+`group_seconds`. `threads` and the two timings are the only columns that can differ between two
+sweeps of the same spec (`RUN_COLUMNS`); the numbers do not depend on the threads.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ _ARROW = {"float": "float64", "int": "int64", "int|None": "int64", "bool": "bool
           "str": "string"}
 METRIC_COLUMNS = ("train_acc", "val_acc", "train_loss", "val_loss")
 TIMING_COLUMNS = ("train_seconds", "group_seconds")
+RUN_COLUMNS = ("threads", *TIMING_COLUMNS)  # how a group ran, not what it computed
 
 
 class SweepLockedError(RuntimeError):
@@ -76,7 +79,7 @@ def columns(spec: SweepSpec, measure: Measure | None) -> list[list[str]]:
     return [["run", "int64"], ["cell", "int64"], *axes, ["seed", "int64"],
             *([m, "float64"] for m in METRIC_COLUMNS), *own, ["diverged", "bool"],
             ["group", "int64"], ["backend", "string"], ["device", "string"],
-            *([t, "float64"] for t in TIMING_COLUMNS)]
+            ["threads", "int64"], *([t, "float64"] for t in TIMING_COLUMNS)]
 
 
 def _differences(old: Any, new: Any, where: str = "") -> list[str]:
@@ -277,6 +280,6 @@ class _Writer:
         row.update(outcome.measures)
         n = len(result.runs)
         row.update(diverged=outcome.params is None, group=result.group, backend=result.backend,
-                   device=result.device, train_seconds=result.seconds / n,
+                   device=result.device, threads=result.threads, train_seconds=result.seconds / n,
                    group_seconds=result.seconds)
         return row
