@@ -445,8 +445,8 @@ def test_pickles_are_never_executed(tmp_path):
 
     with open(tmp_path / "legacy.pt", "wb") as f:  # a bare pickle, as torch's legacy format
         pickle.dump({"0.weight": Evil()}, f)
-    with pytest.raises(CheckpointError, match=r"legacy.pt: is a pickle, or a torch file in "
-                       r"torch's legacy \(pre-1.6\) format"):
+    with pytest.raises(CheckpointError, match=r"legacy.pt: is a pickle \(not a torch or "
+                       r"safetensors file\), which is never unpickled"):
         import_mlp(tmp_path / "legacy.pt", activation="relu")
     torch.save({"0.weight": Evil()}, tmp_path / "evil.pt")  # torch's zip format
     with pytest.raises(CheckpointError, match=r"evil.pt: holds Python objects other than "

@@ -177,7 +177,9 @@ def test_files_that_are_not_checkpoints_are_skipped_and_listed(tmp_path):
     torch.save(_sequential(seed=0), tmp_path / "epoch_0.pt")
     torch.save(_sequential(seed=5), tmp_path / "epoch_5.pt")
     (tmp_path / "epoch_10.pt").write_text("not weights\n")  # a text file named like an epoch
-    (tmp_path / "epoch_15.pt").write_bytes(b"\x80\x02}q\x00.")  # a pickle (legacy torch)
+    (tmp_path / "epoch_15.pt").write_bytes(b"\x80\x02}q\x00.")  # a bare pickle
+    torch.save(_sequential(seed=7), tmp_path / "epoch_20.pt",  # torch's pre-1.6 format
+               _use_new_zipfile_serialization=False)
     torch.save((torch.zeros(5, 2, dtype=torch.long), torch.zeros(5, dtype=torch.long)),
                tmp_path / "train_data.pth")
     torch.save({"model": _sequential(seed=6)}, tmp_path / "best.pt")
@@ -188,13 +190,24 @@ def test_files_that_are_not_checkpoints_are_skipped_and_listed(tmp_path):
     assert dict(series.skipped) == {
         "best.pt": "no epoch: its name holds no number and it records no 'epoch' or 'step'",
         "epoch_10.pt": "not a torch or safetensors file",
-        "epoch_15.pt": "a pickle (never unpickled)",
+        "epoch_15.pt": "a pickle, never unpickled (unpickling can run code)",
+        "epoch_20.pt": "torch's legacy (pre-1.6) format, never read (torch allocates its "
+                       "storage sizes before they can be checked); to include it, re-save it: "
+                       "torch.save(torch.load(path, weights_only=True), new_path)",
         "logs": "a folder: not read",
         "train_data.pth": "this file holds a tuple, not a state dict (a mapping of names to "
                           "tensors)"}
     line = series.skipped_line()
-    assert line.startswith("skipped 5 file(s) of ") and "\n" not in line
-    assert "epoch_15.pt (a pickle (never unpickled))" in line
+    assert line.startswith("skipped 6 file(s) of ") and "\n" not in line
+    assert "epoch_15.pt (a pickle, never unpickled" in line
+    assert "epoch_20.pt (torch's legacy (pre-1.6) format" in line
+
+
+def test_a_legacy_torch_file_is_named_for_what_it_is(tmp_path):
+    torch.save(_sequential(seed=0), tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match=r"old.pt: is a torch file in torch's legacy "
+                       r"\(pre-1.6\) format.*re-save it with a current torch"):
+        import_mlp(tmp_path / "old.pt", activation="relu")
 
 
 @pytest.mark.parametrize("embed", ["one_hot", "learned"])

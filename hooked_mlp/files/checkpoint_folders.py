@@ -22,10 +22,11 @@ and two files of one epoch holding different weights (the same weights twice, as
 `last.ckpt` beside its epoch file, keep one and skip the other).
 
 Skipped, and listed with why (`ImportedSeries.skipped`): hidden files (not listed), folders,
-files that are neither torch nor safetensors files (text, JSON, NumPy), pickles and torch's
-legacy format (never unpickled), damaged files, files that hold no model (a published
-codebase's train/test splits: a tuple or list of pairs), checkpoints with no epoch in their name
-or record (`init.pth`, `best.pt`), and hooked-mlp files (models of one seed, not epochs).
+files that are neither torch nor safetensors files (text, JSON, NumPy), pickles (never
+unpickled) and torch's legacy pre-1.6 format (each named for what it is), damaged files, files
+that hold no model (a published codebase's train/test splits: a tuple or list of pairs),
+checkpoints with no epoch in their name or record (`init.pth`, `best.pt`), and hooked-mlp files
+(models of one seed, not epochs).
 """
 
 from __future__ import annotations
@@ -39,7 +40,14 @@ from typing import Any
 import torch
 
 from hooked_mlp.config import MLPConfig
-from hooked_mlp.files.foreign import NotAStateDict, Refusal, is_hooked_file, read_file, sniff
+from hooked_mlp.files.foreign import (
+    SKIPPED,
+    NotAStateDict,
+    Refusal,
+    is_hooked_file,
+    read_file,
+    sniff,
+)
 from hooked_mlp.files.format import CheckpointError, read_header
 from hooked_mlp.files.importers import ImportOptions, read_state
 from hooked_mlp.text import safe_text
@@ -185,8 +193,7 @@ def _read_one(f: Path, args: ImportOptions, skipped: list[tuple[str, str]],
             skipped.append((f.name, f"a hooked-mlp {what} file, not a checkpoint of an epoch"))
             return None
         if kind not in ("torch", "safetensors"):
-            skipped.append((f.name, {"empty": "empty", "pickle": "a pickle (never unpickled)"}
-                            .get(kind, "not a torch or safetensors file")))
+            skipped.append((f.name, SKIPPED[kind]))
             return None
         obj, metadata = read_file(f)
     except Refusal as refusal:

@@ -1,8 +1,9 @@
 """Reading the files other codebases save, safely: what a file is, and what it holds.
 
 `sniff(path)` tells a file's kind by its content, whatever its suffix: `"torch"` (torch.save's
-zip archive), `"safetensors"`, `"pickle"` (a bare pickle, or torch's legacy pre-1.6 format),
-`"empty"`, or `"other"`. `read_file(path)` returns what a torch or (non-hooked-mlp) safetensors
+zip archive), `"safetensors"`, `"torch-legacy"` (torch.save's format before torch 1.6, which
+starts with a pickle of its magic number), `"pickle"` (any other pickle), `"empty"`, or
+`"other"`. `read_file(path)` returns what a torch or (non-hooked-mlp) safetensors
 file holds, as plain objects:
 
 - a torch file is read with `torch.load(weights_only=True, mmap=True)` (no Python object but
@@ -11,8 +12,8 @@ file holds, as plain objects:
   anything is inflated (torch.save never compresses);
 - a safetensors file is read by `hooked_mlp.files.format.read_plain`, after its header's sizes
   are checked against the file's; its metadata's JSON config strings are parsed;
-- a pickle is refused: torch's legacy format reads its storage sizes from the pickle and
-  allocates them before they can be checked.
+- a pickle is refused (unpickling can run code), and so is torch's legacy format: it reads
+  its storage sizes from a pickle and allocates them before they can be checked.
 
 Problems are raised as `Refusal` (the problem alone): the importer turns it into a
 `CheckpointError` naming the file, a folder of checkpoints into a line saying why a file was
@@ -31,8 +32,10 @@ from typing import Any
 from hooked_mlp.files.format import CheckpointError, is_hooked, read_plain, read_table
 from hooked_mlp.text import short
 
-KINDS = ("torch", "safetensors", "pickle", "empty", "other")
+KINDS = ("torch", "safetensors", "torch-legacy", "pickle", "empty", "other")
 CONFIG_KEYS = ("config", "cfg", "hparams", "hyper_parameters")  # where a config dict may sit
+# torch's legacy files start with the pickle (protocol 2) of the long 0x1950a86a20f9469cfc6c
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 _ZIP_METHODS = {zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
                 zipfile.ZIP_LZMA: "lzma"}
 
@@ -61,24 +64,37 @@ def sniff(path: Path) -> str:
     """The kind of file `path` is, by its first bytes (one of `KINDS`)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(9)
+            head = f.read(len(_LEGACY_MAGIC))
     except OSError as e:
         raise Refusal(f"cannot be read ({e.strerror})") from None
     if not head:
         return "empty"
     if head.startswith(b"PK\x03\x04"):
         return "torch"
-    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") >= 2:
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") >= 2:
         return "safetensors"  # (read_table says whether its header size is plausible)
+    if head == _LEGACY_MAGIC:
+        return "torch-legacy"
     if head[:1] == b"\x80":
         return "pickle"
     return "other"
 
 
+RESAVE = "torch.save(torch.load(path, weights_only=True), new_path)"
+LEGACY_REFUSAL = (
+    "is a torch file in torch's legacy (pre-1.6) format, whose storage sizes cannot be checked "
+    f"before torch allocates them; if you trust it, re-save it with a current torch: {RESAVE}")
 PICKLE_REFUSAL = (
-    "is a pickle, or a torch file in torch's legacy (pre-1.6) format, whose storage sizes cannot "
-    "be checked before torch allocates them; if you trust it, re-save it with a current torch: "
-    "torch.save(torch.load(path, weights_only=True), new_path)")
+    "is a pickle (not a torch or safetensors file), which is never unpickled: unpickling can "
+    "run any code; if you trust it and it holds tensors, save them with torch.save or "
+    "safetensors")
+SKIPPED = {  # why a folder of checkpoints skips a file of each kind it does not read
+    "empty": "empty",
+    "torch-legacy": "torch's legacy (pre-1.6) format, never read (torch allocates its storage "
+                    f"sizes before they can be checked); to include it, re-save it: {RESAVE}",
+    "pickle": "a pickle, never unpickled (unpickling can run code)",
+    "other": "not a torch or safetensors file",
+}
 OTHER_REFUSAL = ("is neither a torch file (.pt, .pth: torch.save's zip archive) nor a "
                  "safetensors file")
 
@@ -95,7 +111,8 @@ def read_file(path: Path) -> tuple[Any, dict[str, Any] | None]:
         return read_plain_safetensors(path)
     if kind == "empty":
         raise Refusal("the file is empty")
-    raise Refusal(PICKLE_REFUSAL if kind == "pickle" else OTHER_REFUSAL)
+    raise Refusal({"pickle": PICKLE_REFUSAL, "torch-legacy": LEGACY_REFUSAL}.get(kind,
+                                                                            OTHER_REFUSAL))
 
 
 # --------------------------------------------------------------------------- torch files
