@@ -10,6 +10,7 @@
 Imports point one way: `hooked_mlp` <- computations <- experiments <- pages <- the CLI.
 """
 
+from hooked_mlp._moved import RENAMED as _RENAMED
 from hooked_mlp._moved import register as _register
 
 _register({
@@ -20,4 +21,13 @@ _register({
     "analyses.study": ("analyses.experiments.study",),
     "analyses.questions": ("analyses.experiments.questions",),
     "analyses.construction": ("analyses.experiments.construction",),
+})
+
+# names that said too little (three pairs collided), each old name -> its new name
+_RENAMED.update({
+    "analyses._common.accuracy": "hooked_mlp.helpers.accuracy",
+    "analyses.fourier.frequency_power": "analyses.fourier.power_spectrum",
+    "analyses.dynamics.frequency_power": "analyses.dynamics.logit_frequency_power",
+    "analyses.dynamics.measure": "analyses.dynamics.snapshot_measures",
+    "analyses.experiments.study.measure": "analyses.experiments.study.measure_study_model",
 })

@@ -1,8 +1,8 @@
 """Small helpers shared by the analyses: argument checks, JSON conversion, evaluation.
 
-Which analyses see hooks: an analysis that runs the model (`accuracy`, `activation_grids`,
-`dead_neurons`, the views of activations) runs its forward, permanent hooks included, as
-`model(tokens)` does; an analysis that reads the weights (spectra, fits) describes the
+Which analyses see hooks: an analysis that runs the model (`hooked_mlp.helpers.accuracy`,
+`activation_grids`, `dead_neurons`, the views of activations) runs its forward, permanent hooks
+included, as `model(tokens)` does; an analysis that reads the weights (spectra, fits) describes the
 parameters, which hooks do not change; and an analysis that computes a model's behaviour from
 its weights (`replacement_curve`, `replace_neurons`) refuses a model that carries permanent
 hooks, whose effect it would silently leave out (`check_no_hooks`).
@@ -18,6 +18,11 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from hooked_mlp._moved import renamed
+from hooked_mlp.helpers import check_all_pairs_memory as check_all_pairs_memory  # shared
+
+__getattr__ = renamed(__name__)  # its old names: the rows of analyses/__init__.py
 
 
 def check_model(model: Any, *, finite: bool = True) -> None:
@@ -65,24 +70,6 @@ def check_no_hooks(model: Any, what: str) -> None:
             f"{what} computes the model's behaviour from its weights, so it would leave out the "
             f"permanent hooks on {hooked}; remove them (model.reset_hooks(including_permanent="
             "True)) or write their effect into the weights first")
-
-
-def check_all_pairs_memory(cfg: Any, floats_per_pair: int, what: str) -> None:
-    """Refuse an analysis over all `p^2` pairs whose tensors would not fit in memory.
-
-    `floats_per_pair` is how many float32 values the analysis holds per pair at its peak
-    (activations and logits). Refused with a message when that exceeds half of what this
-    process can still allocate, rather than failing deep inside torch.
-    """
-    from hooked_mlp.checks import available_memory
-
-    need = cfg.p * cfg.p * floats_per_pair * 4
-    avail = available_memory()
-    if avail is not None and need > avail // 2:
-        raise ValueError(
-            f"{what} holds about {need / 2**30:.1f} GiB for the {cfg.p ** 2:,} pairs of p="
-            f"{cfg.p} (d_hidden={cfg.d_hidden}), more than half of the {avail / 2**30:.1f} GiB "
-            "this process can still allocate; analyse a model with a smaller p")
 
 
 def check_fourier(cfg: Any, what: str) -> None:
@@ -203,20 +190,6 @@ def mean_sd(values: Iterable[float | None]) -> dict[str, float]:
         return {"mean": nan, "sd": nan, "min": nan, "max": nan, "n": 0}
     return {"mean": statistics.fmean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0,
             "min": min(v), "max": max(v), "n": len(v)}
-
-
-def accuracy(model: Any, split: str = "all") -> float:
-    """Fraction of pairs whose top logit is the right answer, through the model's forward (its
-    hooks included): `hooked_mlp.helpers.accuracy`, after a check of the memory it needs.
-
-    `split` is `"all"` (every pair of the dataset: the `p^2` pairs, or `p (p - 1)` for `div`),
-    or `"train"` / `"val"` for a model that carries its training record.
-    """
-    from hooked_mlp.helpers import accuracy as helpers_accuracy
-
-    check_model(model, finite=False)
-    check_all_pairs_memory(model.cfg, 3 * max(model.cfg.d_hidden, model.cfg.p), "accuracy")
-    return helpers_accuracy(model, split)
 
 
 def wrap_angle(x: Tensor) -> Tensor:

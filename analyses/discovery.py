@@ -39,7 +39,7 @@ from torch import Tensor
 
 from analyses._common import to_jsonable
 from analyses.forms import FORMS, fit_forms, score_fit, select_forms
-from analyses.fourier import frequency_power
+from analyses.fourier import power_spectrum
 
 METHODS = ("auto", "library", "symbolic")
 DEFAULT_GENERATIONS = 8
@@ -103,7 +103,7 @@ def _bic(w: Tensor, values: Tensor, n_params: int) -> tuple[float, float]:
 
 
 def _dominant_frequency(values: Tensor) -> int:
-    return int(frequency_power(values).argmax()) + 1
+    return int(power_spectrum(values).argmax()) + 1
 
 
 def _library(w: Tensor) -> dict[str, Any]:
@@ -224,7 +224,7 @@ def _symbolic(w: Tensor, deadline: float | None, seed: int, population: int,
     start = time.perf_counter()
     SymbolicRegressor, make_function = _gplearn()
     p = w.shape[0]
-    k1, k2 = (int(i) + 1 for i in frequency_power(w).topk(2).indices)
+    k1, k2 = (int(i) + 1 for i in power_spectrum(w).topk(2).indices)
     x = np.arange(p, dtype=np.float64)
     X = np.stack([x, (2 * np.pi * k1 * x / p) % (2 * np.pi),
                   (2 * np.pi * k2 * x / p) % (2 * np.pi)], axis=1)

@@ -62,9 +62,12 @@ from analyses._common import (
     wrap_angle,
 )
 from analyses.fourier import dft, n_frequencies
+from hooked_mlp._moved import renamed
 from hooked_mlp.checks import check_finite_logits
 from hooked_mlp.data import all_pairs, labels_of, split_indices
 from hooked_mlp.helpers import split_tokens
+
+__getattr__ = renamed(__name__)  # its old names: the rows of analyses/__init__.py
 
 R2_EXPLAINED = 0.9
 CLEAR_FREQUENCY = 0.5  # a neuron's final frequency counts in the lottery above this power share
@@ -139,13 +142,13 @@ def _restricted(logits: Tensor, p: int, sign: int, keys: Sequence[int]) -> Tenso
     return by_sum[_sum_index(p, sign)]
 
 
-def frequency_power(model: Any) -> Tensor:
+def logit_frequency_power(model: Any) -> Tensor:
     """Power of the logits along `cos/sin(w_k (a + s b))` for `k = 1..(p-1)/2`: float64 `[K]`
     (the squared norm of each frequency's restricted logits over all pairs and answers)."""
     check_model(model)
-    check_fourier(model.cfg, "frequency_power")
+    check_fourier(model.cfg, "logit_frequency_power")
     p = model.cfg.p
-    G = _direction_coefficients(_logits_grid(model), p, _sign(model, "frequency_power"))
+    G = _direction_coefficients(_logits_grid(model), p, _sign(model, "logit_frequency_power"))
     K = n_frequencies(p)
     return (2.0 / p**2) * G[1 : K + 1].abs().square().sum(dim=1)
 
@@ -158,7 +161,7 @@ def key_frequencies(model: Any, coverage: float = 0.95) -> list[int]:
     if isinstance(coverage, bool) or not isinstance(coverage, (int, float)) or not (
             0 < coverage <= 1):
         raise ValueError(f"coverage must be a number in (0, 1], got {coverage!r}")
-    power = frequency_power(model)
+    power = logit_frequency_power(model)
     total = float(power.sum())
     if total <= 0:
         raise ValueError("the model's logits have no component along any frequency of "
@@ -589,8 +592,8 @@ def _lead(by: int | None) -> str:
     return f"{-by} epochs after the jump" if by < 0 else "at the jump"
 
 
-def measure(model: Any, keys: Sequence[int] | None) -> tuple[dict[str, float],
-                                                              NeuronMeasures | None]:
+def snapshot_measures(model: Any, keys: Sequence[int] | None) -> tuple[dict[str, float],
+                                                                        NeuronMeasures | None]:
     """Every scalar progress measure of one model, and its per-neuron measures (None for a
     deeper model or a dense first layer). `keys` None skips the restricted and excluded losses.
     One forward over every pair serves both the splits and the frequency losses."""
@@ -633,7 +636,7 @@ def dynamics(series: Any, keys: Sequence[int] | None = None,
     for i, model in enumerate(series):
         if i == 0:
             first = model
-        scalars, neurons = measure(model, keys)
+        scalars, neurons = snapshot_measures(model, keys)
         for name, value in scalars.items():
             measures.setdefault(name, []).append(value)
         if neurons is not None:

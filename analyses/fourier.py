@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from analyses._common import check_fourier, check_model, check_one_hot, to_jsonable
+from hooked_mlp._moved import renamed
 from hooked_mlp.helpers import fourier_basis
 
 SIGNALS = ("a", "b", "out")
@@ -26,7 +27,9 @@ __all__ = [
     "n_frequencies",
     "neuron_signals",
     "neuron_spectra",
+    "power_spectrum",
 ]
+__getattr__ = renamed(__name__)  # its old names: the rows of analyses/__init__.py
 
 
 def n_frequencies(p: int) -> int:
@@ -41,7 +44,7 @@ def dft(w: Tensor) -> Tensor:
     return torch.fft.rfft(w.double(), dim=-1)[..., : n_frequencies(p) + 1]
 
 
-def frequency_power(w: Tensor) -> Tensor:
+def power_spectrum(w: Tensor) -> Tensor:
     """`|F_k|^2` for `k = 1..(p-1)/2` along the last dimension: `[..., (p-1)/2]` (float64)."""
     return dft(w)[..., 1:].abs().square()
 
@@ -92,7 +95,7 @@ def neuron_spectra(model: Any) -> NeuronSpectra:
     signals = neuron_signals(model)
     power, dominant, top = {}, {}, {}
     for name, w in signals.items():
-        pw = frequency_power(w)  # [n, K]
+        pw = power_spectrum(w)  # [n, K]
         power[name] = pw
         dominant[name] = torch.where(pw.sum(dim=1) > 0, pw.argmax(dim=1) + 1, 0)
         total = pw.sum(dim=1)

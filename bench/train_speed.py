@@ -116,8 +116,8 @@ def against_reference(epochs: int) -> None:
     float64 (the reference with dtype=float64): how far each float32 implementation drifts."""
     import torch
 
-    from analyses._common import accuracy
     from hooked_mlp import HookedMLP, MLPConfig, TrainConfig
+    from hooked_mlp.helpers import accuracy
     from hooked_mlp.reference import reference_train
     from hooked_mlp.train_info import TrainInfo
     from hooked_mlp.training.trainer import BatchedTrainer, default_threads, torch_threads

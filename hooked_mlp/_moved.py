@@ -4,6 +4,10 @@
 order). Importing an old name gives a module whose attributes are read from the new modules,
 with one `DeprecationWarning` per old module naming where it went. `analyses` registers its
 own moves the same way (`register`), so that this core module names nothing above it.
+
+`RENAMED` does the same for names renamed inside a module (`analyses.fourier.frequency_power`
+is now `power_spectrum`): it maps `"module.old_name"` to `"module.new_name"`; the module reads
+its old names through `__getattr__ = renamed(__name__)`, one warning per old name.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ import importlib.machinery
 import sys
 import types
 import warnings
+from collections.abc import Callable
 from importlib import import_module
 from typing import Any
 
 MOVED: dict[str, tuple[str, ...]] = {}
+RENAMED: dict[str, str] = {}
 _warned: set[str] = set()
 
 
@@ -58,6 +64,25 @@ class _Finder(importlib.abc.MetaPathFinder):
         if fullname not in MOVED:
             return None
         return importlib.machinery.ModuleSpec(fullname, _Loader())
+
+
+def renamed(module: str) -> Callable[[str], Any]:
+    """A module-level `__getattr__` for `module` that gives each of its old names (the rows of
+    `RENAMED` under `module.`) the object of its new name, with one `DeprecationWarning`."""
+
+    def __getattr__(attr: str) -> Any:  # noqa: N807 (the module hook Python looks for)
+        new = RENAMED.get(f"{module}.{attr}")
+        if new is None:
+            raise AttributeError(f"module {module!r} has no attribute {attr!r}")
+        old = f"{module}.{attr}"
+        if old not in _warned:
+            _warned.add(old)
+            warnings.warn(f"{old} was renamed {new} in hooked-mlp 0.3; use the new name (the "
+                          "old one will be removed in 0.4)", DeprecationWarning, stacklevel=2)
+        target, _, name = new.rpartition(".")
+        return getattr(import_module(target), name)
+
+    return __getattr__
 
 
 def register(moves: dict[str, tuple[str, ...]]) -> None:

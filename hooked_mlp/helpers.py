@@ -10,7 +10,8 @@
 Every tensor over all pairs is in the row-major order of `all_pairs(p)` (pair index `a * p + b`),
 so `to_grid` makes it `[p, p, ...]` with rows `a` and columns `b`. `accuracy` and `loss` refuse
 logits that overflowed (`hooked_mlp.checks.LogitsOverflowError`) rather than answer from NaNs or
-ties between infinities.
+ties between infinities, and a model whose forward over every pair would not fit in memory
+(`check_all_pairs_memory`, which the analyses share).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hooked_mlp.checks import check_finite_logits
+from hooked_mlp.checks import available_memory, check_finite_logits
 from hooked_mlp.config import MLPConfig
 from hooked_mlp.data import all_pairs, dataset, labels_of, split_indices
 from hooked_mlp.shapes import Basis, Grid, Labels, PerPair, Tokens
@@ -64,11 +65,34 @@ def split_tokens(model: Any, split: str = "all") -> tuple[Tokens, Labels]:
     return tokens, labels_of(tokens, cfg)
 
 
+def check_all_pairs_memory(cfg: Any, floats_per_pair: int, what: str) -> None:
+    """Refuse work over all `p^2` pairs whose tensors would not fit in memory.
+
+    `floats_per_pair` is how many float32 values the work holds per pair at its peak
+    (activations and logits). Refused with a message when that exceeds half of what this
+    process can still allocate, rather than failing deep inside torch.
+    """
+    need = cfg.p * cfg.p * floats_per_pair * 4
+    avail = available_memory()
+    if avail is not None and need > avail // 2:
+        raise ValueError(
+            f"{what} holds about {need / 2**30:.1f} GiB for the {cfg.p ** 2:,} pairs of p="
+            f"{cfg.p} (d_hidden={cfg.d_hidden}), more than half of the {avail / 2**30:.1f} GiB "
+            "this process can still allocate; analyse a model with a smaller p")
+
+
 @torch.no_grad()
 def accuracy(model: Any, split: str = "all") -> float:
     """Fraction of a split's pairs whose top logit is the right answer (through the model's
     forward, its hooks included; a tie with an earlier residue is a miss, as `argmax` says).
-    Logits that overflowed are refused (`LogitsOverflowError`): their argmax is a tie."""
+
+    `split` is `"all"` (every pair of the dataset: the `p^2` pairs, or `p (p - 1)` for `div`),
+    or `"train"` / `"val"` for a model that carries its training record. Logits that
+    overflowed are refused (`LogitsOverflowError`): their argmax is a tie; so is a model whose
+    forward over every pair would not fit in memory.
+    """
+    cfg = _cfg(model)
+    check_all_pairs_memory(cfg, 3 * max(cfg.d_hidden, cfg.p), "accuracy")
     tokens, labels = split_tokens(model, split)
     logits = model(tokens)
     check_finite_logits(logits, "the accuracy")

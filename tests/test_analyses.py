@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from analyses._common import accuracy
 from analyses.activations import activation_grids
 from analyses.cosine_fit import fit_neurons
 from analyses.fourier import frequency_histogram, neuron_spectra
 from analyses.replacement import replace_neurons, replacement_curve
 from analyses.synthetic import random_cosine_model, random_cosine_params, synthetic_curve
 from hooked_mlp import HookedMLP, MLPConfig
+from hooked_mlp.helpers import accuracy
 
 
 @pytest.fixture(scope="module")

@@ -260,7 +260,7 @@ def test_the_shipped_measures_cache_is_the_measures_of_the_shipped_snapshots(tmp
     """The report reads the shipped series' measures from a cache: it must be what measuring
     the stored snapshots gives now (checked at three snapshots and for the lottery), and it is
     not used for another file."""
-    from analyses.dynamics import measure
+    from analyses.dynamics import snapshot_measures
     from analyses.pages.dynamics import SHIPPED_CACHE, read_measures_cache
     from hooked_mlp import load_snapshots
     from hooked_mlp.files.checkpoints import PRETRAINED_DIR
@@ -273,7 +273,7 @@ def test_the_shipped_measures_cache_is_the_measures_of_the_shipped_snapshots(tmp
     keys = key_frequencies(series[-1])
     assert d.key_frequencies == keys
     for i in (0, len(series) // 2, len(series) - 1):
-        fresh, _ = measure(series[i], keys)
+        fresh, _ = snapshot_measures(series[i], keys)
         assert set(fresh) <= set(d.measures)
         for name, value in fresh.items():
             assert d.measures[name][i] == pytest.approx(value, rel=1e-5, abs=1e-7,

@@ -13,7 +13,7 @@ from analyses.cosine_fit import (
     fit_joint_inputs,
     refine_free_frequency,
 )
-from analyses.fourier import fourier_basis, frequency_power
+from analyses.fourier import fourier_basis, power_spectrum
 
 P = 113
 X = torch.arange(P, dtype=torch.float64)
@@ -119,6 +119,6 @@ def test_fourier_basis_is_orthonormal_and_parseval_holds():
         torch.testing.assert_close(basis @ basis.T, torch.eye(p), atol=1e-5, rtol=0)
     w = torch.randn(3, P, dtype=torch.float64)
     ss = (w - w.mean(1, keepdim=True)).square().sum(1)
-    torch.testing.assert_close(frequency_power(w).sum(1) * 2 / P, ss)
+    torch.testing.assert_close(power_spectrum(w).sum(1) * 2 / P, ss)
     with pytest.raises(ValueError, match="p must be an integer >= 2"):
         fourier_basis(1)

@@ -8,7 +8,6 @@ import sys
 import pytest
 import torch
 
-from analyses._common import accuracy
 from analyses.discovery import discover as discover_direct
 from analyses.forms import (
     FORMS,
@@ -23,6 +22,7 @@ from analyses.forms import (
 from analyses.replacement import accuracy_along_orders, replace_neurons
 from analyses.synthetic import random_cosine_model
 from hooked_mlp import MLPConfig, load_pretrained
+from hooked_mlp.helpers import accuracy
 from hooked_mlp.model import HookedMLP
 
 P = 113
@@ -249,3 +249,71 @@ def test_clip_sums_equal_the_direct_regression() -> None:
     assert torch.allclose(gain, cov.square() / var, atol=1e-12)
     assert torch.allclose(scale, cov / var, atol=1e-12)
     assert torch.allclose(offset, w.mean(1)[:, None, None] - cov / var * g.mean(-1), atol=1e-12)
+
+
+# ----------------------------------------------------------------- the forms comparison
+def test_forms_comparison_on_a_shipped_model_and_its_section() -> None:
+    """analyses.experiments.forms: the numbers the report's section shows, then the section
+    rendered from them (values autoescaped, the figure embedded)."""
+    from analyses.experiments.forms import compare_neuron_forms
+    from analyses.pages.forms import forms_html
+
+    model = load_pretrained(0)
+    r = compare_neuron_forms([model], ["<b>seed 0</b>"], n_orders=1, discover_generations=1)
+    d = r.to_dict()
+    assert list(d) == ["applies", "forms", "replacement", "discovery", "clock_pizza",
+                       "construction"]
+    assert d["applies"] == {"forms": None, "clock_pizza": None}
+    win = d["forms"]["aggregate"]["out"]
+    assert sum(win[f]["win_share"]["mean"] for f in FORMS) == pytest.approx(1.0)
+    assert win["harmonics"]["win_share"] == {**win["harmonics"]["win_share"], "n": 1, "sd": 0.0}
+    rep = d["replacement"]["by_form"]
+    # the study's own description loses more than each vector's winning form
+    assert rep["best"]["at_1.0"]["mean"] > rep["cosine"]["at_1.0"]["mean"] + 0.05
+    assert r.best_form == max(FORMS, key=lambda f: rep[f]["at_0.9"]["mean"])
+    assert [x["weights"] for x in d["discovery"]] == ["a", "out"]
+    assert d["clock_pizza"]["trained_verdicts"] == ["clock"]
+    kinds = [row["kind"] for row in d["clock_pizza"]["rows"]]
+    assert kinds[:2] == ["trained", "all neurons replaced (best form)"] and len(kinds) == 5
+    quad = d["construction"]["quad_curve"]
+    assert quad["predicted"] == 6 and quad["exact"][quad["ns"].index(6)] == [1.0]
+    assert "clock or pizza (trained): clock" in r.summary()
+
+    page = forms_html(r)
+    assert page.count('id="fig-forms-replacement"') == 1
+    assert "&lt;b&gt;seed 0&lt;/b&gt;" in page and "<b>seed 0</b>" not in page
+    assert page.count("<tr>") == 1 + 3 + 1 + 6 + 1 + 2 + 1 + 5 + 1 + len(quad["ns"])
+
+
+def test_forms_comparison_says_which_parts_do_not_apply() -> None:
+    from analyses.experiments.forms import compare_neuron_forms
+    from analyses.pages.forms import forms_html, forms_section
+
+    deep = HookedMLP(MLPConfig(p=11, d_hidden=8, n_layers=2))
+    r = compare_neuron_forms([deep])
+    assert r.to_dict() == {"applies": {"forms": r.applies["forms"],
+                                       "clock_pizza": r.applies["forms"]}}
+    assert "2-layer model" in r.applies["forms"] and r.figures() == {}
+    assert "2-layer model" in r.summary() and "2-layer model" in forms_html(r)
+    small = HookedMLP(MLPConfig(p=3, d_hidden=8))
+    html, numbers = forms_section([small], ["tiny"])
+    assert "p = 3" in numbers["applies"]["forms"] and "p = 3" in html
+    torch.manual_seed(0)
+    mul = HookedMLP(MLPConfig(p=11, d_hidden=16, operation="mul"))
+    d = compare_neuron_forms([mul], n_orders=1, discover_generations=1).to_dict()
+    assert "clock_pizza" not in d and "construction" not in d and "mul" in \
+        d["applies"]["clock_pizza"]
+
+
+def test_forms_comparison_refuses_bad_arguments() -> None:
+    from analyses.experiments.forms import compare_neuron_forms
+
+    model = HookedMLP(MLPConfig(p=11, d_hidden=8))
+    with pytest.raises(ValueError, match="at least one model"):
+        compare_neuron_forms([])
+    with pytest.raises(ValueError, match="labels must name each of the 1 models"):
+        compare_neuron_forms([model], ["a", "b"])
+    with pytest.raises(ValueError, match="n_orders must be a positive integer"):
+        compare_neuron_forms([model], n_orders=0)
+    with pytest.raises(ValueError, match="discover_generations must be a positive integer"):
+        compare_neuron_forms([model], discover_generations=1.5)

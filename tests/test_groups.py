@@ -2,7 +2,7 @@
 
 import torch
 
-from analyses.fourier import frequency_power
+from analyses.fourier import power_spectrum
 from analyses.groups import by_form, by_frequency, dead_or_alive
 from hooked_mlp import HookedMLP, MLPConfig
 
@@ -10,7 +10,7 @@ from hooked_mlp import HookedMLP, MLPConfig
 def test_by_frequency_reads_each_neurons_input_spectrum(shipped):
     groups = by_frequency(shipped)
     # by hand: the frequency with the most power in W_a and W_b together
-    power = frequency_power(shipped.W_a.detach().T) + frequency_power(shipped.W_b.detach().T)
+    power = power_spectrum(shipped.W_a.detach().T) + power_spectrum(shipped.W_b.detach().T)
     want = power.argmax(dim=1) + 1
     assert sorted(n for v in groups.values() for n in v) == list(range(100))
     for k, neurons in groups.items():

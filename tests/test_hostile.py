@@ -15,7 +15,6 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analyses._common import accuracy
 from analyses.cosine_fit import fit_neurons
 from analyses.fourier import frequency_histogram
 from analyses.replacement import replacement_curve
@@ -26,6 +25,7 @@ from hooked_mlp.files.describe import describe
 from hooked_mlp.files.describe import format_description as _format
 from hooked_mlp.files.format import _checksum
 from hooked_mlp.files.layout import STATE_FILE
+from hooked_mlp.helpers import accuracy
 from hooked_mlp.training.runs import train_run
 
 CLI = [sys.executable, "-m", "hooked_mlp.cli"]

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from analyses._common import accuracy
 from analyses.patching import ablate, attribution_patching, neuron_patching, path_patching
 from hooked_mlp import HookedMLP, MLPConfig
 from hooked_mlp.data import all_pairs, labels_of
+from hooked_mlp.helpers import accuracy
 
 POST = "blocks.0.mlp.hook_post"
 

@@ -8,11 +8,11 @@ import math
 import pytest
 import torch
 
-from analyses._common import accuracy
 from analyses.experiments.construction import compare_quad, quad_curve
 from analyses.synthetic import quad_construction, quad_construction_neurons
 from hooked_mlp import MLPConfig, TrainConfig
 from hooked_mlp.data import all_pairs
+from hooked_mlp.helpers import accuracy
 from hooked_mlp.training import train
 
 

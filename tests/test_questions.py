@@ -9,7 +9,6 @@ import math
 import pytest
 import torch
 
-from analyses._common import accuracy
 from analyses.activation_fits import (
     accuracy_with_replaced,
     activation_replacement_curve,
@@ -21,6 +20,7 @@ from analyses.predict_out import SOURCES, output_replacement_curve, predict_outp
 from analyses.synthetic import random_cosine_model
 from hooked_mlp import HookedMLP, MLPConfig
 from hooked_mlp.data import all_pairs
+from hooked_mlp.helpers import accuracy
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from analyses._common import accuracy
 from analyses.swap import (
     activation_swap,
     compare_stages,
@@ -18,6 +17,7 @@ from analyses.swap import (
 )
 from hooked_mlp import HookedMLP, import_mlp
 from hooked_mlp.data import all_pairs
+from hooked_mlp.helpers import accuracy
 
 EVEN, ODD = ("abs", "quad", "quartic"), ("identity", "cubic")
 
@@ -84,12 +84,12 @@ def test_phase_moments_of_evenly_spread_phases():
 
 
 def test_frequency_subsets_grow_towards_the_model(shipped):
-    from analyses.dynamics import frequency_losses, frequency_power
+    from analyses.dynamics import frequency_losses, logit_frequency_power
 
     subsets = frequency_subsets(shipped, ks=[1, 10, 30, 56])
     assert subsets["loss"] == sorted(subsets["loss"], reverse=True)
     assert subsets["acc"][0] < 0.1 and subsets["acc"][-1] == 1.0
-    top = [int(i) + 1 for i in frequency_power(shipped).argsort(descending=True)[:10]]
+    top = [int(i) + 1 for i in logit_frequency_power(shipped).argsort(descending=True)[:10]]
     assert subsets["loss"][1] == pytest.approx(
         frequency_losses(shipped, top)["restricted_loss"])
     with pytest.raises(ValueError, match="ks must be a non-empty list of integers in \\[1, 56\\]"):

@@ -27,7 +27,6 @@ from typing import Any
 import torch
 
 from analyses._common import (
-    accuracy,
     check_model,
     check_one_hot,
     check_one_layer,
@@ -41,6 +40,7 @@ from analyses.synthetic import (
     quad_construction_neurons,
     random_cosine_params,
 )
+from hooked_mlp.helpers import accuracy
 
 CHARACTERS = ((1, 1), (1, -1), (3, 1), (1, 3), (2, 2), (0, 2), (2, 0))
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from analyses._common import accuracy, check_fractions, mean_sd, to_jsonable
+from analyses._common import check_fractions, mean_sd, to_jsonable
 from analyses.activation_fits import (
     activation_replacement_curve,
     fit_grids,
@@ -40,6 +40,7 @@ from analyses.activation_fits import (
 )
 from analyses.predict_out import output_replacement_curve
 from hooked_mlp.config import INPUT_ENCODINGS, MLPConfig, TrainConfig
+from hooked_mlp.helpers import accuracy
 
 SINGLE_FREQUENCY = 0.5  # a neuron whose low harmonics of one frequency hold > half its power
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from analyses._common import (
-    accuracy,
     check_one_hot,
     fourier_structure,
     mean_sd,
@@ -27,8 +26,12 @@ from analyses.cosine_fit import NeuronFits, fit_cosines, fit_harmonics, fit_neur
 from analyses.fourier import FrequencyHistogram, frequency_histogram, neuron_signals
 from analyses.replacement import ReplacementCurve, replacement_curve
 from analyses.synthetic import SyntheticCurve, synthetic_curve
+from hooked_mlp._moved import renamed
 from hooked_mlp.config import MLPConfig
 from hooked_mlp.family import ACTIVATIONS, OPERATIONS
+from hooked_mlp.helpers import accuracy
+
+__getattr__ = renamed(__name__)  # its old names: the rows of analyses/__init__.py
 
 # replacement variants: label -> (form, parts, order, n_orders)
 REPLACEMENT_VARIANTS = {
@@ -123,8 +126,8 @@ def _input_fit_summary(model: Any) -> dict[str, Any]:
             "r2_b_median": float(fb.r2[ok].median()) if ok.any() else None}
 
 
-def measure(model: Any, label: str, applies: dict[str, str | None],
-            n_orders_scale: float = 1.0) -> ModelMeasurements:
+def measure_study_model(model: Any, label: str, applies: dict[str, str | None],
+                        n_orders_scale: float = 1.0) -> ModelMeasurements:
     """Every per-model measurement the claims that apply need."""
     info = model.train_info
     has_val = info is not None and "val_acc" in info.metrics
@@ -355,8 +358,8 @@ def study(models: Sequence[Any], labels: Sequence[str],
                          f"and {different[0]}")
     check_one_hot(cfg, "study")
     applies = applicability(cfg, trained=all(m.train_info is not None for m in models))
-    per = [measure(m, label, applies, n_orders_scale) for m, label in zip(models, labels,
-                                                                             strict=True)]
+    per = [measure_study_model(m, label, applies, n_orders_scale)
+           for m, label in zip(models, labels, strict=True)]
     synth = None
     if applies["synthetic"] is None and cfg.p >= 3:
         synth = synthetic_curve(seeds=synthetic_seeds, p=cfg.p, operation=cfg.operation)
