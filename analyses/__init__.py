@@ -27,7 +27,7 @@ _register({
 _RENAMED.update({
     "analyses._common.accuracy": "hooked_mlp.helpers.accuracy",
     "analyses.fourier.frequency_power": "analyses.fourier.power_spectrum",
-    "analyses.dynamics.frequency_power": "analyses.dynamics.logit_frequency_power",
+    "analyses.dynamics.frequency_power": "analyses.frequency_losses.logit_frequency_power",
     "analyses.dynamics.measure": "analyses.dynamics.snapshot_measures",
     "analyses.experiments.study.measure": "analyses.experiments.study.measure_study_model",
 })

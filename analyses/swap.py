@@ -13,7 +13,7 @@ the IPR and the lottery in `analyses.dynamics`):
   approximation).
 - `frequency_subsets`: the loss of the model reduced to its top-k frequencies as k grows: its
   logits projected on the `a + s b` directions of those frequencies (the restricted logits of
-  `analyses.dynamics.frequency_losses`; frequencies ranked by `analyses.dynamics.
+  `analyses.frequency_losses.frequency_losses`; frequencies ranked by `analyses.frequency_losses.
   logit_frequency_power`).
 - `detect_stages`: their stage detector on a training history: stage 1 (memorisation) ends at
   the first record with train accuracy >= 0.95, stage 2 at the first with test accuracy >=
@@ -173,7 +173,7 @@ def frequency_subsets(model: Any, ks: Sequence[int] | None = None) -> dict[str, 
     """`{"k": [...], "frequencies": [...], "loss": [...], "acc": [...], "model_loss": x}`: the
     loss and accuracy (every pair) of the model's logits restricted to its `k` strongest
     frequencies, for each `k` of `ks` (default 1, 2, 3, 4, 5, 6, 8, 10, 15, 20 and all)."""
-    from analyses.dynamics import frequency_losses, logit_frequency_power
+    from analyses.frequency_losses import frequency_losses, logit_frequency_power
 
     power = logit_frequency_power(model)
     order = [int(i) + 1 for i in torch.argsort(power, descending=True)]

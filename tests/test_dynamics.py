@@ -190,10 +190,11 @@ def test_grokking_preset_small_phases(grokked):
 
 
 def test_split_measures_from_the_shared_forward_equal_their_own(grokked):
-    from analyses.dynamics import _logits_grid, split_measures
+    from analyses.dynamics import split_measures
+    from analyses.frequency_losses import logits_grid
 
     model = grokked[0].train_info.snapshots[20]
-    own, shared = split_measures(model), split_measures(model, _logits_grid(model))
+    own, shared = split_measures(model), split_measures(model, logits_grid(model))
     assert set(own) == {"train_loss", "train_acc", "val_loss", "val_acc"} == set(shared)
     for name, value in own.items():
         assert shared[name] == pytest.approx(value, rel=1e-6), name

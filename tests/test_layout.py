@@ -151,7 +151,7 @@ def test_moved_names_import_and_warn_once(old, name, new):
 @pytest.mark.parametrize("old, new", [
     ("analyses._common.accuracy", "hooked_mlp.helpers.accuracy"),
     ("analyses.fourier.frequency_power", "analyses.fourier.power_spectrum"),
-    ("analyses.dynamics.frequency_power", "analyses.dynamics.logit_frequency_power"),
+    ("analyses.dynamics.frequency_power", "analyses.frequency_losses.logit_frequency_power"),
     ("analyses.dynamics.measure", "analyses.dynamics.snapshot_measures"),
     ("analyses.experiments.study.measure", "analyses.experiments.study.measure_study_model"),
     ("analyses.study.measure", "analyses.experiments.study.measure_study_model"),
