@@ -55,8 +55,9 @@ from analyses._common import (
 )
 from analyses.activation_fits import fit_grids, layer_activations
 from analyses.cosine_fit import fit_cosines, fit_joint_inputs
-from hooked_mlp.checks import check_finite_logits
+from analyses.readout import accuracy_as_terms_change, readout_logits
 from hooked_mlp.data import dataset
+from hooked_mlp.helpers import fraction_right
 
 SOURCES = ("weights", "pre", "post", "diagonal")
 AMPLITUDES = ("input", "uniform")
@@ -237,28 +238,16 @@ def output_replacement_curve(
     post = layer_activations(model, cfg.n_layers - 1, "post").reshape(H, p * p).t()
     post = post[tokens[:, 0] * p + tokens[:, 1]].float()  # [n_pairs, H]
     W = model.W_out.detach().cpu()
-    base = post @ W + (model.b_out.detach().cpu() if cfg.bias else 0.0)  # [n_pairs, p]
+    base = readout_logits(post, W, model.b_out.detach().cpu() if cfg.bias else None)
     new = {"predicted": pred.W_out, "fitted": fit_cosines(W).values()}
-
-    def acc(logits: Tensor) -> float:
-        check_finite_logits(logits, "the accuracy with predicted output weights")
-        return float((logits.argmax(-1) == labels).double().mean())
-
     gen = torch.Generator().manual_seed(seed)
-    orders = [torch.randperm(H, generator=gen) for _ in range(n_orders)]
+    orders = [torch.randperm(H, generator=gen).tolist() for _ in range(n_orders)]
     counts = [round(f * H) for f in fracs]
-    out: dict[str, list[list[float]]] = {}
-    for kind, rows in new.items():
-        delta = rows - W  # a replaced row changes the logits by post_n * (new_n - old_n)
-        out[kind] = []
-        for order in orders:
-            logits, done, at = base.clone(), 0, {}
-            for n in sorted(set(counts)):
-                idx = order[done:n]
-                logits.addmm_(post[:, idx], delta[idx])
-                done, at[n] = n, acc(logits)
-            out[kind].append([at[n] for n in counts])
-    return OutputReplacementCurve(source, amplitude, fracs, acc(base), out, pred)
+    what = "the accuracy with predicted output weights"
+    out = {kind: accuracy_as_terms_change(base, labels, post, W, orders, counts, rows, what=what)
+           for kind, rows in new.items()}  # a replaced row adds post_n * (new_n - old_n)
+    return OutputReplacementCurve(source, amplitude, fracs, fraction_right(base, labels, what), out,
+                                  pred)
 
 
 __all__ = ["AMPLITUDES", "SOURCES", "OutputPrediction", "OutputReplacementCurve",

@@ -47,7 +47,7 @@ from analyses.cosine_fit import (
     fit_neurons,
     weights_digest,
 )
-from hooked_mlp.checks import check_finite_logits
+from analyses.readout import accuracy_as_terms_change, readout_logits
 from hooked_mlp.data import dataset
 
 FORMS = ("separate", "joint", "study", "harmonic")
@@ -267,7 +267,8 @@ def accuracy_along_orders(
     `PARTS`; an order is a permutation of `range(H)`.
 
     Replacing a neuron changes the logits only through its own term `post_n * W_out[n]`, so the
-    logits are updated neuron block by neuron block instead of re-running the model; the
+    logits are updated neuron block by neuron block instead of re-running the model
+    (`analyses.readout.accuracy_as_terms_change`); the
     activations come from `hooked_mlp.functional` (the model's definition) for the original and
     for the fitted input weights, and the result equals `accuracy(replace_neurons(...))` up to
     float rounding (tests check it).
@@ -285,18 +286,7 @@ def accuracy_along_orders(
         post_new = hidden_activations(cfg, fitted, tokens)
     if parts in ("both", "outputs"):
         W_out_new = weights["W_out"]
-    base = torch.addmm(params["b_out"], post_old, W_out) if cfg.bias else post_old @ W_out
-    counts = [round(f * H) for f in fracs]
-    curves = []
-    for neuron_order in orders:
-        logits, done, acc_at = base.clone(), 0, {}
-        for n in sorted(set(counts)):
-            if n > done:
-                idx = torch.tensor(neuron_order[done:n])
-                logits.addmm_(post_new[:, idx], W_out_new[idx])
-                logits.addmm_(post_old[:, idx], W_out[idx], alpha=-1.0)
-                done = n
-            check_finite_logits(logits, f"the accuracy with {n} neurons replaced")
-            acc_at[n] = float((logits.argmax(dim=1) == labels).float().mean())
-        curves.append([acc_at[n] for n in counts])
-    return curves
+    base = readout_logits(post_old, W_out, params["b_out"] if cfg.bias else None)
+    return accuracy_as_terms_change(base, labels, post_old, W_out, orders,
+                                    [round(f * H) for f in fracs], W_out_new, post_new,
+                                    what="the accuracy with fitted neurons")

@@ -25,10 +25,10 @@ from torch import Tensor
 from hooked_mlp.checks import available_memory, check_finite_logits
 from hooked_mlp.config import MLPConfig
 from hooked_mlp.data import all_pairs, dataset, labels_of, split_indices
-from hooked_mlp.shapes import Basis, Grid, Labels, PerPair, Tokens
+from hooked_mlp.shapes import Basis, Grid, Labels, Logits, PerPair, Tokens
 
 __all__ = ["accuracy", "all_pairs", "fourier_1d", "fourier_2d", "fourier_basis",
-           "fourier_names_2d", "labels_of", "loss", "split_tokens", "to_grid"]
+           "fourier_names_2d", "fraction_right", "labels_of", "loss", "split_tokens", "to_grid"]
 
 SPLITS = ("all", "train", "val")
 
@@ -94,8 +94,14 @@ def accuracy(model: Any, split: str = "all") -> float:
     cfg = _cfg(model)
     check_all_pairs_memory(cfg, 3 * max(cfg.d_hidden, cfg.p), "accuracy")
     tokens, labels = split_tokens(model, split)
-    logits = model(tokens)
-    check_finite_logits(logits, "the accuracy")
+    return fraction_right(model(tokens), labels)
+
+
+def fraction_right(logits: Logits, labels: Labels, what: str = "the accuracy") -> float:
+    """The share of rows of `logits` `[batch, p]` whose top logit is `labels` `[batch]` (the
+    arithmetic of `accuracy`, for logits computed another way). Logits that overflowed are
+    refused (`LogitsOverflowError`, naming `what`)."""
+    check_finite_logits(logits, what)
     return float((logits.argmax(-1) == labels).float().mean())
 
 
