@@ -92,3 +92,19 @@ def test_the_report_sections_on_a_small_model(small):
     assert all(png.startswith(b"\x89PNG") for png in run.figures.values())
     assert result.runs["figures"].result.pngs["training"].startswith(b"\x89PNG")
     assert len(result.runs["views"].result.views) == 4
+
+
+def test_a_section_that_does_not_apply_says_why_instead_of_failing():
+    from analyses.pages.report import render_report
+
+    p2, _ = train(MLPConfig(p=2, d_hidden=8), TrainConfig(epochs=5), progress=False)
+    names = ("frequency_ablation", "he2026")
+    result = run_report(ReportContext([p2], ["p2"], "p = 2"),
+                        [s for s in SECTIONS if s.name in names])
+    assert result.failed == {} and list(result.not_applicable) == list(names)
+    assert "p >= 3" in result.not_applicable["frequency_ablation"]
+    doc = result.to_dict()
+    assert doc["he2026"] == {"not_applicable": result.not_applicable["he2026"]}
+    html = render_report(result, 0.0, "p = 2")
+    assert html.count("Does not apply to these models: neuron_signals needs p &gt;= 3") == 2
+    assert "Sections left out" not in html

@@ -247,7 +247,7 @@ def test_a_plugin_probe_gets_a_section_in_the_report(plugin, tmp_path):
     result = run_report(tmp_path / "rep", [path], progress=False, synthetic_seeds=[0],
                         n_orders_scale=0.1)
     html = result.html.read_text()
-    assert "id='probe-weight_norms'" in html and "from myprobes" in html
+    assert 'id="probe-weight_norms"' in html and "from myprobes" in html
     probes = result.data["probes"]
     assert probes["weight_norms"]["per_model"][0]["data"]["norms"]["W_hidden"] > 0
     # a built-in probe that does not apply to this model says why, in its section

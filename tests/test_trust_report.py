@@ -184,22 +184,32 @@ def test_p2_and_p3_get_the_same_kind_of_report(tmp_path):
 
 
 def test_how_it_formed_uses_only_the_models_own_snapshots(tmp_path):
-    from analyses.pages.report import _how_it_formed
+    from analyses.experiments.report import SECTIONS, ReportContext
+    from analyses.experiments.report import run_report as run_sections
+    from analyses.pages.report import render_report
     from hooked_mlp import load, train
     from hooked_mlp.cli import main
     from hooked_mlp.files.checkpoints import save
+
+    formed = [s for s in SECTIONS if s.name == "how_it_formed"]
+
+    def section(model, path):
+        report = run_sections(ReportContext([model], ["m"], model_paths=[path]), formed)
+        return report["how_it_formed"], render_report(report, 0.0, "")
 
     run = tmp_path / "run"
     assert main(["train", "--p", "23", "--d-hidden", "16", "--epochs", "30", "--seed", "0",
                  "--snapshots", "every:10", "--out", str(run), "--no-progress"]) == 0
     own = load(run / "seed-0.safetensors")
-    parts = _how_it_formed([own], [run / "seed-0.safetensors"], shipped=False)
-    assert parts and "Left out" not in " ".join(parts)
+    formation, html = section(own, run / "seed-0.safetensors")
+    assert formation.dynamics is not None and formation.dynamics.epochs == [0, 10, 20, 30]
+    assert "Left out" not in html and 'id="fig-how_it_formed-losses"' in html
 
     other, _ = train(MLPConfig(p=29, d_hidden=16), TrainConfig(epochs=30), progress=False)
     save(other, run / "seed-0.safetensors")  # a p = 29 model beside the p = 23 snapshots
-    parts = _how_it_formed([other], [run / "seed-0.safetensors"], shipped=False)
-    assert "Left out" in parts[1] and "another model" in parts[1] and "p" in parts[1]
+    formation, html = section(other, run / "seed-0.safetensors")
+    assert formation.dynamics is None and "another model" in formation.left_out
+    assert "Left out" in html and "another model" in html and "fig-how_it_formed" not in html
 
 
 def test_a_dead_model_gets_no_verdict_on_what_it_computes(tmp_path):

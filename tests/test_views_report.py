@@ -74,7 +74,19 @@ def test_report_files_and_numbers(report):
     assert agg["synthetic"]["512"]["mean"] >= 0.999
     assert html.count("var CircuitsVis=") == 1
     # the study's seven figures, and one for each figure a registered probe returns
-    assert len(re.findall(r'<img class="fig" id="fig-(?!probe-|forms-)', html)) == 7
+    study = "training|activations|neuron_fit|fit_scatter|replacement|synthetic|frequencies"
+    assert len(re.findall(rf'<img class="fig" id="fig-(?:{study})"', html)) == 7
+    # the sections of issue 21: frequency ablation and He et al. 2026, with their figures
+    for section, n_figures in (("frequency_ablation", 2), ("he2026", 2)):
+        assert html.count(f'<section id="{section}">') == 1
+        assert len(re.findall(rf'<img class="fig" id="fig-{section}-', html)) == n_figures
+    assert set(data["frequency_ablation"]) == {f"seed {s}" for s in range(5)}
+    assert all(r["acc"] >= 0.99 for r in data["frequency_ablation"].values())
+    for r in data["frequency_ablation"].values():  # the shipped models spread over ~40
+        assert min(r["loss_without"]) > r["loss"]  # frequencies: each one's removal costs loss,
+        assert r["acc_keep"][0] < 0.1 and r["acc_keep"][-1] >= 0.99  # none computes it alone
+    assert data["he2026"]["labels"] == [f"seed {s}" for s in range(5)]
+    assert data["sections_failed"] == {}
     # "What each neuron computes" (analyses.pages.forms): its figure and its numbers
     assert html.count('id="fig-forms-replacement"') == 1
     forms = data["neuron_forms"]

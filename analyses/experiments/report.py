@@ -231,8 +231,11 @@ class Section:
     `title` (in words), `compute(ctx) -> result` (None: the section has nothing to show for
     these models), `needs` (sections whose results it reads: it is skipped when one of them is
     missing), `placement` of its `to_dict()` in `summary.json` ("key": under `name`, "top":
-    merged at the top level, None: not written) and `if_failed` (what `summary.json` holds in
-    its place when it could not be computed)."""
+    merged at the top level, None: not written), `if_failed` (what `summary.json` holds in
+    its place when it could not be computed) and `refusals` (the exceptions by which its
+    analyses refuse models they do not apply to, e.g. `ValueError` for p = 2: the section then
+    says "does not apply" and why, under `not_applicable`, rather than failing; an overflow is
+    always a failure)."""
 
     name: str
     title: str
@@ -240,6 +243,7 @@ class Section:
     needs: tuple[str, ...] = ()
     placement: str | None = "key"
     if_failed: Any = None
+    refusals: tuple[type[Exception], ...] = ()
 
 
 def _study(ctx: ReportContext) -> StudyResult:
@@ -266,9 +270,10 @@ SECTIONS: tuple[Section, ...] = (
     Section("study", "the study's claims", _study, placement="top", if_failed={"claims": []}),
     Section("figures", "the study's figures", _figures, needs=("study",), placement=None),
     Section("views", "the interactive views", _views, needs=("study",), placement=None),
-    Section("frequency_ablation", "Frequency ablation", frequency_ablation_section),
+    Section("frequency_ablation", "Frequency ablation", frequency_ablation_section,
+            refusals=(ValueError, TypeError)),
     Section("he2026", "He et al. 2026: activation swap, phase symmetry, frequency subsets, "
-            "stages", he2026_section),
+            "stages", he2026_section, refusals=(ValueError, TypeError)),
     Section("how_it_formed", "How it formed", _how_it_formed, placement=None),
     Section("probes", "Probes", _probes, if_failed={}),
 )
@@ -289,12 +294,14 @@ class SectionRun:
 class ReportResult:
     """Every section of a report: `runs` (name -> `SectionRun`, in the order they ran; a
     section that returned None is absent), `failed` (name -> why it could not be computed),
-    `skipped` (sections left out because a section they need failed), `seconds` in all."""
+    `not_applicable` (name -> why it does not apply to these models), `skipped` (sections
+    left out because a section they need is missing), `seconds` in all."""
 
     context: ReportContext
     sections: tuple[Section, ...]
     runs: dict[str, SectionRun]
     failed: dict[str, str]
+    not_applicable: dict[str, str]
     skipped: list[str]
     seconds: float
 
@@ -315,7 +322,9 @@ class ReportResult:
             if s.placement is None:
                 continue
             run = self.runs.get(s.name)
-            value = run.result.to_dict() if run is not None else s.if_failed
+            value = (run.result.to_dict() if run is not None else
+                     {"not_applicable": self.not_applicable[s.name]}
+                     if s.name in self.not_applicable else s.if_failed)
             if s.placement == "top":
                 doc |= value
             else:
@@ -330,6 +339,7 @@ class ReportResult:
             text = run.result.summary() if callable(getattr(run.result, "summary", None)) \
                 else ""
             parts.append(f"{run.section.title}:\n{text}" if text else run.section.title)
+        parts += [f"does not apply: {name}: {why}" for name, why in self.not_applicable.items()]
         parts += [f"left out: {name}: {why}" for name, why in self.failed.items()]
         return "\n\n".join(parts)
 
@@ -361,6 +371,7 @@ def run_report(ctx: ReportContext, sections: Sequence[Section] = SECTIONS,
         raise ValueError(f"sections must have distinct names, got {names}")
     runs: dict[str, SectionRun] = {}
     failed: dict[str, str] = {}
+    refused: dict[str, str] = {}
     skipped: list[str] = []
     with torch_threads(threads or 2):
         for s in sections:
@@ -371,7 +382,12 @@ def run_report(ctx: ReportContext, sections: Sequence[Section] = SECTIONS,
             try:
                 result = s.compute(ctx)
             except Exception as e:
-                failed[s.name] = failure_text(e)
+                from hooked_mlp.checks import LogitsOverflowError
+
+                if isinstance(e, s.refusals) and not isinstance(e, LogitsOverflowError):
+                    refused[s.name] = one_line(str(e))
+                else:
+                    failed[s.name] = failure_text(e)
                 continue
             if result is None:
                 continue
@@ -390,7 +406,7 @@ def run_report(ctx: ReportContext, sections: Sequence[Section] = SECTIONS,
                     failed[f"{s.name}: figures"] = failure_text(e)
             run.seconds = time.perf_counter() - t
             runs[s.name] = run
-    return ReportResult(ctx, tuple(sections), runs, failed, skipped,
+    return ReportResult(ctx, tuple(sections), runs, failed, refused, skipped,
                         time.perf_counter() - start)
 
 
