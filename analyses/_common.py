@@ -14,7 +14,7 @@ import math
 import operator
 import statistics
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -23,6 +23,42 @@ from hooked_mlp._moved import renamed
 from hooked_mlp.helpers import check_all_pairs_memory as check_all_pairs_memory  # shared
 
 __getattr__ = renamed(__name__)  # its old names: the rows of analyses/__init__.py
+
+Summary = dict[str, Any]  # name -> a number, a word, None, or a (nested) group or list of such
+
+
+@runtime_checkable
+class Result(Protocol):
+    """What every result object of `analyses` and `analyses.experiments` offers.
+
+    `summary()` gives its headline numbers: a dict of plain Python numbers, words or None (a
+    number that is not defined is None), or of named groups or short lists of them
+    (`{"median_share": {"sum": 0.9, ...}, "k_counts": [0, 3, ...]}`), small enough to print;
+    `to_dict()` gives everything it holds that JSON can carry (tensors as lists, NaN as null).
+    `tests/test_results_protocol.py` walks the result classes and holds each to this.
+    """
+
+    def summary(self) -> Summary: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def headline(values: dict[str, Any]) -> Summary:
+    """`values` as a `summary()`: tensors and numpy scalars as numbers, NaN as None."""
+    return to_jsonable(values)
+
+
+def curve_ends(fractions: Sequence[float], mean: Sequence[float]) -> dict[str, float]:
+    """The headline numbers of an accuracy curve: its first and last fractions and means."""
+    return {"fraction_first": fractions[0], "accuracy_first": mean[0],
+            "fraction_last": fractions[-1], "accuracy_last": mean[-1]}
+
+
+def median_or_none(values: Tensor) -> float | None:
+    """The median of the finite entries of `values` (None when there is none)."""
+    v = values.detach().double().flatten()
+    v = v[torch.isfinite(v)]
+    return float(v.median()) if v.numel() else None
 
 
 def check_model(model: Any, *, finite: bool = True) -> None:

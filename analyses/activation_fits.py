@@ -32,12 +32,16 @@ import torch
 from torch import Tensor
 
 from analyses._common import (
+    Summary,
     check_all_pairs_memory,
     check_fourier,
     check_fractions,
     check_model,
     check_neurons,
     check_orders,
+    curve_ends,
+    headline,
+    median_or_none,
     to_jsonable,
     wrap_angle,
 )
@@ -231,6 +235,10 @@ class ActivationFits:
                             "scale": self.scale, "phase": self.phase, "offset": self.offset,
                             "r2": self.r2})
 
+    def summary(self) -> Summary:
+        return headline({"p": self.p, "form": self.form, "layer": self.layer, "hook": self.hook,
+                         "n_neurons": len(self.neurons), "r2_median": median_or_none(self.r2)})
+
 
 def _r2(grids: Tensor, fitted: Tensor) -> Tensor:
     g = grids.double()
@@ -312,6 +320,10 @@ class ActivationReplacementCurve:
         return to_jsonable({"layer": self.layer, "hook": self.hook, "form": self.form,
                             "fractions": self.fractions, "accuracy": self.accuracy,
                             "mean": self.mean, "seed": self.seed})
+
+    def summary(self) -> Summary:
+        return headline({"layer": self.layer, "hook": self.hook, "form": self.form,
+                         **curve_ends(self.fractions, self.mean), "n_orders": len(self.accuracy)})
 
 
 @torch.no_grad()

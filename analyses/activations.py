@@ -8,7 +8,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from analyses._common import check_all_pairs_memory, check_model, check_neurons, to_jsonable
+from analyses._common import (
+    Summary,
+    check_all_pairs_memory,
+    check_model,
+    check_neurons,
+    headline,
+    median_or_none,
+    to_jsonable,
+)
 from hooked_mlp.data import all_pairs
 
 DEFAULT_HOOK = "blocks.0.mlp.hook_post"
@@ -34,6 +42,10 @@ class ActivationGrids:
         if include_grids:
             out["grids"] = self.grids
         return to_jsonable(out)
+
+    def summary(self) -> Summary:
+        return headline({"hook": self.hook, "n_neurons": len(self.neurons),
+                         "active_fraction_median": median_or_none(self.active_fraction)})
 
 
 @torch.no_grad()

@@ -54,11 +54,13 @@ import torch
 from torch import Tensor
 
 from analyses._common import (
+    Summary,
     check_all_pairs_memory,
     check_count,
     check_model,
     check_one_hot,
     check_seed,
+    headline,
     to_jsonable,
 )
 
@@ -85,6 +87,9 @@ class ClockPizza:
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self.__dict__)
+
+    def summary(self) -> Summary:
+        return headline(self.__dict__)  # every field is one number or word
 
 
 def _check_operation(model: Any) -> int:

@@ -24,12 +24,15 @@ import torch
 from torch import Tensor
 
 from analyses._common import (
+    Summary,
     check_all_pairs_memory,
     check_fourier,
     check_model,
     check_neurons,
     check_one_hot,
     check_one_layer,
+    headline,
+    median_or_none,
     phase_sign,
     to_jsonable,
     wrap_angle,
@@ -73,6 +76,15 @@ class CosineFit:
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable({k: getattr(self, k) for k in
                             ("p", "k", "freq", "scale", "phase", "offset", "r2")})
+
+    def summary(self) -> Summary:
+        return _fit_headline(self.p, self.k, self.r2)
+
+
+def _fit_headline(p: int, k: Tensor, r2: Tensor) -> Summary:
+    """A fit's headline numbers: rows, median R^2 (finite rows), distinct frequencies."""
+    return headline({"p": p, "n_rows": int(k.numel()), "r2_median": median_or_none(r2),
+                     "n_frequencies": int(torch.unique(k[k > 0]).numel())})
 
 
 def _check_w(w: Any) -> tuple[int, int]:
@@ -193,6 +205,9 @@ class HarmonicFit:
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self.__dict__)
 
+    def summary(self) -> Summary:
+        return _fit_headline(self.p, self.k, self.r2) | {"n_harmonics": int(self.scale.shape[1])}
+
 
 def fit_harmonics(w: Tensor, k: Tensor, n_harmonics: int = 2) -> HarmonicFit:
     """Least-squares fit of each row of `w` (`[n, p]`) by frequency `k[n]` and its harmonics.
@@ -253,6 +268,9 @@ class JointInputFit:
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self.__dict__)
+
+    def summary(self) -> Summary:
+        return _fit_headline(self.p, self.k, torch.minimum(self.r2_a, self.r2_b))
 
 
 def fit_joint_inputs(w_a: Tensor, w_b: Tensor) -> JointInputFit:

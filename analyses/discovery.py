@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from analyses._common import to_jsonable
+from analyses._common import Summary, headline, to_jsonable
 from analyses.forms import FORMS, fit_forms, score_fit, select_forms
 from analyses.fourier import power_spectrum
 
@@ -74,6 +74,10 @@ class Discovery:
         return to_jsonable({k: getattr(self, k) for k in
                             ("expression", "frequency", "form", "method", "r2", "bic",
                              "n_params", "candidates", "seconds", "note")})
+
+    def summary(self) -> Summary:
+        return headline({k: getattr(self, k) for k in
+                         ("expression", "frequency", "form", "method", "r2", "bic", "n_params")})
 
 
 def _check_vector(w: Any) -> Tensor:

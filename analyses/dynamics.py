@@ -140,6 +140,13 @@ class Dynamics:
         return share
 
     def summary(self) -> str:
+        """For now the text of `describe()`: it becomes the headline numbers (the `Result`
+        protocol of `analyses._common`) once the pages read the text from `describe()`."""
+        return self.describe()
+
+    def describe(self) -> str:
+        """What the series shows, in a few lines: the phases, the losses, the neurons, the
+        lottery."""
         ph = self.phases
         m = self.measures
         lines = [f"{len(self.epochs)} snapshots, epochs {self.epochs[0]}..{self.epochs[-1]}; "
@@ -164,7 +171,7 @@ class Dynamics:
                          f"{m['frac_cosine'][-1]:.0%}; frequencies in use "
                          f"{m['n_frequencies'][-1]:g}")
         if self.lottery is not None:
-            lines.append(f"lottery: {self.lottery.summary()}")
+            lines.append(f"lottery: {self.lottery.describe()}")
         return "\n".join(lines)
 
 

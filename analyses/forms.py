@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from analyses._common import (
+    Summary,
     check_all_pairs_memory,
     check_fourier,
     check_fractions,
@@ -54,6 +55,8 @@ from analyses._common import (
     check_one_hot,
     check_one_layer,
     check_orders,
+    headline,
+    median_or_none,
     to_jsonable,
     wrap_angle,
 )
@@ -120,6 +123,11 @@ class FormFit:
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable({"form": self.form, "p": self.p, "n_params": self.n_params,
                             "params": self.params, "r2": self.r2, "bic": self.bic})
+
+    def summary(self) -> Summary:
+        return headline({"form": self.form, "p": self.p, "n_params": self.n_params,
+                         "n_rows": int(self.sse.numel()), "r2_median": median_or_none(self.r2),
+                         "bic_median": median_or_none(self.bic)})
 
 
 @dataclass
@@ -449,6 +457,10 @@ class FormReplacement:
         return to_jsonable({"fractions": self.fractions,
                             "curves": {f: c.to_dict() for f, c in self.curves.items()},
                             "at_0.9": self.at(0.9), "at_1.0": self.at(1.0)})
+
+    def summary(self) -> Summary:
+        """Each form's mean accuracy with every neuron replaced (`at_1.0`)."""
+        return headline({f"{form}_at_1.0": c.at(1.0) for form, c in self.curves.items()})
 
 
 def form_weights(comparison: FormComparison, form: str) -> dict[str, Tensor]:

@@ -15,7 +15,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from analyses._common import check_fourier, check_model, check_one_hot, to_jsonable
+from analyses._common import (
+    Summary,
+    check_fourier,
+    check_model,
+    check_one_hot,
+    headline,
+    median_or_none,
+    to_jsonable,
+)
 from hooked_mlp._moved import renamed
 from hooked_mlp.helpers import fourier_basis
 
@@ -89,6 +97,13 @@ class NeuronSpectra:
             "input_frequency": self.input_frequency,
         })
 
+    def summary(self) -> Summary:
+        freq = self.input_frequency
+        return headline({"p": self.p, "n_neurons": int(freq.numel()),
+                         "n_input_frequencies": int(torch.unique(freq[freq > 0]).numel()),
+                         **{f"top_fraction_{s}_median": median_or_none(t)
+                            for s, t in self.top_fraction.items()}})
+
 
 def neuron_spectra(model: Any) -> NeuronSpectra:
     """Power spectra of every neuron's input (a, b) and output weights."""
@@ -131,6 +146,9 @@ class FrequencyHistogram:
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self.__dict__)
+
+    def summary(self) -> Summary:
+        return headline({k: v for k, v in self.__dict__.items() if k != "counts"})
 
 
 def frequency_histogram(model: Any, source: str = "input") -> FrequencyHistogram:

@@ -20,10 +20,12 @@ import torch
 from torch import Tensor
 
 from analyses._common import (
+    Summary,
     check_fourier,
     check_model,
     check_one_hot,
     check_one_layer,
+    headline,
     phase_sign,
     to_jsonable,
     wrap_angle,
@@ -57,7 +59,12 @@ class NeuronMeasures:
         """Neurons whose inputs one cosine explains (R^2 >= 0.9 for a and b)."""
         return self.r2 >= R2_EXPLAINED
 
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable({**self.__dict__, "summary": self.summary()})
+
     def summary(self) -> dict[str, float]:
+        """The headline numbers; an undefined one is NaN here (None in JSON), since
+        `analyses.dynamics` keeps these as float series over the snapshots."""
         ex = self.explained
         n_freq = int(torch.unique(self.dominant[ex]).numel()) if bool(ex.any()) else 0
         err = float("nan")
@@ -147,7 +154,11 @@ class Lottery:
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self.__dict__)
 
-    def summary(self) -> str:
+    def summary(self) -> Summary:
+        return headline({k: v for k, v in self.__dict__.items() if not isinstance(v, list)})
+
+    def describe(self) -> str:
+        """The lottery in a sentence."""
         if self.n_neurons == 0:  # no hit rate to give (they are NaN): say why instead
             return (f"no neuron's final input spectrum has a clear frequency (power share >= "
                     f"0.5), so there is no hit rate to compare with chance (1/K = "

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from analyses._common import to_jsonable
+from analyses._common import Summary, headline, to_jsonable
 
 __all__ = ["Phases", "find_phases"]
 
@@ -48,6 +48,9 @@ class Phases:
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self.__dict__)
+
+    def summary(self) -> Summary:
+        return headline({k: v for k, v in self.__dict__.items() if k != "how"})
 
 
 def _first(values: Sequence[float], ok: Any, start: int = 0) -> int | None:

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from analyses._common import (
+    Summary,
     check_fourier,
     check_fractions,
     check_model,
@@ -49,6 +50,7 @@ from analyses._common import (
     check_one_hot,
     check_one_layer,
     check_orders,
+    headline,
     phase_sign,
     to_jsonable,
     wrap_angle,
@@ -105,6 +107,13 @@ class OutputPrediction:
                             "k_agree": self.k_agree,
                             "alive_fraction": float(self.alive.double().mean()),
                             "median_abs_phase_error": self.median_abs_phase_error})
+
+    def summary(self) -> Summary:
+        return headline({"p": self.p, "source": self.source, "amplitude": self.amplitude,
+                         "layer": self.layer, "scale": self.scale, "r2": self.r2,
+                         "k_agree": self.k_agree,
+                         "alive_fraction": float(self.alive.double().mean()),
+                         "median_abs_phase_error": self.median_abs_phase_error})
 
 
 def _sign(model: Any, what: str) -> int:
@@ -217,6 +226,12 @@ class OutputReplacementCurve:
                             "accuracy": self.accuracy,
                             "mean": {kind: self.mean(kind) for kind in self.accuracy},
                             "prediction": self.prediction.to_dict()})
+
+    def summary(self) -> Summary:
+        """The untouched accuracy, and each kind's mean accuracy at the largest fraction."""
+        return headline({"source": self.source, "amplitude": self.amplitude,
+                         "original": self.original, "fraction_last": self.fractions[-1],
+                         **{f"{kind}_last": self.mean(kind)[-1] for kind in self.accuracy}})
 
 
 @torch.no_grad()

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from analyses._common import (
+    Summary,
     check_all_pairs_memory,
     check_count,
     check_fractions,
@@ -37,6 +38,8 @@ from analyses._common import (
     check_one_hot,
     check_one_layer,
     check_seed,
+    curve_ends,
+    headline,
     to_jsonable,
 )
 from analyses.cosine_fit import (
@@ -207,6 +210,11 @@ class ReplacementCurve:
         return to_jsonable({"fractions": self.fractions, "order": self.order, "form": self.form,
                             "parts": self.parts, "seed": self.seed, "accuracy": self.accuracy,
                             "mean": self.mean, "sd": self.sd})
+
+    def summary(self) -> Summary:
+        return headline({"order": self.order, "form": self.form, "parts": self.parts,
+                         **curve_ends(self.fractions, self.mean), "n_orders": len(self.accuracy),
+                         "largest_fraction_above_0.9": self.largest_fraction_above(0.9)})
 
 
 def replacement_curve(

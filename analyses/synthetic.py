@@ -23,7 +23,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from analyses._common import check_all_pairs_memory, to_jsonable
+from analyses._common import (
+    Summary,
+    check_all_pairs_memory,
+    headline,
+    to_jsonable,
+)
 from hooked_mlp.checks import check_finite_logits
 from hooked_mlp.config import MAX_SEED, MLPConfig
 from hooked_mlp.data import hash_keys
@@ -130,6 +135,12 @@ class SyntheticCurve:
         return to_jsonable({"p": self.p, "ns": self.ns, "seeds": self.seeds,
                             "operation": self.operation, "accuracy": self.accuracy,
                             "mean": self.mean, "sd": self.sd, "min": self.min})
+
+    def summary(self) -> Summary:
+        """The mean accuracy at the smallest and the largest `N`."""
+        return headline({"p": self.p, "operation": self.operation, "n_seeds": len(self.seeds),
+                         "n_first": self.ns[0], "accuracy_first": self.mean[0],
+                         "n_last": self.ns[-1], "accuracy_last": self.mean[-1]})
 
 
 @torch.no_grad()

@@ -107,7 +107,7 @@ def main() -> int:
         print(f"\n2. all progress measures over {len(series)} snapshots of the study's model: "
               f"{median(runs):.2f} s (median of {args.repeats}; goal <= 10 s, "
               f"{'met' if median(runs) <= 10 else 'NOT met'})")
-        print("   " + d.summary().replace("\n", "\n   "))
+        print("   " + d.describe().replace("\n", "\n   "))
 
     if args.skip_grokking:
         return 0
@@ -122,7 +122,7 @@ def main() -> int:
     print(f"   train acc >= 99 % at epoch {_first(h['train_acc'], 0.99)}; validation acc "
           f">= 50 % at {_first(h['val_acc'], 0.5)}, >= 95 % at {_first(h['val_acc'], 0.95)}; "
           f"final validation acc {h['val_acc'][-1]:.4f}")
-    print("   " + d.summary().replace("\n", "\n   "))
+    print("   " + d.describe().replace("\n", "\n   "))
     m, ep = d.measures, d.epochs
     i = ep.index(ph.restricted_half) if ph.restricted_half is not None else None
     if i is not None:

@@ -428,7 +428,7 @@ def _cmd_dynamics(args: argparse.Namespace) -> int:
         source = PRETRAINED_DIR / SHIPPED_SERIES
     with torch_threads(args.threads or 1):  # small tensors: one thread is fastest on a busy CPU
         page, data, d = write_dynamics_page(source, args.out, args.seed, **options)
-    print(d.summary())
+    print(d.describe())
     print(f"wrote {page} and {data}")
     return 0
 

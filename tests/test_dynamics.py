@@ -148,10 +148,10 @@ def test_summaries_of_a_run_that_got_nowhere_read_as_words(tmp_path, capsys):
     none = Lottery(n_neurons=0, n_frequencies=11, hit_rate_magnitude=math.nan,
                    hit_rate_alignment=math.nan, chance_magnitude=math.nan,
                    chance_alignment=math.nan, uniform=1 / 11, final_rank_median=math.nan)
-    assert "nan" not in none.summary() and "no neuron" in none.summary()
+    assert "nan" not in none.describe() and "no neuron" in none.describe()
     model, _ = train(MLPConfig(p=11, d_hidden=8), TrainConfig(epochs=4), snapshots="0,2",
                      progress=False)
-    text = dynamics(model.train_info.snapshots).summary()
+    text = dynamics(model.train_info.snapshots).describe()
     assert "None" not in text and "nan" not in text and "jumps never" in text
     afile = tmp_path / "f"
     afile.write_text("")

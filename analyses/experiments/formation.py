@@ -160,7 +160,7 @@ class Formation:
     def summary(self) -> str:
         if self.dynamics is None:
             return f"Left out: {self.source} were found, but {self.left_out}."
-        return f"From {self.source}: {self.count}.\n{self.dynamics.summary()}"
+        return f"From {self.source}: {self.count}.\n{self.dynamics.describe()}"
 
 
 def how_it_formed(models: list[Any], model_paths: list[Any] | None = None,

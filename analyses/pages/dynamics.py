@@ -260,7 +260,7 @@ def render_page(d: Dynamics, figures: dict[str, bytes], seconds: float) -> str:
              f"<p class='meta'>hooked-mlp {esc(__version__)} · {esc(d.source)} · "
              f"{len(d.epochs)} snapshots · computed in {seconds:.1f} s · every series is in "
              "<code>dynamics.json</code></p>",
-             f"<pre>{esc(d.summary())}</pre>",
+             f"<pre>{esc(d.describe())}</pre>",
              "<h2>Phases</h2><table><tr><th>boundary</th><th>epoch</th></tr>",
              _phase_rows(d), "</table>", f"<p class='meta'>{esc(d.phases.how)}.</p>"]
     for name, png in figures.items():
@@ -328,6 +328,6 @@ def how_it_formed_html(models: list[Any], model_paths: list[Any] | None,
     return ["<h2>How it formed</h2>",
             f"<p>From {esc(f.source)}: {esc(f.count)}. Full page: <code>hooked-mlp "
             "dynamics RUN --out DIR</code>.</p>",
-            f"<pre style='white-space:pre-wrap'>{esc(d.summary())}</pre>",
+            f"<pre style='white-space:pre-wrap'>{esc(d.describe())}</pre>",
             img_html(figure_png(plot_losses(d)), "losses over training"),
             img_html(figure_png(plot_measures(d)), "progress measures over training")]

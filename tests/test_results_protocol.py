@@ -1,0 +1,201 @@
+"""One result protocol (issue 18): every result object of `analyses` and `analyses.experiments`
+has `summary()` (its headline numbers: plain numbers, words or None, or groups and lists of them)
+and `to_dict()`
+(everything JSON can carry). The classes are found by walking the source, so a new result class
+is held to the protocol without anyone listing it here."""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+from importlib import import_module
+from pathlib import Path
+
+import pytest
+import torch
+
+from analyses._common import Result, to_jsonable
+from hooked_mlp import HookedMLP, MLPConfig, TrainConfig, train
+
+ROOT = Path(__file__).resolve().parent.parent
+P, H = 11, 12
+
+# dataclasses that are not results: plans, settings, page and notebook plumbing
+NOT_RESULTS = {
+    "analyses.experiments.questions.QuestionsPlan",  # the plan a result is computed from
+    "analyses.experiments.report.ReportContext",  # what the report's sections share
+    "analyses.experiments.report.Section",  # a section's definition
+    "analyses.experiments.report.SectionRun",  # one section's result and its timing
+    "analyses.probes.Probe",  # a probe's definition
+    "analyses.views.NotebookSetup", "analyses.views.CircuitsVisView",  # notebook display
+    "analyses.views._NotebookState",
+}
+# results whose summary() is still a few lines of text, read as text by the report, the probe
+# runner and the pages (`analyses/probes.py`, `analyses/experiments/report.py`): each moves its
+# text to describe() once those readers take text from there (requests.md, N-names). This set may
+# only shrink: the test fails when a class in it follows the protocol, or leaves it otherwise.
+TEXT_SUMMARIES = {
+    "analyses.dynamics.Dynamics",
+    "analyses.experiments.ablation.FrequencyAblation",
+    "analyses.experiments.ablation.FrequencyAblations",
+    "analyses.experiments.formation.Formation",
+    "analyses.experiments.forms.FormsComparison",
+    "analyses.experiments.he2026.He2026",
+    "analyses.experiments.published.ImportedPublished",
+    "analyses.experiments.report.StudyFigures",
+    "analyses.experiments.report.Views",
+    "analyses.experiments.report.ReportResult",
+    "analyses.patching.PatchingResult",
+    "analyses.patching.PathPatchingResult",
+    "analyses.probes.ProbeResult",
+    "analyses.sae.SparseDictionary",
+    "analyses.swap.PhaseMoments",
+}
+# results without summary() yet, in files of other helpers (requests.md, N-names); may only shrink
+NO_SUMMARY_YET = {
+    "analyses.experiments.construction.QuadCurve",
+    "analyses.experiments.questions.QuestionsResult",
+    "analyses.experiments.study.ModelMeasurements",
+    "analyses.experiments.study.StudyResult",
+    "analyses.experiments.sweep.SweepMeasures",
+    "analyses.experiments.sweep.PhaseDiagram",
+    "analyses.probes.ProbeRuns",
+    "analyses.swap.Stages",
+}
+
+
+def _dataclasses() -> dict[str, type]:
+    """Every dataclass defined at the top of a module of analyses/ and analyses/experiments/."""
+    found = {}
+    for path in sorted((ROOT / "analyses").rglob("*.py")):
+        rel = path.relative_to(ROOT).with_suffix("").parts
+        if rel[1] in ("pages", "explorer") or rel[-1] == "__init__":
+            continue
+        module = ".".join(rel)
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef) and any(
+                    "dataclass" in ast.unparse(d) for d in node.decorator_list):
+                found[f"{module}.{node.name}"] = getattr(import_module(module), node.name)
+    return found
+
+
+def test_every_result_class_has_summary_and_to_dict():
+    classes = _dataclasses()
+    assert len(classes) > 40  # the walk found the analyses
+    results = {name: cls for name, cls in classes.items() if name not in NOT_RESULTS}
+    missing = sorted(name for name, cls in results.items()
+                     if name not in TEXT_SUMMARIES | NO_SUMMARY_YET and not (
+                         callable(getattr(cls, "summary", None))
+                         and callable(getattr(cls, "to_dict", None))))
+    assert not missing, f"result classes without summary() and to_dict(): {missing}"
+    stale = sorted(name for name in NO_SUMMARY_YET
+                   if name not in results or callable(getattr(results[name], "summary", None)))
+    assert not stale, f"now follow the protocol or are gone; take them off NO_SUMMARY_YET: {stale}"
+    gone = sorted(name for name in TEXT_SUMMARIES | NOT_RESULTS if name not in classes)
+    assert not gone, f"listed but not found: {gone}"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return HookedMLP(MLPConfig(p=P, d_hidden=H), seed=0)
+
+
+@pytest.fixture(scope="module")
+def series():
+    model, _ = train(MLPConfig(p=P, d_hidden=H), TrainConfig(epochs=4), snapshots="0,2",
+                     progress=False)
+    return model.train_info.snapshots
+
+
+def _builders(tiny, series):
+    """One result of each class that follows the protocol, computed on the tiny model."""
+    from analyses import activation_fits as af
+    from analyses import cosine_fit as cf
+    from analyses import forms, fourier, neuron_measures, predict_out, replacement, synthetic
+    from analyses.activations import activation_grids
+    from analyses.clock_pizza import diagnose
+    from analyses.discovery import discover
+    from analyses.dynamics import dynamics
+
+    w = tiny.W_a.detach().t()
+    fits = cf.fit_neurons(tiny)
+    return {
+        "analyses.activation_fits.GridSpectra": lambda: af.grid_spectra(
+            af.layer_activations(tiny)),
+        "analyses.activation_fits.ActivationFits": lambda: af.fit_activations(tiny),
+        "analyses.activation_fits.ActivationReplacementCurve":
+            lambda: af.activation_replacement_curve(tiny, n_orders=1),
+        "analyses.activations.ActivationGrids": lambda: activation_grids(tiny),
+        "analyses.clock_pizza.ClockPizza": lambda: diagnose(tiny, n_triples=64),
+        "analyses.cosine_fit.CosineFit": lambda: cf.fit_cosines(w),
+        "analyses.cosine_fit.HarmonicFit": lambda: cf.fit_harmonics(w, fits.a.k, 2),
+        "analyses.cosine_fit.JointInputFit": lambda: cf.fit_joint_inputs(
+            w, tiny.W_b.detach().t()),
+        "analyses.cosine_fit.NeuronFits": lambda: fits,
+        "analyses.discovery.Discovery": lambda: discover(w[0], method="library"),
+        "analyses.forms.FormFit": lambda: forms.fit_form(w, "cosine"),
+        "analyses.forms.FormComparison": lambda: forms.compare_forms(tiny, neurons=[0, 1, 2]),
+        "analyses.forms.FormReplacement": lambda: forms.form_replacement(
+            tiny, forms=("cosine",), fractions=(0.0, 1.0), n_orders=1),
+        "analyses.fourier.NeuronSpectra": lambda: fourier.neuron_spectra(tiny),
+        "analyses.fourier.FrequencyHistogram": lambda: fourier.frequency_histogram(tiny),
+        "analyses.neuron_measures.NeuronMeasures": lambda: neuron_measures.neuron_measures(tiny),
+        "analyses.neuron_measures.Lottery": lambda: neuron_measures.lottery(series[0],
+                                                                            series[-1]),
+        "analyses.phases.Phases": lambda: dynamics(series).phases,
+        "analyses.predict_out.OutputPrediction": lambda: predict_out.predict_output_weights(tiny),
+        "analyses.predict_out.OutputReplacementCurve":
+            lambda: predict_out.output_replacement_curve(tiny, n_orders=1),
+        "analyses.replacement.ReplacementCurve": lambda: replacement.replacement_curve(
+            tiny, n_orders=1, fits=fits),
+        "analyses.synthetic.SyntheticCurve": lambda: synthetic.synthetic_curve(
+            ns=(4, 8), seeds=(0,), p=P),
+    }
+
+
+def _leaves(value):
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _leaves(v)]
+    if isinstance(value, (list, tuple)):
+        return [x for v in value for x in _leaves(v)]
+    return [value]
+
+
+def test_each_result_gives_json_able_headline_numbers_on_a_tiny_model(tiny, series):
+    builders = _builders(tiny, series)
+    classes = _dataclasses()
+    following = {name for name, cls in classes.items()
+                 if name not in NOT_RESULTS | TEXT_SUMMARIES | NO_SUMMARY_YET}
+    assert following <= set(builders), f"no builder for {sorted(following - set(builders))}"
+    for name, build in builders.items():
+        result = build()
+        assert type(result) is classes[name], name
+        assert isinstance(result, Result), name
+        summary = result.summary()
+        assert isinstance(summary, dict) and summary, name
+        for key, value in summary.items():
+            assert isinstance(key, str), (name, key)
+            for leaf in _leaves(value):  # plain values: no tensor, no numpy scalar
+                assert leaf is None or type(leaf) in (bool, int, float, str), (name, key, leaf)
+        json.dumps(to_jsonable(summary), allow_nan=False)
+        full = result.to_dict()
+        assert isinstance(full, dict) and full, name
+        json.dumps(to_jsonable(full), allow_nan=False)
+
+
+def test_headline_numbers_are_the_results_own(tiny):
+    """The summaries say what the objects hold (not a constant)."""
+    from analyses.cosine_fit import fit_cosines
+    from analyses.replacement import replacement_curve
+
+    w = tiny.W_a.detach().t()
+    fit = fit_cosines(w)
+    s = fit.summary()
+    assert s["n_rows"] == H and s["p"] == P
+    finite = fit.r2[torch.isfinite(fit.r2)].double()
+    assert s["r2_median"] == pytest.approx(float(finite.median()))
+    curve = replacement_curve(tiny, n_orders=2, fractions=(0.0, 0.5, 1.0))
+    c = curve.summary()
+    assert c["accuracy_first"] == curve.mean[0] and c["accuracy_last"] == curve.mean[-1]
+    assert c["n_orders"] == 2 and math.isclose(c["fraction_last"], 1.0)
