@@ -54,7 +54,6 @@ TEXT_SUMMARIES = {
 }
 # results without summary() yet, in files of other helpers (requests.md, N-names); may only shrink
 NO_SUMMARY_YET = {
-    "analyses.experiments.construction.QuadCurve",
     "analyses.experiments.questions.QuestionsResult",
     "analyses.experiments.study.ModelMeasurements",
     "analyses.experiments.study.StudyResult",
@@ -117,6 +116,7 @@ def _builders(tiny, series):
     from analyses.clock_pizza import diagnose
     from analyses.discovery import discover
     from analyses.dynamics import dynamics
+    from analyses.experiments.construction import quad_curve
 
     w = tiny.W_a.detach().t()
     fits = cf.fit_neurons(tiny)
@@ -151,6 +151,8 @@ def _builders(tiny, series):
             tiny, n_orders=1, fits=fits),
         "analyses.synthetic.SyntheticCurve": lambda: synthetic.synthetic_curve(
             ns=(4, 8), seeds=(0,), p=P),
+        "analyses.experiments.construction.QuadCurve": lambda: quad_curve(ns=(1, 3), p=P,
+                                                                           seeds=(0,)),
     }
 
 
@@ -199,3 +201,8 @@ def test_headline_numbers_are_the_results_own(tiny):
     c = curve.summary()
     assert c["accuracy_first"] == curve.mean[0] and c["accuracy_last"] == curve.mean[-1]
     assert c["n_orders"] == 2 and math.isclose(c["fraction_last"], 1.0)
+    # the exact construction is right everywhere from its predicted width on, not before
+    from analyses.experiments.construction import quad_curve
+
+    q = quad_curve(ns=(1, 3, 6, 12), p=P, seeds=(0, 1)).summary()
+    assert q["smallest_n_exact"] == q["predicted"] == 6 and q["exact_last"] == 1.0

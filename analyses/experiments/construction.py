@@ -27,9 +27,11 @@ from typing import Any
 import torch
 
 from analyses._common import (
+    Summary,
     check_model,
     check_one_hot,
     check_one_layer,
+    headline,
     to_jsonable,
     wrap_angle,
 )
@@ -60,6 +62,16 @@ class QuadCurve:
         mean = lambda rows: [sum(r) / len(r) for r in rows]  # noqa: E731
         return to_jsonable({**self.__dict__, "exact_mean": mean(self.exact),
                             "random_phases_mean": mean(self.random_phases)})
+
+    def summary(self) -> Summary:
+        """The predicted width, the smallest `N` whose construction is right on every pair for
+        every seed (None: none), and the mean accuracies at the largest `N`."""
+        exact = [n for n, row in zip(self.ns, self.exact, strict=True) if min(row) == 1.0]
+        return headline({"p": self.p, "predicted": self.predicted,
+                         "smallest_n_exact": min(exact) if exact else None, "n_last": self.ns[-1],
+                         "exact_last": sum(self.exact[-1]) / len(self.exact[-1]),
+                         "random_phases_last": sum(self.random_phases[-1])
+                         / len(self.random_phases[-1])})
 
 
 def random_phase_quad_model(n_neurons: int, p: int = 113, seed: int = 0) -> Any:
