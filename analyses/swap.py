@@ -242,4 +242,5 @@ def compare_stages(history: Mapping[str, Sequence[float]], phases: Any) -> dict[
     return {"he_memorisation_end": epoch(stages.stage1_end),
             "he_generalisation": epoch(stages.stage2_end), "he_how": stages.how,
             "memorisation_end": phases.memorisation_end, "jump": phases.jump,
-            "val_acc_50": phases.val_acc_50, "cleanup_end": phases.cleanup_end}
+            "val_acc_50": phases.val_acc_50, "cleanup_end": phases.cleanup_end,
+            "val_loss_half": phases.val_loss_half}

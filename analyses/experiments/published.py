@@ -69,7 +69,8 @@ def published_logits(state: Mapping[str, Tensor], pairs: Tensor, act_type: str =
 @dataclass
 class ImportedPublished:
     """A published-layout checkpoint imported as a `HookedMLP` (`model`), with the file's
-    curves (`history`: `train_loss`, `val_loss`, one per epoch; empty when the file has none),
+    curves (`history`: `train_loss`, `val_loss`, index i after epoch i + 1 as in a hooked-mlp
+    history, so their value at initialisation is left out; empty when the file has none),
     its `epoch`, the largest |logit| difference between the imported model and the published
     forward on every pair (`max_abs_diff`, and the largest |logit|, `max_abs_logit`)."""
 
@@ -127,8 +128,10 @@ def imported_published(path: str | os.PathLike[str] = PUBLISHED_CHECKPOINT,
     if isinstance(content, Mapping):
         for ours_key, their_key in (("train_loss", "train_losses"), ("val_loss", "test_losses")):
             curve = content.get(their_key)
-            if isinstance(curve, list | tuple) and curve:
-                history[ours_key] = [float(v) for v in curve]
+            if isinstance(curve, list | tuple) and len(curve) > 1:
+                # theirs[i] is measured before update i + 1 (theirs[0] at initialisation);
+                # a hooked-mlp history's [i] after update i + 1: drop their first value
+                history[ours_key] = [float(v) for v in curve[1:]]
     epoch = content.get("epoch") if isinstance(content, Mapping) else None
     return ImportedPublished(path, model, history, epoch if isinstance(epoch, int) else None,
                              diff, scale, path.stat().st_size)
