@@ -183,6 +183,13 @@ def check_count(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def check_positive_int(name: str, value: Any, low: int = 1) -> int:
+    """`value` if it is an integer >= `low` (not a bool), else a ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
+
+
 def check_seed(seed: Any) -> None:
     """`seed` is an integer in [0, 2^63), as `torch.Generator.manual_seed` takes it."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:

@@ -179,3 +179,19 @@ def test_renamed_names_give_the_new_object_and_warn_once(old, new):
     assert out[2] == "True"
     with pytest.raises(AttributeError, match="no attribute 'not_a_name'"):
         importlib.import_module(module).not_a_name  # noqa: B018 (the lookup is the test)
+
+
+def test_hand_built_models_live_in_analyses_models_and_keep_their_old_homes():
+    """The models set by a formula are built in analyses.models; their old import paths give
+    the same objects (no warning: analyses.synthetic measures them and re-exports them)."""
+    from analyses import synthetic
+    from analyses.experiments import construction
+    from analyses.models import constructions, cosine
+
+    for name in ("random_cosine_model", "random_cosine_params", "cosine_weights",
+                 "random_cosine_config"):
+        assert getattr(synthetic, name) is getattr(cosine, name)
+    for name in ("quad_construction", "quad_construction_neurons", "pizza_construction"):
+        assert getattr(synthetic, name) is getattr(constructions, name)
+    assert construction.random_phase_quad_model is constructions.random_phase_quad_model
+    assert cosine.random_cosine_model.__module__ == "analyses.models.cosine"

@@ -1,10 +1,10 @@
 """Exact constructions beside trained models: the accuracy of Gromov's `quad` construction
 over `N`, and how a trained `quad` model compares with it.
 
-`analyses.synthetic.quad_construction` groups neurons by six on a phase lattice that cancels
-every unwanted term exactly, so it reaches 100 % at 6 neurons (and at every multiple of 6; an
-incomplete last group breaks it); Gromov's own statement draws the
-phases at random, and the unwanted terms then only average away as `N` grows. `quad_curve`
+`analyses.models.constructions.quad_construction` groups neurons by six on a phase lattice that
+cancels every unwanted term exactly, so it reaches 100 % at 6 neurons (and at every multiple of
+6; an incomplete last group breaks it); Gromov's own statement (`random_phase_quad_model`) draws
+the phases at random, and the unwanted terms then only average away as `N` grows. `quad_curve`
 measures both over `N`. `compare_quad` reads a (trained) model the way the construction is
 written: each neuron's frequency, phases and scales (cosine fits), and for each frequency the
 seven phase sums the construction sets to zero,
@@ -36,11 +36,10 @@ from analyses._common import (
     wrap_angle,
 )
 from analyses.cosine_fit import fit_neurons
-from analyses.synthetic import (
-    cosine_weights,
+from analyses.models.constructions import (
     quad_construction,
     quad_construction_neurons,
-    random_cosine_params,
+    random_phase_quad_model,
 )
 from hooked_mlp.helpers import accuracy
 
@@ -72,17 +71,6 @@ class QuadCurve:
                          "exact_last": sum(self.exact[-1]) / len(self.exact[-1]),
                          "random_phases_last": sum(self.random_phases[-1])
                          / len(self.random_phases[-1])})
-
-
-def random_phase_quad_model(n_neurons: int, p: int = 113, seed: int = 0) -> Any:
-    """Gromov's construction as he states it: unit cosine neurons with random frequencies and
-    phases (`random_cosine_params`), output phase `phi_a + phi_b`, `quad` activations."""
-    from hooked_mlp.config import MLPConfig
-    from hooked_mlp.model import HookedMLP
-
-    prm = random_cosine_params(n_neurons, p, seed)
-    cfg = MLPConfig(p=p, d_hidden=n_neurons, activation="quad", bias=False)
-    return HookedMLP.from_params(cfg, cosine_weights(prm["k"], prm["phi_a"], prm["phi_b"], p))
 
 
 def quad_curve(ns: Sequence[int] = (1, 2, 3, 4, 5, 6, 7, 9, 12, 24, 48, 96, 192),
