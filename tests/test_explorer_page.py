@@ -42,3 +42,33 @@ def test_widget_refuses_data_not_gathered():
         Explorer(data={"p": 3})
     with pytest.raises(TypeError, match="explore takes"):
         explore(42)
+
+
+# --------------------------------------------------------------------------- the static page
+def test_page_inlines_module_and_data_and_replaces_only_its_own(small, tmp_path):
+    import json
+    import re
+
+    from analyses.explorer import gather
+    from analyses.pages.explorer import explorer_html, write_explorer_page
+
+    path = write_explorer_page(small, tmp_path / "E", title="small </script> & co")
+    html = path.read_text()
+    assert '<meta name="generator" content="hooked-mlp explorer page">' in html
+    offline = html.replace("http://www.w3.org/2000/svg", "")
+    assert "http://" not in offline and "https://" not in offline
+    # the data block parses back to what gather gave, the title unable to close the script
+    block = re.search(r'<script type="application/json" id="explorer-data">(.*?)</script>', html,
+                      re.S).group(1)
+    data = json.loads(block)
+    assert data["title"] == "small </script> & co" and data["states"][0]["checks"]
+    assert data["states"][0]["W"] == gather(small)["states"][0]["W"]
+    # an earlier explorer page is replaced; a folder holding anything else is refused
+    write_explorer_page(small, tmp_path / "E")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="notes.txt"):
+        write_explorer_page(small, tmp_path / "other")
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+    with pytest.raises(TypeError, match="gather returns"):
+        explorer_html({"p": 3})

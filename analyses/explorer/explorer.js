@@ -205,7 +205,7 @@ function fmt(x, digits = 3) {
   return Number.isInteger(x) ? String(x) : Number(x).toPrecision(digits);
 }
 
-const pct = (x) => (x === null || x === undefined || Number.isNaN(x) ? "n/a" : (100 * x).toFixed(2) + " %");
+const pct = (x) => (x === null || x === undefined || Number.isNaN(x) ? "n/a" : (100 * x).toFixed(3) + " %");
 
 /** A line plot into `svg` (emptied): `series` of {y, colour, dash, width, label, dots};
  *  `opts`: {w, h, title, x (the x values), marker (an x to mark), logY, onclick(x)}. */

@@ -15,22 +15,13 @@ ways: set them from Python to move the page.
 
 from __future__ import annotations
 
-from functools import lru_cache
-from importlib.resources import files
 from typing import Any
 
 import anywidget
 import traitlets
 
 from analyses.explorer.data import MAX_CELLS, gather
-
-
-@lru_cache(maxsize=1)
-def front_end() -> tuple[str, str]:
-    """The front end's ES module and stylesheet (package files `explorer.js`, `explorer.css`)."""
-    here = files("analyses.explorer")
-    return (here.joinpath("explorer.js").read_text(encoding="utf-8"),
-            here.joinpath("explorer.css").read_text(encoding="utf-8"))
+from analyses.explorer.front_end import front_end
 
 
 class Explorer(anywidget.AnyWidget):

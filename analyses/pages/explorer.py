@@ -1,0 +1,58 @@
+"""The explorer's static page, `DIR/explorer.html`: every view of the explorer (issue 22) in one
+offline file, the front end (`analyses/explorer/explorer.js`, `explorer.css`) and the data
+(`analyses.explorer.gather`) inlined, no CDN and no server.
+
+    from analyses.pages.explorer import write_explorer_page
+    write_explorer_page(load_pretrained(0), "explore-seed-0")      # explore-seed-0/explorer.html
+    write_explorer_page("S", "explore-S")                          # a sweep folder
+    html = explorer_html(gather(model))                            # the page as text
+
+The page is written through the one page writer (`analyses.pages.writer`): it replaces only an
+earlier explorer page, atomically, and never a folder holding its inputs (a sweep folder).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from analyses.explorer.data import MAX_CELLS, gather
+from analyses.explorer.front_end import front_end
+from analyses.pages.render import markup, now, render
+from analyses.pages.writer import PageKind, page_folder
+
+PAGE_FILE = "explorer.html"
+KIND = PageKind("explorer", files=(PAGE_FILE,))
+WHAT = {"model": "one model", "series": "a snapshot series (the slider moves every view)",
+        "sweep": "a sweep (click a phase-diagram cell to open its run)"}
+
+
+def explorer_html(data: Mapping[str, Any], command: str | None = None) -> str:
+    """The explorer page for `data` (what `analyses.explorer.gather` returns), as one HTML text
+    carrying the `hooked-mlp explorer page` generator meta."""
+    if not isinstance(data, Mapping) or "states" not in data or "kind" not in data:
+        raise TypeError("explorer_html takes the dict analyses.explorer.gather returns")
+    module, css = front_end()
+    if "</script" in module.lower() or "</style" in css.lower():  # never inlined cut short
+        raise RuntimeError("the explorer's front end may not contain a closing script tag")
+    n = len(data["states"])
+    what = WHAT.get(str(data["kind"]), str(data["kind"])) + (f", {n} states" if n > 1 else "")
+    return render("explorer.html.j2", kind=KIND.name, title=str(data.get("title", "")),
+                  what=what, written=now(), command=command, data=dict(data),
+                  module=markup(module), css=markup(css))
+
+
+def write_explorer_page(obj: Any, out_dir: str | os.PathLike[str], *, title: str | None = None,
+                        max_cells: int = MAX_CELLS, command: str | None = None) -> Path:
+    """Gather the explorer's data for `obj` (a `HookedMLP`, a snapshot series, or a sweep
+    folder) and write `out_dir/explorer.html`; its path. The folder must be new, empty or an
+    earlier explorer page's, and may not hold a sweep folder given as `obj`."""
+    inputs = [obj] if isinstance(obj, (str, os.PathLike)) else []
+    with page_folder(out_dir, KIND, inputs) as page:  # refused before minutes of gathering
+        page.write(PAGE_FILE, explorer_html(gather(obj, title, max_cells), command))
+    return Path(out_dir) / PAGE_FILE
+
+
+__all__ = ["KIND", "PAGE_FILE", "explorer_html", "write_explorer_page"]
