@@ -132,3 +132,22 @@ def test_the_experiment_refuses_lists_of_another_length(shipped):
         he2026([shipped], histories=[])
     with pytest.raises(ValueError, match="models must hold at least one model"):
         he2026([])
+
+
+def test_the_script_makes_the_shipped_file(tmp_path):
+    """Its provenance: scripts/make_published_checkpoint.py trains it again (about 7 s)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "make_published_checkpoint.py"
+    out = tmp_path / "final.pth"
+    done = subprocess.run([sys.executable, str(script), "--out", str(out)], capture_output=True,
+                          text=True, timeout=600, check=True)
+    assert "test acc 0.977" in done.stdout
+    made, _ = read_file(out)
+    shipped, _ = read_file(PUBLISHED_CHECKPOINT)
+    for key in ("mlp.W_in", "mlp.W_out", "mlp.basis"):
+        torch.testing.assert_close(made["model"][key], shipped["model"][key], atol=1e-5,
+                                   rtol=1e-4)
+    assert made["test_losses"] == pytest.approx(shipped["test_losses"], rel=1e-4, abs=1e-6)
