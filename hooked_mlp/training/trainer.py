@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
 from hooked_mlp.checks import check_device, check_seeds, check_threads, cores
@@ -55,6 +56,11 @@ __all__ = ["FLAT_ALIGN", "HISTORY_KEYS", "BatchedTrainer", "TrainingDivergedErro
            "resolve_runs", "state_shapes", "torch_threads"]
 
 Run = tuple[MLPConfig, TrainConfig]
+# the shapes of the trainer's tensors (S runs trained at once; `stride` floats per run)
+FlatParams = Float[Tensor, "flat"]  # [S * stride], each run's parameters at its offset
+RunHistory = Float[Tensor, "epochs runs 4"]  # each epoch's HISTORY_KEYS per run
+RunParam = Float[Tensor, "runs *shape"]  # one parameter of every run
+PerRun = Float[Tensor, "runs"]
 
 
 class TrainingDivergedError(RuntimeError):
@@ -147,12 +153,12 @@ class BatchedTrainer:
         return self.state.epochs
 
     @property
-    def flat(self) -> Tensor:
+    def flat(self) -> FlatParams:
         """The parameters of every run: `[S * stride]` (`layout` says where each lives)."""
         return self.state.flat
 
     @property
-    def history(self) -> Tensor:
+    def history(self) -> RunHistory:
         """`[epochs, S, 4]`: each epoch's `HISTORY_KEYS` per row (rows past `epoch`: 0)."""
         return self.state.history
 
@@ -164,7 +170,7 @@ class BatchedTrainer:
     def names(self) -> list[str]:
         return self.state.names
 
-    def param(self, name: str) -> Tensor:
+    def param(self, name: str) -> RunParam:
         """Parameter `name` of every run: a view `[S, *shape]` of the flat buffer."""
         return self.state.param(name)
 
@@ -260,8 +266,8 @@ class BatchedTrainer:
 
     # ----------------------------------------------------------------------------- measuring
     @torch.no_grad()
-    def evaluate(self, split: str, flat: Tensor | None = None,
-                 parallel: bool = True) -> tuple[Tensor, Tensor]:
+    def evaluate(self, split: str, flat: FlatParams | None = None,
+                 parallel: bool = True) -> tuple[PerRun, PerRun]:
         """Mean cross-entropy and accuracy of every run on a whole split: `[S]`, `[S]` (NaN
         for a run without that split; a ValueError when no run has it).
 
