@@ -17,12 +17,26 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+from jaxtyping import Bool, Complex, Float, Int
 from torch import Tensor
 
 from hooked_mlp._moved import renamed
 from hooked_mlp.helpers import check_all_pairs_memory as check_all_pairs_memory  # shared
 
 __getattr__ = renamed(__name__)  # its old names: the rows of analyses/__init__.py
+
+# the shapes of the analyses' tensors (jaxtyping; dimension names as in hooked_mlp.shapes)
+Rows = Float[Tensor, "rows p"]  # weight vectors over the residues, one per row (a neuron)
+Vector = Float[Tensor, "p"]  # one such vector
+Spectrum = Float[Tensor, "*rows K"]  # powers of the frequencies k = 1..(p-1)/2, last axis
+ComplexSpectrum = Complex[Tensor, "*rows K_and_0"]  # DFT terms k = 0..(p-1)/2, last axis
+NeuronGrids = Float[Tensor, "neurons p p"]  # one value per neuron and pair: rows a, columns b
+PerRow = Float[Tensor, "rows"]  # one number per row (neuron)
+PerRows = Float[Tensor, "*rows"]  # one number per row of a stack of rows
+RowFrequencies = Int[Tensor, "rows"]  # one integer frequency per row
+PairLogits = Float[Tensor, "p_squared p"]  # the logits of every pair, pair a * p + b
+DiagonalFunctions = Float[Tensor, "neurons p"]  # per neuron, a function of a + b (mod p)
+DeadMask = Bool[Tensor, "d_hidden"]
 
 Summary = dict[str, Any]  # name -> a number, a word, None, or a (nested) group or list of such
 

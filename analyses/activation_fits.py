@@ -32,6 +32,8 @@ import torch
 from torch import Tensor
 
 from analyses._common import (
+    NeuronGrids,
+    RowFrequencies,
     Summary,
     check_all_pairs_memory,
     check_fourier,
@@ -73,7 +75,7 @@ def hook_name(layer: int, hook: str) -> str:
 
 
 @torch.no_grad()
-def layer_activations(model: Any, layer: int = 0, hook: str = "post") -> Tensor:
+def layer_activations(model: Any, layer: int = 0, hook: str = "post") -> NeuronGrids:
     """Every neuron of hidden layer `layer` at `hook` (`"pre"` or `"post"`) on all `p^2` pairs,
     read through `run_with_cache` (hooks included): `[d_hidden, p, p]` float64 grids (rows `a`,
     columns `b`)."""
@@ -153,7 +155,7 @@ class GridSpectra:
             "summary": self.summary()})
 
 
-def grid_spectra(grids: Tensor) -> GridSpectra:
+def grid_spectra(grids: NeuronGrids) -> GridSpectra:
     """The 2-D power spectrum of each grid `[n, p, p]`, summarised (see `GridSpectra`)."""
     p = _check_grids(grids)
     g = grids.double()
@@ -248,7 +250,8 @@ def _r2(grids: Tensor, fitted: Tensor) -> Tensor:
         1e-300), torch.full_like(sst, float("nan")))
 
 
-def fit_grids(grids: Tensor, form: str = "full", k: Tensor | None = None, *, layer: int = 0,
+def fit_grids(grids: NeuronGrids, form: str = "full", k: RowFrequencies | None = None, *,
+              layer: int = 0,
               hook: str = "post", neurons: list[int] | None = None) -> ActivationFits:
     """Closed-form least-squares fit of each grid `[n, p, p]` with the terms of `form`
     (`additive`, `sum`, `full`) at one frequency per grid: `k` (int `[n]`) if given, else the

@@ -24,6 +24,9 @@ import torch
 from torch import Tensor
 
 from analyses._common import (
+    DeadMask,
+    RowFrequencies,
+    Rows,
     Summary,
     check_all_pairs_memory,
     check_fourier,
@@ -121,7 +124,7 @@ def _r2(w: Tensor, fitted: Tensor) -> Tensor:
                        torch.full_like(sst, float("nan"))).float()
 
 
-def fit_cosines(w: Tensor, k: Tensor | None = None) -> CosineFit:
+def fit_cosines(w: Rows, k: RowFrequencies | None = None) -> CosineFit:
     """Closed-form least-squares cosine fit of each row of `w` (`[n, p]`).
 
     With `k` (int `[n]`) the frequencies are fixed; otherwise each row takes the frequency in
@@ -140,7 +143,7 @@ def fit_cosines(w: Tensor, k: Tensor | None = None) -> CosineFit:
     return fit
 
 
-def refine_free_frequency(w: Tensor, fit: CosineFit, maxfev: int = 2000) -> CosineFit:
+def refine_free_frequency(w: Rows, fit: CosineFit, maxfev: int = 2000) -> CosineFit:
     """Refit each row with a continuous frequency (scipy `curve_fit`), from the closed form.
 
     The search is local: the frequency stays within `k +- 0.5` and the scale non-negative, so
@@ -209,7 +212,7 @@ class HarmonicFit:
         return _fit_headline(self.p, self.k, self.r2) | {"n_harmonics": int(self.scale.shape[1])}
 
 
-def fit_harmonics(w: Tensor, k: Tensor, n_harmonics: int = 2) -> HarmonicFit:
+def fit_harmonics(w: Rows, k: RowFrequencies, n_harmonics: int = 2) -> HarmonicFit:
     """Least-squares fit of each row of `w` (`[n, p]`) by frequency `k[n]` and its harmonics.
 
     A harmonic that aliases onto an earlier one (possible only for composite p) is dropped.
@@ -273,7 +276,7 @@ class JointInputFit:
         return _fit_headline(self.p, self.k, torch.minimum(self.r2_a, self.r2_b))
 
 
-def fit_joint_inputs(w_a: Tensor, w_b: Tensor) -> JointInputFit:
+def fit_joint_inputs(w_a: Rows, w_b: Rows) -> JointInputFit:
     """Fit `a` and `b` together with a shared frequency, scale and offset (rows: neurons)."""
     if w_a.shape != w_b.shape:
         raise ValueError(f"w_a and w_b must have the same shape, got {list(w_a.shape)} and "
@@ -411,7 +414,7 @@ def _ratio(num: Tensor, den: Tensor) -> Tensor:
                        torch.full_like(num, math.nan))
 
 
-def dead_neurons(model: Any) -> Tensor:
+def dead_neurons(model: Any) -> DeadMask:
     """Neurons of the first hidden layer whose activation is the same on every pair, so that
     they carry no information about `(a, b)` (for ReLU: the pre-activation is <= 0
     everywhere): bool `[d_hidden]`. Read through the cache, hooks included."""

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from analyses._common import Summary, headline, to_jsonable
+from analyses._common import Summary, Vector, headline, to_jsonable
 from analyses.forms import FORMS, fit_forms, score_fit, select_forms
 from analyses.fourier import power_spectrum
 
@@ -278,7 +278,7 @@ def _symbolic(w: Tensor, deadline: float | None, seed: int, population: int,
             "generations": generations, "stopped_by": stopped, "program": str(program)}
 
 
-def discover(w: Tensor, budget_s: float | None = None, method: str = "auto", seed: int = 0,
+def discover(w: Vector, budget_s: float | None = None, method: str = "auto", seed: int = 0,
              population: int = 500, max_generations: int | None = DEFAULT_GENERATIONS
              ) -> Discovery:
     """Search for a short closed form of one weight vector `w` `[p]` (see the module's text).

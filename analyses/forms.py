@@ -45,7 +45,10 @@ import torch
 from torch import Tensor
 
 from analyses._common import (
+    PerRow,
+    Rows,
     Summary,
+    Vector,
     check_all_pairs_memory,
     check_fourier,
     check_fractions,
@@ -199,7 +202,7 @@ def _check_rows(w: Any) -> Tensor:
     return w.detach().double().cpu()
 
 
-def score_fit(w: Tensor, values: Tensor, n_params: int) -> tuple[Tensor, Tensor, Tensor]:
+def score_fit(w: Rows, values: Rows, n_params: int) -> tuple[PerRow, PerRow, PerRow]:
     """SSE, R² and BIC of fitted curves `values` against rows `w` (both float64 `[n, p]`), for
     a form with `n_params` parameters: `[n]` each.
 
@@ -384,14 +387,14 @@ _FITTERS = {"cosine": _fit_cosine, "harmonics": _fit_harmonics, "square": _fit_s
             "clipped": _fit_clipped, "two_freq": _fit_two_freq}
 
 
-def fit_form(w: Tensor, form: str) -> FormFit:
+def fit_form(w: Rows, form: str) -> FormFit:
     """Fit `form` (one of `FORMS`) to every row of `w` (`[n, p]`, `p >= 5`)."""
     if form not in _FITTERS:
         raise ValueError(f"form must be one of {list(FORMS)}, got {form!r}")
     return _FITTERS[form](_check_rows(w))
 
 
-def fit_forms(w: Tensor, forms: Sequence[str] = FORMS) -> dict[str, FormFit]:
+def fit_forms(w: Rows, forms: Sequence[str] = FORMS) -> dict[str, FormFit]:
     """Every form of `forms` fitted to every row of `w` (`[n, p]`): `{form: FormFit}`."""
     if isinstance(forms, str) or not all(f in _FITTERS for f in forms) or not forms:
         raise ValueError(f"forms must be a non-empty list drawn from {list(FORMS)}, got {forms!r}")
@@ -553,7 +556,7 @@ def form_replacement(
     return FormReplacement(curves, fracs)
 
 
-def discover(w: Tensor, budget_s: float | None = None, **kwargs: Any) -> Any:
+def discover(w: Vector, budget_s: float | None = None, **kwargs: Any) -> Any:
     """Automated discovery of one weight vector's closed form (`[p]`): the library of this
     module and, with the `symbolic` extra, symbolic regression. See
     `analyses.discovery.discover`, which this calls (and which imports this module)."""

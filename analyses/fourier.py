@@ -16,6 +16,9 @@ import torch
 from torch import Tensor
 
 from analyses._common import (
+    ComplexSpectrum,
+    Rows,
+    Spectrum,
     Summary,
     check_fourier,
     check_model,
@@ -46,18 +49,18 @@ def n_frequencies(p: int) -> int:
     return (p - 1) // 2
 
 
-def dft(w: Tensor) -> Tensor:
+def dft(w: Rows) -> ComplexSpectrum:
     """`F_k` for `k = 0..(p-1)/2` along the last dimension: complex `[..., (p-1)/2 + 1]`."""
     p = w.shape[-1]
     return torch.fft.rfft(w.double(), dim=-1)[..., : n_frequencies(p) + 1]
 
 
-def power_spectrum(w: Tensor) -> Tensor:
+def power_spectrum(w: Rows) -> Spectrum:
     """`|F_k|^2` for `k = 1..(p-1)/2` along the last dimension: `[..., (p-1)/2]` (float64)."""
     return dft(w)[..., 1:].abs().square()
 
 
-def neuron_signals(model: Any) -> dict[str, Tensor]:
+def neuron_signals(model: Any) -> dict[str, Rows]:
     """Each neuron's weight vectors over `0..p-1`: `{'a','b','out'}` -> `[d_hidden, p]`.
 
     With tied inputs `a` and `b` are the same vector. In a deeper model the output weights

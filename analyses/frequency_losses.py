@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from analyses._common import check_fourier, check_model, phase_sign
+from analyses._common import PairLogits, Spectrum, check_fourier, check_model, phase_sign
 from analyses.fourier import n_frequencies
 from hooked_mlp.checks import check_finite_logits
 from hooked_mlp.data import all_pairs, labels_of
@@ -55,7 +55,7 @@ def _sign(model: Any, what: str) -> int:
 
 
 @torch.no_grad()
-def logits_grid(model: Any) -> Tensor:
+def logits_grid(model: Any) -> PairLogits:
     """The logits of every pair, `[p*p, p]` float64 (pair index `a * p + b`), through the
     model's forward (hooks included)."""
     return model(all_pairs(model.cfg.p, model.device)).double().cpu()
@@ -85,7 +85,7 @@ def _restricted(logits: Tensor, p: int, sign: int, keys: Sequence[int]) -> Tenso
     return by_sum[_sum_index(p, sign)]
 
 
-def logit_frequency_power(model: Any) -> Tensor:
+def logit_frequency_power(model: Any) -> Spectrum:
     """Power of the logits along `cos/sin(w_k (a + s b))` for `k = 1..(p-1)/2`: float64 `[K]`
     (the squared norm of each frequency's restricted logits over all pairs and answers)."""
     check_model(model)

@@ -20,6 +20,8 @@ import torch
 from torch import Tensor
 
 from analyses._common import (
+    PerRows,
+    Spectrum,
     Summary,
     check_fourier,
     check_model,
@@ -77,7 +79,7 @@ class NeuronMeasures:
                 "n_frequencies": n_freq}
 
 
-def ipr(power: Tensor) -> Tensor:
+def ipr(power: Spectrum) -> PerRows:
     """Inverse participation ratio of spectra given as powers `|c_k|^2` `[..., K]`:
     `sum_k |c_k|^4 / (sum_k |c_k|^2)^2`, 1 for a single frequency, `1/K` for a flat spectrum
     (NaN for an all-zero spectrum)."""

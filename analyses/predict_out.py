@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from analyses._common import (
+    DiagonalFunctions,
     Summary,
     check_fourier,
     check_fractions,
@@ -151,7 +152,7 @@ def _neuron_terms(model: Any, source: str) -> tuple[Tensor, Tensor, Tensor]:
     return fits.k, fits.phase["diff"], fits.scale["diff"]
 
 
-def diagonal_functions(model: Any) -> Tensor:
+def diagonal_functions(model: Any) -> DiagonalFunctions:
     """Each last-layer neuron's post-activation projected on functions of `a + b` (`a - b` for
     `sub`): `f[n, s]` is its mean over the `p` pairs with `a + b = s (mod p)`, centred over `s`:
     `[d_hidden, p]` float64 (the least-squares best function of the sum)."""
