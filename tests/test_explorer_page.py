@@ -72,3 +72,171 @@ def test_page_inlines_module_and_data_and_replaces_only_its_own(small, tmp_path)
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
     with pytest.raises(TypeError, match="gather returns"):
         explorer_html({"p": 3})
+
+
+# --------------------------------------------------------------------------- in Chromium
+def _panel(b):
+    return b.js("const q = (s) => document.querySelector(s);"
+                "return {n: q('#hmx-neuron-number').textContent,"
+                " k: q('#hmx-neuron-frequency').textContent,"
+                " sum: Number(q('#hmx-grid').dataset.sum), state: q('#hmx').dataset.state}")
+
+
+def _grid_sum(data, state, n):
+    """The sum of neuron n's activation over every (a, b), from the gathered factors."""
+    import numpy as np
+
+    p, st = data["p"], data["states"][state]
+    dt, d = st["dtype"], len(st["dead"])
+    wa, wb = (decode(st["W"][s], (d, p), dt)[n] for s in ("a", "b"))
+    b_in = decode(st["W"]["b_in"], (d,), dt)[n]
+    return float(np.maximum(wa[:, None] + wb[None, :] + b_in, 0).sum())
+
+
+def _open(b, page):
+    b.open(page)
+    b.wait_for("document.body.dataset.explorerReady", timeout=30)
+    assert b.console_errors() == []
+    assert b.js("return document.querySelector('#hmx-checks').textContent").startswith(
+        "checks agree")
+
+
+@pytest.fixture(scope="module")
+def shipped_page(tmp_path_factory):
+    from _browser import require_browser
+
+    from analyses.explorer import gather
+    from analyses.pages.explorer import explorer_html
+    from hooked_mlp import load_pretrained
+
+    require_browser()
+    data = gather(load_pretrained(0), "seed 0")
+    out = tmp_path_factory.mktemp("explorer") / "explorer.html"
+    out.write_text(explorer_html(data))
+    return out, data
+
+
+def test_page_of_a_shipped_model_in_chromium(shipped_page, tmp_path):
+    from _browser import Browser
+
+    page, data = shipped_page
+    st = data["states"][0]
+    with Browser() as b:
+        _open(b, page)
+        first = _panel(b)
+        assert first["n"] == "0" and first["k"] == str(st["frequency"][0])
+        assert first["sum"] == pytest.approx(_grid_sum(data, 0, 0), rel=1e-5)
+        b.click('#hmx-neuron-list li[data-n="43"]')
+        b.wait_for("document.querySelector('#hmx-neuron-number').textContent === '43'")
+        now = _panel(b)
+        assert now["k"] == str(st["frequency"][43])
+        assert now["sum"] != first["sum"]
+        assert now["sum"] == pytest.approx(_grid_sum(data, 0, 43), rel=1e-5)
+        b.screenshot(tmp_path / "neuron-43.png")
+        # a bar of the frequency histogram lists that frequency's neurons and opens the first
+        k = st["frequency"][43]
+        b.click(f'#hmx-freq-hist rect[data-k="{k}"]')
+        listed = b.js("return Array.from(document.querySelectorAll('#hmx-neuron-list li'), "
+                      "li => Number(li.dataset.n))")
+        assert listed == [i for i, f in enumerate(st["frequency"]) if f == k]
+        assert _panel(b)["n"] == str(listed[0])
+        # Logits: the argmax drawn here is the model's at that pair
+        b.click("#hmx-tab-logits")
+        b.js("const i = document.querySelector('#hmx-a'); i.value = '5';"
+             "i.dispatchEvent(new Event('input'));"
+             "const j = document.querySelector('#hmx-b'); j.value = '9';"
+             "j.dispatchEvent(new Event('input'));")
+        assert b.js("return document.querySelector('#hmx-logit-text').dataset.argmax") == "14"
+        rows = b.js("return document.querySelectorAll('#hmx-contrib tr[data-n]').length")
+        assert rows == data["d_hidden"]
+        # Patching: each frequency ablated here gives the model's precomputed accuracy
+        b.click("#hmx-tab-patching")
+        worst = float(b.js("return document.querySelector('#hmx-ablations').dataset.worst"))
+        assert worst < 2 / data["p"] ** 2  # at most one tie of 12,769 pairs decided otherwise
+        ab = st["ablations"][3]
+        b.click(f'#hmx-ablations input[data-k="{ab["k"]}"]')
+        acc = float(b.js("return document.querySelector('#hmx-patch').dataset.acc"))
+        assert acc == pytest.approx(ab["acc"], abs=2 / data["p"] ** 2)
+        b.screenshot(tmp_path / "patching.png")
+        assert b.console_errors() == []
+
+
+@pytest.fixture(scope="module")
+def series_page(tmp_path_factory):
+    from _browser import require_browser
+
+    from analyses.pages.explorer import write_explorer_page
+    from hooked_mlp import TrainConfig, train
+
+    require_browser()
+    model, _ = train(MLPConfig(p=11, d_hidden=12), TrainConfig(epochs=40, lr=0.01),
+                     snapshots="0,5,20,40", progress=False, threads=1)
+    series = model.train_info.snapshots
+    from analyses.explorer import gather
+
+    page = write_explorer_page(series, tmp_path_factory.mktemp("series") / "E", title="tiny")
+    return page, gather(series)
+
+
+def test_the_epoch_slider_moves_every_view(series_page, tmp_path):
+    from _browser import Browser
+
+    page, data = series_page
+    assert [s["epoch"] for s in data["states"]] == [0, 5, 20, 40]
+    with Browser() as b:
+        _open(b, page)
+        last = _panel(b)
+        assert last["state"] == "3" and last["sum"] == pytest.approx(_grid_sum(data, 3, 0), 1e-3)
+        b.click('#hmx-neuron-list li[data-n="7"]')
+        b.js("const s = document.querySelector('#hmx-epoch'); s.value = '1';"
+             "s.dispatchEvent(new Event('input'));")
+        moved = _panel(b)
+        assert moved["state"] == "1" and moved["n"] == "7"
+        assert moved["k"] == str(data["states"][1]["frequency"][7])
+        assert moved["sum"] == pytest.approx(_grid_sum(data, 1, 7), rel=1e-3)
+        assert moved["sum"] != pytest.approx(_grid_sum(data, 3, 7), rel=1e-3)
+        assert "5 (snapshot 2 of 4)" in b.js(
+            "return document.querySelector('#hmx-epoch-label').textContent")
+        # the progress curves mark the slider's epoch; a click on them moves the slider
+        b.click("#hmx-tab-dynamics")
+        assert b.js("return document.querySelectorAll('#hmx-curve-acc line.hmx-marker').length")
+        b.screenshot(tmp_path / "dynamics.png")
+        assert b.console_errors() == []
+
+
+@pytest.fixture(scope="module")
+def sweep_page(tmp_path_factory):
+    from _browser import require_browser
+
+    from analyses.explorer import gather
+    from analyses.pages.explorer import write_explorer_page
+    from hooked_mlp import TrainConfig
+    from hooked_mlp.jobs import sweep
+
+    require_browser()
+    folder = tmp_path_factory.mktemp("sweep") / "S"
+    sweep({"weight_decay": [0.1, 1.0], "lr": [0.001, 0.01]}, model=MLPConfig(p=7, d_hidden=8),
+          recipe=TrainConfig(epochs=5, batch_size=4096), out=folder, progress=False, page=False)
+    page = write_explorer_page(folder, folder.parent / "E", max_cells=3)
+    return page, gather(folder, max_cells=3)
+
+
+def test_a_phase_diagram_cell_opens_its_run(sweep_page, tmp_path):
+    from _browser import Browser
+
+    page, data = sweep_page
+    cells = data["sweep"]["cells"]
+    assert len(cells) == 4 and sum(c["state"] is not None for c in cells) == 3
+    with Browser() as b:
+        _open(b, page)
+        assert b.js("return document.querySelectorAll('#hmx-phase rect.hmx-cell').length") == 4
+        i = max(i for i, c in enumerate(cells) if c["state"] is not None)
+        b.click(f'#hmx-phase rect[data-cell="{i}"]')
+        b.wait_for(f"document.querySelector('#hmx').dataset.state === '{cells[i]['state']}'")
+        assert cells[i]["label"] in b.js("return document.querySelector('#hmx-cell').textContent")
+        b.screenshot(tmp_path / "sweep.png")
+        b.click("#hmx-tab-neurons")
+        opened = _panel(b)
+        assert opened["sum"] == pytest.approx(_grid_sum(data, cells[i]["state"], 0), rel=1e-3)
+        assert opened["sum"] != pytest.approx(_grid_sum(data, 0, 0), rel=1e-3)
+        assert b.console_errors() == []
