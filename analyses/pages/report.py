@@ -211,6 +211,12 @@ def _formation_figures(formation: Any) -> dict[str, bytes]:
             "measures": figure_png(plot_measures(formation.dynamics))}
 
 
+# what a section's template needs beyond its result and figures
+EXTRA_CONTEXT = {
+    "probes": lambda run: _probe_context(run.result, run.figures),
+    "how_it_formed": lambda run: {"figures": _formation_figures(run.result)},
+}
+
 def _section_part(report: Any, s: Section) -> str:
     """A section with a template of its own under `templates/sections/` (framed by
     `section.html.j2`): its result and figures, the error that left it out, or why it does not
@@ -224,11 +230,10 @@ def _section_part(report: Any, s: Section) -> str:
     context: dict[str, Any] = {"section": _frame(s.name, s.title), "error": error,
                                "result": None if run is None else run.result,
                                "figures": {} if run is None else run.figures}
-    if run is not None and s.name == "probes":
-        context |= _probe_context(run.result, run.figures)
-    if run is not None and s.name == "how_it_formed":
-        context["figures"] = _formation_figures(run.result)
+    if run is not None and s.name in EXTRA_CONTEXT:
+        context |= EXTRA_CONTEXT[s.name](run)
     return render(f"sections/{s.name}.html.j2", **context)
+
 
 
 def _parts(report: Any) -> list[Any]:
