@@ -9,6 +9,7 @@
     hooked-mlp probe NAME [--model PATH]                    run a probe (plugin) on a model
     hooked-mlp sweep --grid weight_decay=0.1,1 --grid train_frac=0.3,0.6 --seeds 0-1 --out S
                                                             a population of runs, phase diagram
+    hooked-mlp explore [MODEL|RUN|SWEEP] --out DIR          the explorer, one offline page
 
 Heavy libraries are imported inside the commands, so `--help` answers at once. Every error is
 printed as one line on stderr and the exit status is non-zero (2 for a bad command line, 1 for
@@ -243,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     dyn.add_argument("--threads", type=_threads, default=None, help="CPU threads (default 1)")
     _add_questions_parser(sub)
     _add_sweep_parser(sub)
+    _add_explore_parser(sub)
     return parser
 
 
@@ -552,7 +554,37 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "dynamics": _cmd_dynamics, "info": _cmd_info,
+# --------------------------------------------------------------------------- explore
+def _add_explore_parser(sub: Any) -> None:
+    ex = sub.add_parser("explore", help="write the explorer: every view interactive in one "
+                        "offline page (explorer.html)",
+                        description="Write DIR/explorer.html: neurons, logits, patching, the "
+                        "epoch slider and the phase diagram of a model, a run's snapshots or a "
+                        "sweep, in one self-contained page (no network, no server).")
+    ex.add_argument("source", type=Path, nargs="?", default=None, metavar="MODEL|RUN|SWEEP",
+                    help="a checkpoint, a snapshots file, a run folder or a sweep folder "
+                    "(default: the shipped seed-0 model)")
+    ex.add_argument("--out", type=Path, default=Path("explore"),
+                    help="output folder (default ./explore)")
+    ex.add_argument("--seed", type=_seed, default=None,
+                    help="which seed of a run folder holding several (or of the shipped models)")
+    ex.add_argument("--max-cells", type=_int_in(1, 4096, "a number of cells in [1, 4096]"),
+                    default=16, help="a sweep's cells whose runs the page carries (default 16)")
+    ex.add_argument("--title", default=None, help="the page's title (default: the source's name)")
+
+
+def _cmd_explore(args: argparse.Namespace) -> int:
+    from hooked_mlp.jobs import explore
+
+    _check_folder_arg("explore", "--out", args.out)
+    page = explore(args.source, args.out, seed=args.seed, title=args.title,
+                   max_cells=args.max_cells, command=shlex.join([PROG, *args.argv]))
+    print(f"wrote {safe_text(str(page))} ({page.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+COMMANDS = {"explore": _cmd_explore,
+            "train": _cmd_train, "dynamics": _cmd_dynamics, "info": _cmd_info,
             "report": _cmd_report,
             "probe": _cmd_probe, "questions": _cmd_questions, "sweep": _cmd_sweep}
 

@@ -21,7 +21,7 @@ from hooked_mlp.config import MLPConfig, TrainConfig
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["resume_sweep", "sweep", "sweep_page"]
+__all__ = ["explore", "resume_sweep", "sweep", "sweep_page"]
 
 
 def sweep(grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]],
@@ -101,3 +101,68 @@ def _finish(folder: str | Path, page: bool, page_axes: Sequence[str] | None) -> 
     if page:
         sweep_page(folder, page_axes)
     return read_results(folder)
+
+
+def explore(source: str | Path | None = None, out: str | Path = "explore", *,
+            seed: int | None = None, title: str | None = None, max_cells: int = 16,
+            command: str | None = None) -> Path:
+    """Write the explorer's offline page `out/explorer.html` (`analyses.pages.explorer`) for
+    `source`: a checkpoint file (one model), a snapshots file or a run folder holding snapshots
+    (the series; `seed` picks one of several), a run folder of finished models (its model of
+    `seed`), or a sweep folder (its phase diagram and up to `max_cells` cells' runs). Default:
+    the shipped seed-0 model. The page's path."""
+    from analyses.pages.explorer import write_explorer_page
+    from hooked_mlp.files.layout import model_files, series_files
+
+    if source is None:
+        from hooked_mlp.files.checkpoints import load_pretrained
+
+        return write_explorer_page(load_pretrained(seed or 0), out, command=command,
+                                   title=title or f"shipped seed {seed or 0}")
+    path = Path(source)
+    name = title or path.name
+    if not path.exists():
+        raise ValueError(f"{path}: no such file or folder (give a checkpoint, a run folder or a "
+                         "sweep folder)")
+    if path.is_dir():
+        from hooked_mlp.files.sweeps import is_sweep_folder
+
+        if is_sweep_folder(path):
+            if seed is not None:
+                raise ValueError(f"{path} is a sweep folder: its cells show the sweep's first "
+                                 "seed; seed= applies to run folders")
+            return write_explorer_page(path, out, title=title or f"sweep {path.name}",
+                                       max_cells=max_cells, command=command)
+        if series_files(path):
+            return _explore_series(path, out, seed, name, command)
+        models = dict(model_files(path))
+        if not models:
+            raise ValueError(f"{path} holds no hooked-mlp model (seed-<s>.safetensors), "
+                             "snapshots or sweep")
+        if seed is None and len(models) > 1:
+            raise ValueError(f"{path} holds seeds {sorted(models)}: choose one with seed=")
+        chosen = next(iter(models)) if seed is None else seed
+        if chosen not in models:
+            raise ValueError(f"{path} holds no model of seed {chosen} (seeds {sorted(models)})")
+        return _explore_model(models[chosen], out, f"{name} seed {chosen}", command)
+    if path.name.startswith("snapshots-"):
+        return _explore_series(path, out, seed, name, command)
+    if seed is not None:
+        raise ValueError(f"{path} is one checkpoint; seed= chooses among a run folder's seeds")
+    return _explore_model(path, out, name, command)
+
+
+def _explore_model(path: Path, out: str | Path, title: str, command: str | None) -> Path:
+    from analyses.pages.explorer import write_explorer_page
+    from hooked_mlp.files.checkpoints import load
+
+    return write_explorer_page(load(path), out, title=title, command=command, inputs=[path])
+
+
+def _explore_series(path: Path, out: str | Path, seed: int | None, title: str,
+                    command: str | None) -> Path:
+    from analyses.pages.explorer import write_explorer_page
+    from hooked_mlp.files.series import load_snapshots
+
+    return write_explorer_page(load_snapshots(path, seed), out, title=title, command=command,
+                               inputs=[path])

@@ -240,3 +240,31 @@ def test_a_phase_diagram_cell_opens_its_run(sweep_page, tmp_path):
         assert opened["sum"] == pytest.approx(_grid_sum(data, cells[i]["state"], 0), rel=1e-3)
         assert opened["sum"] != pytest.approx(_grid_sum(data, 0, 0), rel=1e-3)
         assert b.console_errors() == []
+
+
+# --------------------------------------------------------------------------- the command
+def test_explore_command_writes_the_page_and_refuses_bad_input(tmp_path, capsys, small):
+    from hooked_mlp import save
+    from hooked_mlp.cli import main
+
+    ckpt = tmp_path / "small.safetensors"
+    save(small, ckpt)
+    assert main(["explore", str(ckpt), "--out", str(tmp_path / "E")]) == 0
+    html = (tmp_path / "E" / "explorer.html").read_text()
+    assert "Explorer: small.safetensors" in html and "hooked-mlp explore" in html
+    assert "explorer.html (" in capsys.readouterr().out
+    # the page replaces its own earlier page, never the folder of its input or anything else
+    assert main(["explore", str(ckpt), "--out", str(tmp_path / "E")]) == 0
+    for argv, words in (
+            (["explore", str(tmp_path / "missing"), "--out", str(tmp_path / "F")],
+             "no such file or folder"),
+            (["explore", str(ckpt), "--out", str(tmp_path)], "lies inside the output folder"),
+            (["explore", str(ckpt), "--seed", "3", "--out", str(tmp_path / "F")],
+             "one checkpoint"),
+            (["explore", "--max-cells", "0"], "--max-cells"),
+            (["explore", str(tmp_path / "E"), "--out", str(tmp_path / "F")],
+             "holds no hooked-mlp model")):
+        assert main(argv) != 0, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err, (argv, err)
+    assert not (tmp_path / "F").exists()

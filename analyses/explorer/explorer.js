@@ -211,7 +211,17 @@ const pct = (x) => (x === null || x === undefined || Number.isNaN(x) ? "n/a" : (
  *  `opts`: {w, h, title, x (the x values), marker (an x to mark), logY, onclick(x)}. */
 function plot(svg, series, opts) {
   svg.replaceChildren();
-  const W = opts.w || 360, H = opts.h || 170, m = {l: 42, r: 8, t: 18, b: 22};
+  const W = opts.w || 360, m = {l: 42, r: 8, t: 18, b: 22};
+  const legend = [];  // [label, colour, x, y]: above the frame, wrapped
+  let lx = m.l, ly = m.t + 2;
+  for (const ser of series.filter((x) => x.label)) {
+    const width = 5.6 * ser.label.length + 10;
+    if (lx + width > W - m.r && lx > m.l) { lx = m.l; ly += 11; }
+    legend.push([ser.label, ser.colour, lx, ly]);
+    lx += width;
+  }
+  if (legend.length) m.t = ly + 4;
+  const H = (opts.h || 170) + m.t - 18;
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   svg.setAttribute("width", W);
   svg.setAttribute("height", H);
@@ -233,7 +243,7 @@ function plot(svg, series, opts) {
   t.textContent = opts.title || "";
   for (const [v, y] of [[hi, m.t + 8], [lo, H - m.b]]) {
     const lab = s("text", {x: m.l - 3, y, class: "hmx-tick", "text-anchor": "end"}, svg);
-    lab.textContent = opts.logY ? "1e" + v.toFixed(1) : fmt(v, 2);
+    lab.textContent = fmt(opts.logY ? 10 ** v : v, 2);
   }
   for (const [v, anchor] of [[x0, "start"], [x1, "end"]]) {
     const lab = s("text", {x: X(v), y: H - 8, class: "hmx-tick", "text-anchor": anchor}, svg);
@@ -252,11 +262,8 @@ function plot(svg, series, opts) {
       s("circle", {cx, cy, r: 1.6, fill: ser.colour}, svg);
     }
   }
-  let lx = m.l + 4;
-  for (const ser of series.filter((x) => x.label)) {
-    const lab = s("text", {x: lx, y: m.t + 11, fill: ser.colour, class: "hmx-legend"}, svg);
-    lab.textContent = ser.label;
-    lx += 7 * ser.label.length + 10;
+  for (const [label, colour, x, y] of legend) {
+    s("text", {x, y, fill: colour, class: "hmx-legend"}, svg).textContent = label;
   }
   if (opts.onclick) {
     svg.onclick = (ev) => {
@@ -618,7 +625,7 @@ class Explorer {
   // ---------------------------------------------------------------- dynamics
   buildDynamics(pane) {
     const C = this.data.curves;
-    const names = Object.keys(C.measures).filter((k) => !["train_acc", "val_acc", "train_loss", "val_loss"].includes(k));
+    const names = Object.keys(C.measures).filter((k) => !["train_acc", "val_acc", "train_loss", "val_loss", "restricted_loss", "excluded_loss"].includes(k));
     this.ui.measure = names[0] || null;
     this.accPlot = s("svg", {id: "hmx-curve-acc", class: "hmx-plot"}, pane);
     this.lossPlot = s("svg", {id: "hmx-curve-loss", class: "hmx-plot"}, pane);

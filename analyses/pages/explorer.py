@@ -14,7 +14,7 @@ earlier explorer page, atomically, and never a folder holding its inputs (a swee
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +45,13 @@ def explorer_html(data: Mapping[str, Any], command: str | None = None) -> str:
 
 
 def write_explorer_page(obj: Any, out_dir: str | os.PathLike[str], *, title: str | None = None,
-                        max_cells: int = MAX_CELLS, command: str | None = None) -> Path:
+                        max_cells: int = MAX_CELLS, command: str | None = None,
+                        inputs: Iterable[str | os.PathLike[str]] = ()) -> Path:
     """Gather the explorer's data for `obj` (a `HookedMLP`, a snapshot series, or a sweep
     folder) and write `out_dir/explorer.html`; its path. The folder must be new, empty or an
-    earlier explorer page's, and may not hold a sweep folder given as `obj`."""
-    inputs = [obj] if isinstance(obj, (str, os.PathLike)) else []
+    earlier explorer page's, and may not hold the sweep folder given as `obj` or any of
+    `inputs` (the files a model or series was loaded from)."""
+    inputs = [*inputs, *([obj] if isinstance(obj, (str, os.PathLike)) else [])]
     with page_folder(out_dir, KIND, inputs) as page:  # refused before minutes of gathering
         page.write(PAGE_FILE, explorer_html(gather(obj, title, max_cells), command))
     return Path(out_dir) / PAGE_FILE
