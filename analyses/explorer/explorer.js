@@ -213,7 +213,7 @@ function plot(svg, series, opts) {
   svg.replaceChildren();
   const W = opts.w || 360, m = {l: 42, r: 8, t: 18, b: 22};
   const legend = [];  // [label, colour, x, y]: above the frame, wrapped
-  let lx = m.l, ly = m.t + 2;
+  let lx = m.l, ly = m.t + 7;
   for (const ser of series.filter((x) => x.label)) {
     const width = 5.6 * ser.label.length + 10;
     if (lx + width > W - m.r && lx > m.l) { lx = m.l; ly += 11; }
