@@ -38,15 +38,28 @@ def test_factors_and_checks_are_the_models(model):
     assert set(st["winner"]) == {"a", "b", "out"}
 
 
-def test_ablations_equal_ablate(model):
-    st = state_data(model)
-    pairs = all_pairs(13)
-    labels = labels_of(pairs, model.cfg)
-    assert st["ablations"]
-    for entry in st["ablations"]:
-        with torch.no_grad(), ablate(model, entry["neurons"]):
-            acc = float((model(pairs).argmax(-1) == labels).double().mean())
+@pytest.mark.parametrize("which", ["random", "shipped"])
+def test_batched_ablations_equal_ablate_group_by_group(model, which):
+    from analyses.explorer.data import ablations
+    from analyses.groups import by_frequency
+    from hooked_mlp import load_pretrained
+    from hooked_mlp.data import valid_mask
+
+    m = model if which == "random" else load_pretrained(0)
+    pairs = all_pairs(m.cfg.p)
+    labels, valid = labels_of(pairs, m.cfg), valid_mask(m.cfg)
+    entries = ablations(m, pairs, labels, valid)
+    groups = by_frequency(m, alive_only=True)
+    assert [e["k"] for e in entries] == list(groups) and len(entries) >= 2
+    for entry in entries:
+        assert entry["neurons"] == groups[entry["k"]]
+        with torch.no_grad(), ablate(m, entry["neurons"]):
+            logits = m(pairs)
+        loss = float(torch.nn.functional.cross_entropy(logits[valid], labels[valid]))
+        acc = float((logits[valid].argmax(-1) == labels[valid]).double().mean())
         assert entry["acc"] == pytest.approx(acc, abs=1e-5)
+        assert entry["loss"] == pytest.approx(loss, abs=2e-5)
+    assert any(e["acc"] < max(x["acc"] for x in entries) for e in entries)
 
 
 def test_gather_refuses_what_it_cannot_draw():

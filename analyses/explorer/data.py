@@ -41,7 +41,6 @@ from analyses.cosine_fit import fit_neurons
 from analyses.forms import FORMS, compare_forms
 from analyses.fourier import neuron_signals, neuron_spectra
 from analyses.groups import by_frequency
-from analyses.patching import ablate
 from hooked_mlp.data import all_pairs, labels_of, valid_mask
 
 # activations the front end evaluates (explorer.js `ACT`); the checks confirm each one
@@ -95,17 +94,51 @@ def _loss_acc(logits: Tensor, labels: Tensor, valid: Tensor) -> tuple[float, flo
     return float(loss), float((lg.argmax(-1) == lb).double().mean())
 
 
+# most logits one chunk of the batched ablation holds at once (about 64 MB of float32)
+ABLATION_CHUNK = 16_000_000
+
+
 def ablations(model: Any, pairs: Tensor, labels: Tensor, valid: Tensor) -> list[dict[str, Any]]:
-    """Loss and accuracy over every pair with each frequency's (alive) neurons zero-ablated
-    (`analyses.patching.ablate`), one entry per frequency, sorted by frequency."""
-    out = []
+    """Loss and accuracy over every pair with each frequency's (alive) neurons zero-ablated,
+    one entry per frequency (`analyses.groups.by_frequency`), sorted by frequency: the numbers
+    of `analyses.patching.ablate(model, neurons, how="zero")` group by group (tested equal),
+    computed in one batched pass. The groups are stacked as a leading seed dimension of the
+    model's own `hooked_mlp.functional.forward` (its parameters repeated without a copy), and
+    a hook at `blocks.0.mlp.hook_post` multiplies copy `g` by group `g`'s keep-mask; chunks of
+    groups bound the memory to `ABLATION_CHUNK` logits."""
+    from hooked_mlp import functional
+    from hooked_mlp.checks import check_finite_logits
+
+    groups = by_frequency(model, alive_only=True)
+    if not groups:
+        return []
+    cfg = model.cfg
+    name = "blocks.0.mlp.hook_post"
+    params = model.param_dict()
+    keep = torch.ones(len(groups), cfg.d_hidden, device=model.device)
+    for g, neurons in enumerate(groups.values()):
+        keep[g, neurons] = 0.0
+    lb = labels[valid]
+    chunk = max(1, ABLATION_CHUNK // max(1, pairs.shape[0] * max(cfg.p, cfg.d_hidden)))
+    losses, accs = [], []
     with torch.no_grad():
-        for k, neurons in by_frequency(model, alive_only=True).items():
-            with ablate(model, neurons, how="zero"):
-                loss, acc = _loss_acc(model(pairs), labels, valid)
-            out.append({"k": k, "neurons": neurons, "loss": round(loss, 5),
-                        "acc": round(acc, 5)})
-    return out
+        for start in range(0, len(groups), chunk):
+            mask = keep[start:start + chunk].unsqueeze(1)  # [G, 1, H]
+            G = mask.shape[0]
+            stacked = {k: v.expand(G, *v.shape) for k, v in params.items()}
+
+            def hook(hook_name: str, value: Tensor, mask: Tensor = mask) -> Tensor:
+                return value * mask if hook_name == name else value
+
+            logits = functional.forward(cfg, stacked, pairs.expand(G, *pairs.shape), hook)
+            lg = logits[:, valid]  # [G, n_valid, p]
+            check_finite_logits(lg, "the ablated loss and accuracy")
+            ce = torch.nn.functional.cross_entropy(lg.flatten(0, 1).float(), lb.repeat(G),
+                                                   reduction="none").view(G, -1).mean(1)
+            losses += ce.tolist()
+            accs += (lg.argmax(-1) == lb).double().mean(1).tolist()
+    return [{"k": k, "neurons": neurons, "loss": round(loss, 5), "acc": round(acc, 5)}
+            for (k, neurons), loss, acc in zip(groups.items(), losses, accs, strict=True)]
 
 
 def state_data(model: Any, epoch: int | None = None, *, dtype: str = "f32",
