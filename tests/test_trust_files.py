@@ -361,3 +361,58 @@ def test_resigned_files_with_another_split_are_refused(run_folder, tmp_path):
     trained.train_info.train_mask = ~trained.train_info.train_mask
     with pytest.raises(ValueError, match="not written: its train_mask is not the split"):
         save(trained, tmp_path / "again.safetensors")
+
+
+# ------------------------------------------------------------------------------ key_map
+class _Unnamed(nn.Module):
+    """An embedding MLP under names no layout knows: `emb` (shared) or `tok_a`/`tok_b`."""
+
+    def __init__(self, d: int, shared: bool, p: int = 7, h: int = 12) -> None:
+        super().__init__()
+        self.shared = shared
+        if shared:
+            self.emb = nn.Embedding(p, d)
+        else:
+            self.tok_a, self.tok_b = nn.Embedding(p, d), nn.Embedding(p, d)
+        self.fc1, self.fc2 = nn.Linear(d, h), nn.Linear(h, p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ea = (self.emb if self.shared else self.tok_a)(x[:, 0])
+        eb = (self.emb if self.shared else self.tok_b)(x[:, 1])
+        return self.fc2(torch.relu(self.fc1(ea + eb)))
+
+
+def _suggested_key_map(message: str) -> dict:
+    import ast
+
+    return ast.literal_eval(message.split("e.g. key_map=")[1].split(", with None")[0])
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "per-operand"])
+@pytest.mark.parametrize("d", [8, 7, 14], ids=["d8", "d=p", "d=2p"])
+def test_the_suggested_key_map_keeps_every_matrix_and_gives_the_same_model(d, shared):
+    """Before: the tables were suggested as layers 0 and 2: at d = p a silently wrong model."""
+    torch.manual_seed(0)
+    source = _Unnamed(d, shared)
+    with pytest.raises(ValueError, match="e.g. key_map=") as refused:
+        import_mlp(source.state_dict(), activation="relu")
+    key_map = _suggested_key_map(str(refused.value))
+    matrices = [k for k, t in source.state_dict().items() if t.ndim == 2]
+    assert all(key_map[k] is not None for k in matrices)
+    model = import_mlp(source.state_dict(), activation="relu", key_map=key_map)
+    pairs = torch.cartesian_prod(torch.arange(7), torch.arange(7))
+    assert model.cfg.p == 7 and model.cfg.tied_inputs == shared  # one table: e_a + e_b
+    with torch.no_grad():
+        assert torch.allclose(model(pairs), source(pairs), atol=1e-5)
+
+
+def test_no_key_map_is_suggested_when_names_and_shapes_cannot_tell():
+    square = {f"{k}.weight": torch.randn(7, 7) for k in ("a", "b", "fc1", "fc2")}
+    with pytest.raises(ValueError, match=r"none is suggested: the names and shapes do not tell "
+                       r"whether 'a.weight' and 'b.weight' are embedding tables") as refused:
+        import_mlp(square, activation="relu")
+    assert "e.g. key_map" not in str(refused.value)
+    with pytest.raises(ValueError, match=r"none is suggested: no renaming of its matrices into "
+                       r"layers gives a model that fits together"):
+        import_mlp({"x.weight": torch.randn(3, 5), "y.weight": torch.randn(4, 9)},
+                   activation="relu")

@@ -164,32 +164,93 @@ def recognise(tensors: dict[str, Tensor], origin: dict[str, str]) -> Layout:
         layout = find(rest, origin) if rest else None
         if layout is not None:
             return dataclasses.replace(layout, embedding=embedding)
+    example, why_none = key_map_example(tensors, origin)
+    how = (f"e.g. {example}, with None for a key that is not part of the model" if example else
+           f"with None for a key that is not part of the model (none is suggested: {why_none})")
     raise NotAStateDict(f"its keys fit no layout hooked-mlp reads: {listing(tensors, origin)}. "
                         f"Recognised: {LAYOUTS_TEXT}. Pass key_map= to rename your keys into "
-                        f"one of them, e.g. {key_map_example(rest, origin)}, with None for a key "
-                        f"that is not part of the model")
+                        f"one of them, {how}")
 
 
-def key_map_example(tensors: Mapping[str, Tensor], origin: Mapping[str, str]) -> str:
-    """A key_map taking every weight matrix, in the state dict's order, as layers 0, 2, 4, ...
-    (a bias `<stem>.bias` with its `<stem>.weight`; other vectors and scalars dropped): it
-    never drops a matrix."""
+# ------------------------------------------------------------------------------ suggestions
+_TABLE_WORDS = ("emb", "tok", "wte")  # a name part starting so names an embedding table
+
+
+def key_map_example(tensors: Mapping[str, Tensor], origin: Mapping[str, str]
+                    ) -> tuple[str | None, str]:
+    """A key_map that renames every weight matrix of the state dict (in the user's own keys)
+    into a layout that reads, and why there is none when there is none: `(key_map text, "")` or
+    `(None, why)`. It never drops a matrix. Matrices whose names say they embed (a name part
+    starting `emb`, `tok` or `wte`) become embedding tables, the others layers 0, 2, 4, ... in
+    the state dict's order (a bias `<stem>.bias` with its `<stem>.weight`; other vectors and
+    scalars dropped). Unnamed, the first two matrices may be a table per operand (equal shapes);
+    when both readings load, the names and shapes cannot tell which is meant and none is
+    suggested (following a wrong one would give a silently different model)."""
     own = {origin.get(k, k): t for k, t in tensors.items()}
-    entries: list[tuple[str, str | None]] = []
-    layer = 0
-    for key, t in own.items():
-        if t.ndim >= 2:
-            entries.append((key, f"{2 * layer}.weight"))
-            stem = key.removesuffix(".weight")
-            if stem != key and f"{stem}.bias" in own:
-                entries.append((f"{stem}.bias", f"{2 * layer}.bias"))
-            layer += 1
-    taken = {k for k, _ in entries}
-    entries += [(k, None) for k in own if k not in taken]
-    if not any(v is not None for _, v in entries):
-        entries = [("fc1.weight", "0.weight"), ("fc1.bias", "0.bias")]
+    matrices = [k for k, t in own.items() if t.ndim >= 2 and _embedding_name(k) is None]
+    if not matrices:
+        return None, "it holds no weight matrix"
+    named = [k for k in matrices if _names_a_table(k)]
+    if named:
+        readings = [named]
+    else:
+        pair = (matrices[:2] if len(matrices) >= 4 and own[matrices[0]].shape
+                == own[matrices[1]].shape else None)
+        readings = [[]] + ([pair] if pair else [])
+    loading = [m for m in (_suggestion(own, matrices, tables) for tables in readings)
+               if m is not None]
+    if len(loading) > 1:
+        return None, (f"the names and shapes do not tell whether {short(matrices[0])} and "
+                      f"{short(matrices[1])} are embedding tables (one per operand) or layers")
+    if not loading:
+        return None, ("no renaming of its matrices into layers"
+                      + (" and embedding tables" if named else "") + " gives a model that fits "
+                      "together (shapes that chain, the last layer's outputs p)")
+    entries = list(loading[0].items())
     shown = ", ".join(f"{short(k)}: {short(v)}" for k, v in entries[:_EXAMPLE_ENTRIES])
-    return "key_map={" + shown + (", ...}" if len(entries) > _EXAMPLE_ENTRIES else "}")
+    return "key_map={" + shown + (", ...}" if len(entries) > _EXAMPLE_ENTRIES else "}"), ""
+
+
+def _embedding_name(key: str) -> str | None:
+    """The recognised embedding table name `key` ends with, if any (`EMBEDDING_NAMES`)."""
+    return max((n for n in EMBEDDING_NAMES if key == n or key.endswith("." + n)), key=len,
+               default=None)
+
+
+def _names_a_table(key: str) -> bool:
+    return any(part.startswith(_TABLE_WORDS) for part in re.split(r"[._]", key.lower()))
+
+
+def _suggestion(own: Mapping[str, Tensor], matrices: list[str], tables: list[str]
+                ) -> dict[str, str | None] | None:
+    """The key_map taking `tables` as embedding tables and the other matrices as layers, if the
+    model it gives reads (nn.Linear's orientation); else None."""
+    layers = [k for k in matrices if k not in tables]
+    if not layers or len(tables) > 2:
+        return None
+    p = own[layers[-1]].shape[0]
+    key_map: dict[str, str | None] = {}
+    suffixes = {0: (), 1: ("",), 2: ("_a", "_b")}[len(tables)]  # shared, or a and b in order
+    for key, table in zip(tables, suffixes, strict=True):
+        rows = own[key].shape[0] == p  # nn.Embedding's [p, d_embed], else [d_embed, p]
+        key_map[key] = f"embed{table}.weight" if rows else f"W_E{table}"
+    for i, key in enumerate(layers):
+        key_map[key] = f"{2 * i}.weight"
+        stem = key.removesuffix(".weight")
+        if stem != key and f"{stem}.bias" in own:
+            key_map[f"{stem}.bias"] = f"{2 * i}.bias"
+    key_map |= {k: None for k, t in own.items() if k not in key_map and not (
+        t.ndim >= 2 and _embedding_name(k) is not None)}
+    try:
+        tensors, origin = apply_key_map(dict(own), key_map)
+        rest, embedding = _take_embedding(tensors, origin)
+        layout = _sequential_layout(rest, origin)
+        if layout is None:
+            return None
+        read(dataclasses.replace(layout, embedding=embedding), tensors, origin, "out_in")
+    except Refusal:
+        return None
+    return key_map
 
 
 def _take_embedding(tensors: dict[str, Tensor], origin: dict[str, str]
@@ -197,8 +258,7 @@ def _take_embedding(tensors: dict[str, Tensor], origin: dict[str, str]
     """The state dict without a learned embedding's tables, and the tables' keys."""
     found: dict[str, list[tuple[str, str]]] = {}
     for key in tensors:
-        name = max((n for n in EMBEDDING_NAMES if key == n or key.endswith("." + n)),
-                   key=len, default=None)
+        name = _embedding_name(key)
         if name is not None:
             table, orientation = EMBEDDING_NAMES[name]
             found.setdefault(table, []).append((key, orientation))
