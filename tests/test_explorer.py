@@ -71,3 +71,29 @@ def test_gather_refuses_what_it_cannot_draw():
     data = gather(HookedMLP(MLPConfig(p=7, d_hidden=4)))
     assert data["kind"] == "model" and data["p"] == 7 and len(data["states"]) == 1
     assert len(data["labels"]) == 49
+
+
+def test_a_series_takes_its_measures_computed_before_and_refuses_another_series():
+    from analyses.dynamics import dynamics
+    from hooked_mlp import load_snapshots
+    from hooked_mlp.files.layout import PRETRAINED_DIR, SHIPPED_SERIES
+    from hooked_mlp.files.series import SnapshotSeries
+
+    full = load_snapshots(PRETRAINED_DIR / SHIPPED_SERIES)
+    keep = [0, 16, len(full) - 1]
+    small = SnapshotSeries(full.cfg, [full.epochs[i] for i in keep],
+                           {k: v[keep] for k, v in full.params.items()}, full.train_info,
+                           source=full.source)
+    d = dynamics(small)
+    fresh, given = gather(small), gather(small, measures=d)
+    assert given["curves"] == fresh["curves"] and given["curves"]["epochs"] == small.epochs
+    assert len(given["states"]) == 3 and given["states"][-1]["ablations"]
+    other = SnapshotSeries(full.cfg, [full.epochs[i] for i in keep[:2]],
+                           {k: v[keep[:2]] for k, v in full.params.items()}, full.train_info,
+                           source=full.source)
+    with pytest.raises(ValueError, match="not the series'"):
+        gather(other, measures=d)
+    with pytest.raises(TypeError, match="measures must be an analyses.dynamics.Dynamics"):
+        gather(small, measures={"epochs": small.epochs})
+    with pytest.raises(ValueError, match="with a series only"):
+        gather(small[-1], measures=d)

@@ -223,11 +223,15 @@ CURVES = ("train_acc", "val_acc", "train_loss", "val_loss", "restricted_loss", "
           "weight_norm", "ipr_mean", "frac_cosine", "n_frequencies")
 
 
-def series_data(series: Any, title: str = "snapshot series") -> dict[str, Any]:
+def series_data(series: Any, title: str = "snapshot series",
+                measures: Any | None = None) -> dict[str, Any]:
     """The explorer's data for a snapshot series (`hooked_mlp.load_snapshots`): one state per
     snapshot (float16 factors; the form comparison and the ablations on the last one only) and
-    the progress measures of `analyses.dynamics.dynamics`."""
-    from analyses.dynamics import dynamics
+    the progress measures of `analyses.dynamics.dynamics`, or `measures`: that `Dynamics` of
+    this very series computed before (e.g. `analyses.experiments.formation.
+    read_measures_cache` for the shipped series, which saves about half the build), refused
+    when its epochs are not the series'."""
+    from analyses.dynamics import Dynamics, dynamics
 
     epochs = list(getattr(series, "epochs", []) or [])
     if not epochs or len(epochs) != len(series):
@@ -239,7 +243,14 @@ def series_data(series: Any, title: str = "snapshot series") -> dict[str, Any]:
     last = len(series) - 1
     data["states"] = [state_data(m, e, dtype="f16", detail=i == last)
                       for i, (m, e) in enumerate(zip(series, epochs, strict=True))]
-    d = dynamics(series)
+    if measures is not None:
+        if not isinstance(measures, Dynamics):
+            raise TypeError(f"measures must be an analyses.dynamics.Dynamics, got "
+                            f"{type(measures).__name__}")
+        if list(measures.epochs) != epochs:
+            raise ValueError(f"measures are of epochs {list(measures.epochs)[:6]}..., not the "
+                             f"series' {epochs[:6]}...: pass the dynamics of this series")
+    d = measures if measures is not None else dynamics(series)
     data["curves"] = {"epochs": d.epochs,
                       "measures": {k: _round(torch.tensor(v, dtype=torch.float64), 5)
                                    for k, v in d.measures.items() if k in CURVES}}
@@ -309,8 +320,13 @@ def sweep_data(folder: str | Path, max_cells: int = MAX_CELLS,
     return data
 
 
-def gather(obj: Any, title: str | None = None, max_cells: int = MAX_CELLS) -> dict[str, Any]:
-    """The explorer's data for a `HookedMLP`, a snapshot series, or a sweep folder (a path)."""
+def gather(obj: Any, title: str | None = None, max_cells: int = MAX_CELLS,
+           measures: Any | None = None) -> dict[str, Any]:
+    """The explorer's data for a `HookedMLP`, a snapshot series, or a sweep folder (a path).
+    `measures`: a series' `analyses.dynamics.Dynamics` computed before (see `series_data`)."""
+    if measures is not None and not (hasattr(obj, "epochs") and hasattr(obj, "__len__")):
+        raise ValueError("measures are a snapshot series' progress measures: give them with a "
+                         "series only")
     from hooked_mlp.model import HookedMLP
 
     if isinstance(obj, HookedMLP):
@@ -323,6 +339,6 @@ def gather(obj: Any, title: str | None = None, max_cells: int = MAX_CELLS) -> di
                              "series for anything else")
         return sweep_data(obj, max_cells, title)
     if hasattr(obj, "epochs") and hasattr(obj, "__len__"):
-        return series_data(obj, title or "snapshot series")
+        return series_data(obj, title or "snapshot series", measures)
     raise TypeError(f"explore takes a HookedMLP, a snapshot series (hooked_mlp.load_snapshots) "
                     f"or a sweep folder, got {type(obj).__name__}")
