@@ -304,30 +304,39 @@ def fit_dictionaries(x: Tensor, y: Tensor | None = None, d_sae: int | Sequence[i
     var = (y - y.mean(0)).square().sum(1).mean()  # per pair
     var = var if float(var) > 0 else torch.tensor(1.0)
     gens = [torch.Generator().manual_seed(seed * 1_000_003 + size + 1) for size, seed in members]
-    history: dict[str, list[float]] = {"loss": [], "nmse": []}
+    losses, nmses = torch.zeros(steps, R), torch.zeros(steps, R)  # read once, at the end
     fired = torch.zeros(R, D, dtype=torch.bool)
-    pad = mask == 0
-    orders, pos = None, N
+    pad = (mask == 0) if bool((mask == 0).any()) else None  # None: every member has D features
+    xs = ys = None
+    pos = N
     for step in range(1, steps + 1):
         if pos >= N:  # a fresh permutation of the pairs per member (its own generator)
-            orders, pos = torch.stack([torch.randperm(N, generator=gg) for gg in gens]), 0
-        idx = orders[:, pos: pos + batch_size]  # [R, batch]
+            order = torch.stack([torch.randperm(N, generator=gg) for gg in gens])  # [R, N]
+            xs, ys, pos = x[order], (None if y is x else y[order]), 0  # [R, N, d], per epoch
+        xb = xs[:, pos: pos + batch_size]  # [R, batch, d_in]: a slice, no gather per step
+        yb = xb if ys is None else ys[:, pos: pos + batch_size]
         pos += batch_size
-        xb, yb = x[idx], y[idx]  # [R, batch, d]
-        pre = torch.einsum("rbi,rif->rbf", xb, W_enc) + b_enc[:, None]
-        f = _activate(pre.masked_fill(pad[:, None], -math.inf), sparsity, k)
-        y_hat = torch.einsum("rbf,rfo->rbo", f, W_dec) + b_dec[:, None]
+        if R == 1:  # one member: the same maths as 2-D matmuls (and a sparse TopK decode)
+            y_hat, act, fired_now = _forward_one(xb[0], W_enc[0], b_enc[0], W_dec[0], b_dec[0],
+                                                 sparsity, k)
+            y_hat, fired_now = y_hat[None], fired_now[None]
+        else:
+            pre = torch.einsum("rbi,rif->rbf", xb, W_enc) + b_enc[:, None]
+            f = _activate(pre if pad is None else pre.masked_fill(pad[:, None], -math.inf),
+                          sparsity, k)
+            y_hat = torch.einsum("rbf,rfo->rbo", f, W_dec) + b_dec[:, None]
+            act, fired_now = f, (f > 0).any(1)
         nmse = (y_hat - yb).square().sum(-1).mean(-1) / var  # [R]: each member's own batch
         loss = nmse
-        if sparsity == "l1" and l1 > 0:
-            loss = loss + l1 * (f * W_dec.norm(dim=-1)[:, None]).sum(-1).mean(-1)
+        if sparsity == "l1" and l1 > 0:  # act is the dense features [R, batch, D] here
+            act = act if R > 1 else act[None]
+            loss = loss + l1 * (act * W_dec.norm(dim=-1)[:, None]).sum(-1).mean(-1)
         opt.zero_grad(set_to_none=False)
         loss.sum().backward()
         opt.step()
         with torch.no_grad():
-            fired |= (f > 0).any(1)
-            history["loss"].append(float(loss.mean()))
-            history["nmse"].append(float(nmse.mean()))
+            fired |= fired_now
+            losses[step - 1], nmses[step - 1] = loss.detach(), nmse.detach()
             if step % resample_every == 0 and step < steps:
                 _resample(x, y, W_enc, b_enc, W_dec, b_dec, mask, fired, opt, sparsity, k)
                 fired.zero_()
@@ -339,8 +348,27 @@ def fit_dictionaries(x: Tensor, y: Tensor | None = None, d_sae: int | Sequence[i
             kind, hook_in, hook_out, sparsity, W_enc[r, :, :size].detach().clone(),
             b_enc[r, :size].detach().clone(), W_dec[r, :size].detach().clone(),
             b_dec[r].detach().clone(), k, float(l1), seed,
-            {"loss": history["loss"], "nmse": [*history["nmse"][:-1], float(final[r])]}))
+            {"loss": losses[:, r].tolist(), "nmse": [*nmses[:-1, r].tolist(), float(final[r])]}))
     return out
+
+
+def _forward_one(x: Tensor, W_enc: Tensor, b_enc: Tensor, W_dec: Tensor, b_dec: Tensor,
+                 sparsity: str, k: int | None) -> tuple[Tensor, Tensor, Tensor]:
+    """One member's step on `x` `[batch, d_in]`: the reconstruction `[batch, d_out]`, the
+    features (dense `[batch, D]` for L1; for TopK the values `[batch, k]`) and which features
+    fired `[D]`. TopK decodes only the `k` rows it picked (`embedding_bag`, a weighted sum of
+    `W_dec`'s rows: the same sum as the dense `f @ W_dec`)."""
+    pre = torch.addmm(b_enc, x, W_enc)
+    if sparsity == "l1":
+        f = pre.relu()
+        return torch.addmm(b_dec, f, W_dec), f, (f > 0).any(0)
+    top = pre.topk(k, dim=-1)
+    vals = top.values.relu()
+    y_hat = torch.nn.functional.embedding_bag(top.indices, W_dec, per_sample_weights=vals,
+                                              mode="sum") + b_dec
+    fired = torch.zeros(W_enc.shape[1], dtype=torch.bool)
+    fired[top.indices[vals > 0]] = True
+    return y_hat, vals, fired
 
 
 def _final_nmse(x: Tensor, y: Tensor, W_enc: Tensor, b_enc: Tensor, W_dec: Tensor,
@@ -404,10 +432,17 @@ def train_dictionaries(model: Any, hook: str | None = None, d_sae: int | Sequenc
                             hook_in=hook_in, hook_out=hook_out, **options)
 
 
-def train_sae(model: Any, hook: str | None = None, d_sae: int = 64, **options: Any
-              ) -> SparseDictionary:
-    """One sparse autoencoder (`kind="transcoder"`: a transcoder) on `model` at `hook`."""
-    return train_dictionaries(model, hook, _positive_int("d_sae", d_sae), **options)[0]
+def train_sae(model: Any, hook: str | None = None, d_sae: int = 64, *, seed: int = 0,
+              **options: Any) -> SparseDictionary:
+    """One sparse autoencoder (`kind="transcoder"`: a transcoder) of `d_sae` features on
+    `model` at `hook`, from `seed` (`train_dictionaries` trains many seeds and sizes at once)."""
+    if "seeds" in options:
+        raise ValueError("train_sae trains one dictionary: pass seed=, or use "
+                         "train_dictionaries(..., seeds=[...]) for a stack")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return train_dictionaries(model, hook, _positive_int("d_sae", d_sae), seeds=[seed],
+                              **options)[0]
 
 
 # ------------------------------------------------------------------------------ features

@@ -81,7 +81,7 @@ def test_a_member_of_a_stack_equals_itself_alone(model, sparsity):
     many = train_dictionaries(model, "blocks.0.mlp.hook_post", [6, 10], seeds=[0, 3], **opts)
     assert [(d.d_sae, d.seed) for d in many] == [(6, 0), (6, 3), (10, 0), (10, 3)]
     for member in many:
-        alone = train_sae(model, "blocks.0.mlp.hook_post", member.d_sae, seeds=[member.seed],
+        alone = train_sae(model, "blocks.0.mlp.hook_post", member.d_sae, seed=member.seed,
                           **opts)
         for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
             torch.testing.assert_close(getattr(member, name), getattr(alone, name),
