@@ -224,6 +224,13 @@ def test_page_and_cli(tmp_path, grokked, capsys):
     assert doc["phases"]["jump"] is not None and doc["lottery"]["n_neurons"] > 50
     text = (tmp_path / "page" / "dynamics.html").read_text()
     assert text.count("data:image/png;base64,") == 5 and "http" not in text
+    assert '<meta name="generator" content="hooked-mlp dynamics page">' in text
+    for name in ("losses", "measures", "spectra", "frequencies", "lottery"):
+        assert f'<img class="fig" id="fig-{name}"' in text
+    assert f"<tr><td>validation accuracy jumps (steepest rise)</td><td>{doc['phases']['jump']}" \
+        in text
+    # the JSON is the series' own, written as before (indent 1, "seconds" first)
+    assert (tmp_path / "page" / "dynamics.json").read_text().startswith('{\n "seconds": ')
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "mine.txt").write_text("keep")
     assert main(["dynamics", str(run), "--out", str(tmp_path / "other")]) == 1
@@ -250,9 +257,10 @@ def test_shipped_snapshots_and_the_report_section():
     assert torch.equal(series.train_info.train_mask, shipped.train_mask)
     # ... but not bit-identical: its last snapshot is not seed 0, so it is left out, saying why
     parts = how_it_formed_html([load_pretrained(0)], None, shipped=True)
-    assert parts[0] == "<h2>How it formed</h2>" and "Left out: the shipped snapshots" in parts[1]
-    assert "the last snapshot (epoch 2000) is not the model" in parts[1]
-    assert sum(p.count("data:image/png;base64,") for p in parts) == 0
+    assert len(parts) == 1 and '<h2 id="how_it_formed">How it formed</h2>' in parts[0]
+    assert "Left out: the shipped snapshots" in parts[0]
+    assert "the last snapshot (epoch 2000) is not the model" in parts[0]
+    assert "data:image/png;base64," not in parts[0]
     assert how_it_formed_html([load_pretrained(1)], None, shipped=True) == []
     assert how_it_formed_html([load_pretrained(0)], None, shipped=False) == []
 
@@ -298,11 +306,37 @@ def test_report_section_measures_a_long_series_at_fewer_snapshots(grokked, monke
     from analyses.pages import dynamics as dynamics_page
     from analyses.pages.dynamics import REPORT_SNAPSHOTS, how_it_formed_html
 
-    monkeypatch.setattr(dynamics_page, "figure_png", lambda fig: b"png")  # the text only
+    png = b"\x89PNG\r\n\x1a\n"  # the text only: no figure drawn
+    monkeypatch.setattr(dynamics_page, "figure_png", lambda fig: png)
     model, _, d = grokked
-    parts = how_it_formed_html([model], None)
-    assert f"{len(d.epochs)} snapshots (measured at {REPORT_SNAPSHOTS} of them)" in parts[1]
-    assert "epochs 0..1200" in parts[2]
+    (part,) = how_it_formed_html([model], None)
+    assert f"{len(d.epochs)} snapshots (measured at {REPORT_SNAPSHOTS} of them)" in part
+    assert "epochs 0..1200" in part.split("<pre>")[1].split("</pre>")[0]
+    assert part.count('<img class="fig"') == 2
+
+
+def test_the_page_escapes_what_it_shows(grokked, tmp_path):
+    """The page shows values read from files (the source's path, the describing text) as
+    text: a crafted name with markup in it is escaped by the template, never run."""
+    import dataclasses
+
+    from analyses.pages.dynamics import DYNAMICS, earlier_page, render_page
+    from analyses.pages.writer import write_page
+
+    _, _, d = grokked
+    crafted = dataclasses.replace(d, source="run-<script>alert(1)</script>&<b>")
+    text = render_page(crafted, {}, 1.25)
+    assert "<script>alert" not in text and "<b>" not in text
+    assert "run-&lt;script&gt;alert(1)&lt;/script&gt;&amp;&lt;b&gt;" in text
+    assert text.count("<script>") == 1  # base.html.j2's own load check, nothing else
+    assert "computed in 1.2 s" in text and "<h2 id=\"phases\">Phases</h2>" in text
+    assert "<h2 id=\"losses\">" not in text  # no figures given: none shown
+    # the page kind recognises the page it writes (and what it refuses)
+    folder = write_page(tmp_path / "page", DYNAMICS, {
+        "dynamics.html": text, "dynamics.json": json.dumps({"measures": {}, "phases": {}})})
+    assert earlier_page(folder) is None
+    (folder / "notes.txt").write_text("mine")
+    assert earlier_page(folder) == "notes.txt"
 
 
 def test_how_it_formed_measures_only_the_models_own_snapshots(grokked, monkeypatch):

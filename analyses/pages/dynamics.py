@@ -1,18 +1,20 @@
 """The training-dynamics page: `hooked-mlp dynamics RUN_OR_FOLDER --out DIR`.
 
-Writes `dynamics.html` (self-contained: figures embedded as PNG, no network) and
-`dynamics.json` (every series of `analyses.dynamics.dynamics`) into `DIR`, replacing an earlier
-page there as a whole. The figures: losses and accuracies against epoch (log-x) with the
-restricted and excluded losses and the phase boundaries; weight norm, mean IPR, phase error,
-single-cosine neurons and frequencies in use; each neuron's input spectrum over time; the
-lottery's hit rates against chance. `how_it_formed_html` shows the reproduction report's short
-section, the result of the `how_it_formed` experiment (`analyses.experiments.formation`, which
-also holds the measures cache).
+Writes `dynamics.html` (from `templates/dynamics.html.j2`, which extends the one base layout;
+self-contained: figures embedded as PNG, no network) and `dynamics.json` (every series of
+`analyses.dynamics.dynamics`) into `DIR` through `analyses.pages.writer` (kind `DYNAMICS`): the
+folder is replaced as a whole, and only when it holds an earlier dynamics page. The figures:
+losses and accuracies against epoch (log-x) with the restricted and excluded losses and the
+phase boundaries; weight norm, mean IPR, phase error, single-cosine neurons and frequencies in
+use; each neuron's input spectrum over time; the lottery's hit rates against chance.
+`how_it_formed_html` shows the reproduction report's short section, the result of the
+`how_it_formed` experiment (`analyses.experiments.formation`, which also holds the measures
+cache), from the report's own `templates/sections/how_it_formed.html.j2`. This module draws and
+formats; the measures are `analyses.dynamics`'s.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import time
@@ -33,19 +35,18 @@ from analyses.experiments.formation import (  # noqa: F401  (moved there; kept i
     read_measures_cache,
     write_measures_cache,
 )
-from analyses.views import figure_png, img_html, new_figure
-from hooked_mlp.files.format import atomic_directory, atomic_write_text
+from analyses.pages.render import render
+from analyses.pages.writer import PageKind, page_folder
+from analyses.views import figure_png, new_figure
 
-PAGE_FILES = ("dynamics.html", "dynamics.json")
+DYNAMICS = PageKind("dynamics", files=("dynamics.html", "dynamics.json"),
+                    marker=("dynamics.json", ("measures", "phases")))
+PAGE_FILES = DYNAMICS.files
+REPORT_SECTION = {"key": "how_it_formed", "anchor": "how_it_formed", "title": "How it formed"}
 PHASE_STYLE = {"memorisation_end": ("#d62728", "memorisation ends"),
                "jump": ("#2ca02c", "validation jumps"),
                "cleanup_end": ("#9467bd", "clean-up ends"),
                "restricted_half": ("#ff7f0e", "restricted loss half-way")}
-CSS = """body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1180px;
-margin:24px auto;padding:0 16px;color:#222;line-height:1.45}h2{border-bottom:1px solid #ddd;
-padding-bottom:4px;margin-top:32px}img{max-width:100%}.meta{color:#666;font-size:90%}
-table{border-collapse:collapse}pre{white-space:pre-wrap}
-td,th{border:1px solid #ddd;padding:3px 8px;text-align:left}"""
 
 
 # --------------------------------------------------------------------------- figures
@@ -222,66 +223,30 @@ def figures_of(d: Dynamics) -> dict[str, bytes]:
     return out
 
 
-def _phase_rows(d: Dynamics) -> str:
-    ph = d.phases
-    rows = [("memorisation ends (train accuracy ≥ 99 %)", ph.memorisation_end),
-            ("validation accuracy jumps (steepest rise)", ph.jump),
-            ("validation accuracy reaches 50 %", ph.val_acc_50),
-            ("clean-up ends", ph.cleanup_end),
-            ("restricted loss half-way down", ph.restricted_half),
-            ("validation loss half-way down", ph.val_loss_half),
-            ("excluded loss lowest (end of its fall)", ph.excluded_low),
-            ("excluded loss highest after that", ph.excluded_peak)]
-    return "".join(f"<tr><td>{html.escape(name)}</td><td>{'—' if e is None else e}</td></tr>"
-                   for name, e in rows)
+# the phase table's rows: what the boundary is, and its field of `analyses.dynamics.Phases`
+PHASE_ROWS = (("memorisation ends (train accuracy ≥ 99 %)", "memorisation_end"),
+              ("validation accuracy jumps (steepest rise)", "jump"),
+              ("validation accuracy reaches 50 %", "val_acc_50"),
+              ("clean-up ends", "cleanup_end"),
+              ("restricted loss half-way down", "restricted_half"),
+              ("validation loss half-way down", "val_loss_half"),
+              ("excluded loss lowest (end of its fall)", "excluded_low"),
+              ("excluded loss highest after that", "excluded_peak"))
 
 
 def render_page(d: Dynamics, figures: dict[str, bytes], seconds: float) -> str:
-    """The self-contained HTML page of one series' dynamics."""
-    from hooked_mlp import __version__
-
-    esc = html.escape
-    captions = {
-        "losses": "Loss and accuracy per epoch (grey; dashed: validation) with the restricted "
-                  "loss (logits kept only along cos/sin w_k(a+b) for the key frequencies, every "
-                  "pair) and the excluded loss (those components removed, training pairs) at "
-                  "the snapshots. Dotted lines: phase boundaries.",
-        "measures": "Progress measures at the snapshots (log-x).",
-        "spectra": "Each neuron's input power spectrum over the snapshots (share of power per "
-                   "frequency), for neurons with the clearest final spectra.",
-        "frequencies": "The share of all neurons whose input spectrum peaks at each "
-                       "frequency, over the snapshots.",
-        "lottery": "The lottery (He et al. 2026): how often a neuron's final frequency is the "
-                   "one its initial spectrum ranked first, against chance.",
-    }
-    parts = ["<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-             "<title>hooked-mlp: training dynamics</title>", f"<style>{CSS}</style></head><body>",
-             "<h1>How the circuit formed</h1>",
-             f"<p class='meta'>hooked-mlp {esc(__version__)} · {esc(d.source)} · "
-             f"{len(d.epochs)} snapshots · computed in {seconds:.1f} s · every series is in "
-             "<code>dynamics.json</code></p>",
-             f"<pre>{esc(d.describe())}</pre>",
-             "<h2>Phases</h2><table><tr><th>boundary</th><th>epoch</th></tr>",
-             _phase_rows(d), "</table>", f"<p class='meta'>{esc(d.phases.how)}.</p>"]
-    for name, png in figures.items():
-        parts += [f"<h2>{esc(name.capitalize())}</h2>", img_html(png, captions[name]),
-                  f"<p>{esc(captions[name])}</p>"]
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    """The self-contained HTML page of one series' dynamics (`templates/dynamics.html.j2`;
+    `figures` as `figures_of` gives them)."""
+    phases = [(what, "—" if getattr(d.phases, key) is None else getattr(d.phases, key))
+              for what, key in PHASE_ROWS]
+    return render("dynamics.html.j2", kind=DYNAMICS.name, d=d, phases=phases,
+                  figures=figures, seconds=seconds)
 
 
 def earlier_page(folder: Path) -> str | None:
-    """None when `folder` holds an earlier dynamics page and nothing else."""
-    for entry in folder.iterdir():
-        if entry.name not in PAGE_FILES or entry.is_symlink() or not entry.is_file():
-            return entry.name
-    try:
-        doc = json.loads((folder / "dynamics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "no dynamics.json of a hooked-mlp dynamics page"
-    if not isinstance(doc, dict) or not {"measures", "phases"} <= set(doc):
-        return "its dynamics.json is not a hooked-mlp dynamics page's"
-    return None
+    """None when `folder` holds an earlier dynamics page and nothing else, else the first thing
+    in it that is not part of one (the rule of `analyses.pages.writer`, kind `DYNAMICS`)."""
+    return DYNAMICS.stranger(folder)
 
 
 def write_dynamics_page(source: str | os.PathLike[str], out_dir: str | os.PathLike[str],
@@ -289,25 +254,20 @@ def write_dynamics_page(source: str | os.PathLike[str], out_dir: str | os.PathLi
                         ) -> tuple[Path, Path, Dynamics]:
     """Load the snapshots at `source` (`hooked_mlp.load_snapshots(source, seed,
     **importer_options)`), measure their dynamics, and write `dynamics.html` and
-    `dynamics.json` into `out_dir` (replacing an earlier page there, nothing else)."""
+    `dynamics.json` into `out_dir` (replacing an earlier page there, nothing else; never a
+    folder that holds `source`)."""
     from hooked_mlp.files.series import load_snapshots
 
     start = time.perf_counter()
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out must be a folder, but {out} is a file")
-    if out.exists() and Path(source).resolve().is_relative_to(out.resolve()):
-        raise ValueError(f"{source} lies inside the output folder {out}, which the page "
-                         "replaces: write the page elsewhere")
-    with atomic_directory(out, earlier_page) as tmp:  # refuses a folder of other files first
+    with page_folder(out, DYNAMICS, inputs=[source]) as page:  # refuses other files first
         series = load_snapshots(source, seed, **importer_options)
         d = dynamics(series)
         figures = figures_of(d)
         seconds = time.perf_counter() - start
-        atomic_write_text(tmp / "dynamics.json",
-                          json.dumps(to_jsonable({"seconds": seconds} | d.to_dict()), indent=1,
-                                     allow_nan=False))
-        atomic_write_text(tmp / "dynamics.html", render_page(d, figures, seconds))
+        page.write("dynamics.json", json.dumps(to_jsonable({"seconds": seconds} | d.to_dict()),
+                                               indent=1, allow_nan=False))
+        page.write("dynamics.html", render_page(d, figures, seconds))
     return out / "dynamics.html", out / "dynamics.json", d
 
 
@@ -315,19 +275,14 @@ def write_dynamics_page(source: str | os.PathLike[str], out_dir: str | os.PathLi
 def how_it_formed_html(models: list[Any], model_paths: list[Any] | None,
                        shipped: bool = False) -> list[str]:
     """The report's short "How it formed" section: the `how_it_formed` experiment
-    (`analyses.experiments.formation`) shown; no model carries snapshots: no section."""
+    (`analyses.experiments.formation`) rendered from the report's own section template
+    (`templates/sections/how_it_formed.html.j2`), as a one-item list; no model carries
+    snapshots: no section (an empty list)."""
     f = how_it_formed(models, model_paths, shipped)
     if f is None:
         return []
-    esc = html.escape
-    if f.dynamics is None:
-        return ["<h2>How it formed</h2>",
-                f"<p class='note'>Left out: {esc(f.source)} were found, but "
-                f"{esc(f.left_out)}, so they are not this model's history.</p>"]
-    d = f.dynamics
-    return ["<h2>How it formed</h2>",
-            f"<p>From {esc(f.source)}: {esc(f.count)}. Full page: <code>hooked-mlp "
-            "dynamics RUN --out DIR</code>.</p>",
-            f"<pre style='white-space:pre-wrap'>{esc(d.describe())}</pre>",
-            img_html(figure_png(plot_losses(d)), "losses over training"),
-            img_html(figure_png(plot_measures(d)), "progress measures over training")]
+    figures = {} if f.dynamics is None else {
+        "losses": figure_png(plot_losses(f.dynamics)),
+        "measures": figure_png(plot_measures(f.dynamics))}
+    return [render("sections/how_it_formed.html.j2", section=REPORT_SECTION, result=f,
+                   figures=figures, error=None)]
