@@ -239,8 +239,9 @@ class _Writer:
         if result.code != self.doc["code"]:
             diff = _differences(self.doc["code"], result.code)
             raise RuntimeError(f"group {result.group} was trained by other code "
-                               f"({'; '.join(diff[:2])}): install the same hooked-mlp on every "
-                               "node of the cluster")
+                               f"({'; '.join(diff[:2])}): the sources changed while the sweep "
+                               "ran, or a Ray node has another hooked-mlp installed; resume the "
+                               "sweep with one version everywhere")
         trained = [(run, o) for run, o in zip(task.runs, result.runs, strict=True)
                    if o.params is not None]
         for run, o in trained:
