@@ -240,6 +240,65 @@ def test_questions_run_caches_and_writes_a_page(tmp_path):
     assert "http://" not in page and "https://" not in page
     doc = json.loads(json_path.read_text())
     assert doc["plan"]["p"] == 13 and doc["timings"]["total_s"] > 0
+    assert doc["command"] == "hooked-mlp questions"
+    assert page.startswith("<!doctype html>")
+    assert '<meta name="generator" content="hooked-mlp questions page">' in page
+    assert page.count('<img class="fig"') == 7 and page.count("<figcaption>") == 7
+
+    # values reach the page as text, never as markup (autoescaped templates)
+    crafted = "<script>alert(1)</script>"
+    second.encodings["circle"]["study_recipe"]["label"] = f"circle {crafted}"
+    html_path, _ = write_questions_page(second, tmp_path / "out", f"hooked-mlp {crafted}")
+    page = html_path.read_text()
+    assert "<script>alert" not in page
+    assert "<td>circle &lt;script&gt;alert(1)&lt;/script&gt;</td>" in page  # the runs table
+    assert "<code>hooked-mlp &lt;script&gt;alert(1)&lt;/script&gt;</code>" in page
+
+
+def test_questions_page_replaces_only_its_own_files(tmp_path):
+    """The page goes through the one page writer: it replaces an earlier questions page (and
+    its JSON), refuses anyone else's file of the same name before writing anything, and leaves
+    the rest of the folder (the default training cache) alone."""
+    from analyses.experiments.questions import QuestionsPlan, QuestionsResult
+    from analyses.pages.questions import write_questions_page
+
+    result = QuestionsResult(QuestionsPlan(**TINY))
+    result.encodings = {}
+    out = tmp_path / "out"
+    (out / "cache").mkdir(parents=True)
+    (out / "cache" / "run.txt").write_text("kept")
+    foreign = "<html><body>someone else's</body></html>"
+    (out / "questions.html").write_text(foreign)
+    with pytest.raises(ValueError, match="questions.html exists and is not a hooked-mlp "
+                       "questions page"):
+        write_questions_page(result, out)
+    assert not (out / "questions.json").exists()
+    (out / "questions.html").unlink()
+    (out / "questions.json").write_text('{"results": []}')
+    with pytest.raises(ValueError, match="questions.json exists and is not a hooked-mlp "
+                       "questions page's JSON"):
+        write_questions_page(result, out)
+    assert not (out / "questions.html").exists()
+    assert (out / "questions.json").read_text() == '{"results": []}'
+    (out / "questions.json").unlink()
+
+
+def test_the_page_draws_what_the_experiment_computed():
+    """The spectra and frequency counts the page draws come from the experiment's functions."""
+    from analyses.experiments.questions import example_spectrum, single_frequency_counts
+
+    p = 11
+    a = torch.arange(p, dtype=torch.float64)[:, None].expand(p, p)
+    spectrum = example_spectrum((2.0 + torch.cos(2 * math.pi * 3 * a / p)).tolist())
+    assert spectrum.shape == (p, p)
+    peaks = (spectrum == spectrum.max()).nonzero().tolist()
+    assert sorted(peaks) == [[p // 2 - 3, p // 2], [p // 2 + 3, p // 2]]  # k_a = ±3, k_b = 0
+    assert float(spectrum.min()) == pytest.approx(float(spectrum.max()) - 6)  # the 1e-6 floor
+    group = {"config": {"p": p}, "models": [{"layers": [{"k_single": [3, 3, 1]}]},
+                                            {"layers": [{"k_single": [5]}]}]}
+    assert single_frequency_counts(group, 0) == [1, 0, 2, 0, 1]
+    assert single_frequency_counts({"config": {"p": p}, "models": [
+        {"layers": [{"k_single": []}]}]}) is None
 
 
 def test_questions_plan_and_cli_refuse_bad_input(tmp_path, capsys):

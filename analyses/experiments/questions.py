@@ -446,6 +446,38 @@ def run_questions(cache: str | Path, plan: QuestionsPlan = DEFAULT_PLAN,
     return result
 
 
+# ------------------------------------------------------------------ what the page shows of it
+def analysed_group(entry: dict[str, Any]) -> dict[str, Any]:
+    """The group an encoding (an entry of `QuestionsResult.encodings`) is analysed on: the first
+    recipe that learned, else the one that reached the highest mean validation accuracy."""
+    groups = [entry["study_recipe"], *entry["tries"]]
+    learned = entry.get("learned_with")
+    if learned == "study_recipe":
+        return groups[0]
+    if learned is not None:
+        return groups[1 + int(learned.split()[-1])]
+    return max(groups, key=lambda g: g["summary"]["val_acc"]["mean"])
+
+
+def example_spectrum(grid: Sequence[Sequence[float]]) -> torch.Tensor:
+    """The 2-D power spectrum of one example neuron's activation grid `[p, p]` (its mean taken
+    out) as log10 power `[p, p]`, shifted so that frequency 0 is at the centre (rows k_a,
+    columns k_b, each from -(p // 2)); a floor of 1e-6 of the peak keeps zeros finite."""
+    gt = torch.tensor(grid, dtype=torch.float64)
+    power = torch.fft.fftshift(torch.fft.fft2(gt - gt.mean()).abs().square())
+    return torch.log10(power + power.max() * 1e-6)
+
+
+def single_frequency_counts(group: dict[str, Any], layer: int = -1) -> list[int] | None:
+    """How many single-frequency neurons of hidden layer `layer` use each frequency k = 1..K
+    (K = (p - 1) // 2), over all seeds of `group`; None when the layer has none."""
+    ks = [k for m in group["models"] for k in m["layers"][layer]["k_single"]]
+    if not ks:
+        return None
+    K = (group["config"]["p"] - 1) // 2
+    return torch.bincount(torch.tensor(ks), minlength=K + 1)[1:].tolist()
+
+
 def finite(x: Any) -> bool:
     """`x` is a real number (not None, not NaN)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
@@ -458,11 +490,14 @@ __all__ = [
     "SMALL_P_RECIPE",
     "QuestionsPlan",
     "QuestionsResult",
+    "analysed_group",
     "cached_models",
+    "example_spectrum",
     "measure_model",
     "recipe",
     "run_key",
     "run_questions",
+    "single_frequency_counts",
     "small_p_run",
     "summarise",
 ]
