@@ -248,7 +248,12 @@ def test_questions_run_caches_and_writes_a_page(tmp_path):
     # values reach the page as text, never as markup (autoescaped templates)
     crafted = "<script>alert(1)</script>"
     second.encodings["circle"]["study_recipe"]["label"] = f"circle {crafted}"
+    (tmp_path / "out" / "cache").mkdir()  # the default cache lies in the page's folder
+    (tmp_path / "out" / "cache" / "run.txt").write_text("kept")
     html_path, _ = write_questions_page(second, tmp_path / "out", f"hooked-mlp {crafted}")
+    assert (tmp_path / "out" / "cache" / "run.txt").read_text() == "kept"
+    assert sorted(f.name for f in (tmp_path / "out").iterdir()) == [
+        "cache", "questions.html", "questions.json"]
     page = html_path.read_text()
     assert "<script>alert" not in page
     assert "<td>circle &lt;script&gt;alert(1)&lt;/script&gt;</td>" in page  # the runs table
@@ -257,16 +262,15 @@ def test_questions_run_caches_and_writes_a_page(tmp_path):
 
 def test_questions_page_replaces_only_its_own_files(tmp_path):
     """The page goes through the one page writer: it replaces an earlier questions page (and
-    its JSON), refuses anyone else's file of the same name before writing anything, and leaves
-    the rest of the folder (the default training cache) alone."""
+    its JSON; the first test), and refuses anyone else's file of the same name before writing
+    anything."""
     from analyses.experiments.questions import QuestionsPlan, QuestionsResult
     from analyses.pages.questions import write_questions_page
 
     result = QuestionsResult(QuestionsPlan(**TINY))
     result.encodings = {}
     out = tmp_path / "out"
-    (out / "cache").mkdir(parents=True)
-    (out / "cache" / "run.txt").write_text("kept")
+    out.mkdir()
     foreign = "<html><body>someone else's</body></html>"
     (out / "questions.html").write_text(foreign)
     with pytest.raises(ValueError, match="questions.html exists and is not a hooked-mlp "
