@@ -229,8 +229,13 @@ def test_page_and_cli(tmp_path, grokked, capsys):
         assert f'<img class="fig" id="fig-{name}"' in text
     assert f"<tr><td>validation accuracy jumps (steepest rise)</td><td>{doc['phases']['jump']}" \
         in text
-    # the JSON is the series' own, written as before (indent 1, "seconds" first)
-    assert (tmp_path / "page" / "dynamics.json").read_text().startswith('{\n "seconds": ')
+    # the JSON is the series' own, written as before: "seconds" first, then Dynamics.to_dict
+    from analyses._common import to_jsonable
+    from hooked_mlp import load_snapshots
+
+    again = dynamics(load_snapshots(str(run)))
+    assert (tmp_path / "page" / "dynamics.json").read_text() == json.dumps(
+        to_jsonable({"seconds": doc["seconds"]} | again.to_dict()), indent=1, allow_nan=False)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "mine.txt").write_text("keep")
     assert main(["dynamics", str(run), "--out", str(tmp_path / "other")]) == 1
