@@ -87,6 +87,11 @@ def test_report_files_and_numbers(report):
         assert r["acc_keep"][0] < 0.1 and r["acc_keep"][-1] >= 0.99  # none computes it alone
     assert data["he2026"]["labels"] == [f"seed {s}" for s in range(5)]
     assert data["sections_failed"] == {}
+    # the explorer page of the first model beside the report, linked from it
+    assert 'id="explorer-link" href="explorer.html"' in html
+    explorer = (report.html.parent / "explorer.html").read_text()
+    assert '<meta name="generator" content="hooked-mlp explorer page">' in explorer
+    assert "seed 0" in explorer
     # "What each neuron computes" (analyses.pages.forms): its figure and its numbers
     assert html.count('id="fig-forms-replacement"') == 1
     forms = data["neuron_forms"]

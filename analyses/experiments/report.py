@@ -266,6 +266,27 @@ def _how_it_formed(ctx: ReportContext) -> Any:
     return how_it_formed(ctx.models, ctx.model_paths, shipped=ctx.shipped)
 
 
+@dataclass
+class ExplorerData:
+    """The explorer's data for the first model (`analyses.explorer.gather`), for the page
+    `explorer.html` that the report writes beside itself."""
+
+    label: str
+    data: dict[str, Any]
+
+    def summary(self) -> str:
+        return f"the explorer's data for {self.label}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.data
+
+
+def _explorer(ctx: ReportContext) -> ExplorerData:
+    from analyses.explorer import gather
+
+    return ExplorerData(ctx.labels[0], gather(ctx.models[0], ctx.labels[0]))
+
+
 SECTIONS: tuple[Section, ...] = (
     Section("study", "the study's claims", _study, placement="top", if_failed={"claims": []}),
     Section("figures", "the study's figures", _figures, needs=("study",), placement=None),
@@ -276,6 +297,7 @@ SECTIONS: tuple[Section, ...] = (
             "stages", he2026_section, refusals=(ValueError, TypeError)),
     Section("how_it_formed", "How it formed", _how_it_formed, placement=None),
     Section("probes", "Probes", _probes, if_failed={}),
+    Section("explorer", "Explore the first model", _explorer, placement=None),
 )
 
 
@@ -410,6 +432,21 @@ def run_report(ctx: ReportContext, sections: Sequence[Section] = SECTIONS,
                         time.perf_counter() - start)
 
 
-__all__ = ["SECTIONS", "STUDY_FIGURES", "ReportContext", "ReportResult", "Section",
-           "SectionRun", "StudyFigures", "Views", "check_models", "failure_text",
-           "load_models", "run_report", "show_neurons", "study_figures", "study_views"]
+__all__ = [
+    "SECTIONS",
+    "STUDY_FIGURES",
+    "ExplorerData",
+    "ReportContext",
+    "ReportResult",
+    "Section",
+    "SectionRun",
+    "StudyFigures",
+    "Views",
+    "check_models",
+    "failure_text",
+    "load_models",
+    "run_report",
+    "show_neurons",
+    "study_figures",
+    "study_views",
+]

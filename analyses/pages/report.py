@@ -37,7 +37,7 @@ from analyses.probes import PROBE_TIME_LIMIT
 from hooked_mlp.config import describe
 from hooked_mlp.files import layout
 
-REPORT = PageKind("report", files=("report.html", "summary.json"),
+REPORT = PageKind("report", files=("report.html", "summary.json", "explorer.html"),
                   folders={"figures": "*.png", "models": layout.MODEL_GLOB},
                   marker=("summary.json", ("claims", "source")))
 
@@ -266,6 +266,24 @@ def render_report(report: Any, seconds: float, config: str) -> str:
                   parts=_parts(report))
 
 
+def _explorer_page(report: Any) -> str | None:
+    """The explorer page (`analyses.pages.explorer`) of the "explorer" section's data, or None
+    (the section is then left out, and if the page cannot be made, named under
+    `sections_failed` like any section)."""
+    from analyses.experiments.report import failure_text
+    from analyses.pages.explorer import explorer_html
+
+    run = report.runs.get("explorer")
+    if run is None:
+        return None
+    try:
+        return explorer_html(run.result.data, command="hooked-mlp report")
+    except Exception as e:
+        report.failed["explorer"] = failure_text(e)
+        del report.runs["explorer"]
+        return None
+
+
 # --------------------------------------------------------------------------- the job
 def run_report(
     out_dir: str | Path = "report",
@@ -304,11 +322,14 @@ def run_report(
         report = run_sections(ctx, report_sections(), threads=threads)
         seconds = time.perf_counter() - start
         summary = report.to_dict(seconds=seconds)
+        explorer = _explorer_page(report)
         html_page = render_report(report, seconds, describe(models[0].cfg))
         figures = report.runs["figures"].result.pngs if "figures" in report.runs else {}
         for name, png in figures.items():
             if png is not None:
                 page.write(f"figures/{name}.png", png)
+        if explorer is not None:
+            page.write("explorer.html", explorer)
         page.write("summary.json", json.dumps(summary, indent=2, allow_nan=False))
         page.write("report.html", html_page)
     return ReportPage(out / "report.html", out / "summary.json", seconds, summary, report)
