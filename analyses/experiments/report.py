@@ -31,6 +31,7 @@ from analyses.activations import activation_grids
 from analyses.cosine_fit import NeuronFits
 from analyses.experiments.ablation import frequency_ablation_section
 from analyses.experiments.formation import how_it_formed
+from analyses.experiments.forms import neuron_forms_section
 from analyses.experiments.he2026 import he2026_section
 from analyses.experiments.study import HARMONIC_VARIANT, MAIN_VARIANT, StudyResult, study
 from analyses.probes import PROBE_TIME_LIMIT, run_probes
@@ -291,13 +292,15 @@ SECTIONS: tuple[Section, ...] = (
     Section("study", "the study's claims", _study, placement="top", if_failed={"claims": []}),
     Section("figures", "the study's figures", _figures, needs=("study",), placement=None),
     Section("views", "the interactive views", _views, needs=("study",), placement=None),
+    Section("neuron_forms", "What each neuron computes", neuron_forms_section),
     Section("frequency_ablation", "Frequency ablation", frequency_ablation_section,
             refusals=(ValueError, TypeError)),
     Section("he2026", "He et al. 2026: activation swap, phase symmetry, frequency subsets, "
             "stages", he2026_section, refusals=(ValueError, TypeError)),
     Section("how_it_formed", "How it formed", _how_it_formed, placement=None),
     Section("probes", "Probes", _probes, if_failed={}),
-    Section("explorer", "Explore the first model", _explorer, placement=None),
+    Section("explorer", "Explore the first model", _explorer, placement=None,
+            refusals=(ValueError, TypeError)),
 )
 
 

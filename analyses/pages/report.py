@@ -65,38 +65,6 @@ class ReportPage:
 ReportResult = ReportPage  # the name this class had before the report became an experiment
 
 
-# --------------------------------------------------------------- "What each neuron computes"
-@dataclass
-class _FormsPart:
-    """The forms section as `analyses.pages.forms.forms_section` returns it (its HTML and its
-    numbers) until that section computes in `analyses.experiments` (C-pages's move)."""
-
-    html: str
-    data: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.data
-
-
-def _neuron_forms(ctx: ReportContext) -> _FormsPart:
-    from analyses.pages.forms import forms_section
-
-    html, data = forms_section(ctx.models, ctx.labels,
-                               n_orders=max(1, round(3 * ctx.n_orders_scale)))
-    return _FormsPart(html, data)
-
-
-NEURON_FORMS = Section("neuron_forms", "What each neuron computes", _neuron_forms)
-
-
-def report_sections() -> tuple[Section, ...]:
-    """The report's sections in page order: the experiment's `SECTIONS` with "What each neuron
-    computes" after the views."""
-    out = list(SECTIONS)
-    out.insert([s.name for s in out].index("views") + 1, NEURON_FORMS)
-    return tuple(out)
-
-
 # --------------------------------------------------------------------------- the sections' views
 CAPTIONS = {
     "training": "Training curves of every model (log-x; loss log-y).",
@@ -150,7 +118,9 @@ def replacement_note(agg: dict[str, Any], cfg: Any) -> dict[str, Any] | None:
 
 
 def _frame(name: str, title: str) -> dict[str, str]:
-    return {"key": name, "anchor": name, "title": title}
+    from analyses.pages.forms import SECTION as FORMS_FRAME
+
+    return FORMS_FRAME if name == "neuron_forms" else {"key": name, "anchor": name, "title": title}
 
 
 def _study_part(report: Any) -> str:
@@ -243,10 +213,6 @@ def _parts(report: Any) -> list[Any]:
             parts.append(_study_part(report))
         elif s.name == "views":
             parts.append(_views_part(report))
-        elif s.name == "neuron_forms":
-            forms = report["neuron_forms"]
-            if forms is not None:  # rendered by analyses.pages.forms from its own template
-                parts.append(forms.html)
         elif s.name != "figures":
             parts.append(_section_part(report, s))
     return [markup(p) for p in parts if p]
@@ -319,7 +285,7 @@ def run_report(
                             shipped=not model_paths and seeds is None,
                             synthetic_seeds=synthetic_seeds, n_orders_scale=n_orders_scale,
                             probe_time_limit=probe_time_limit)
-        report = run_sections(ctx, report_sections(), threads=threads)
+        report = run_sections(ctx, SECTIONS, threads=threads)
         seconds = time.perf_counter() - start
         summary = report.to_dict(seconds=seconds)
         explorer = _explorer_page(report)
@@ -336,4 +302,4 @@ def run_report(
 
 
 __all__ = ["REPORT", "ReportPage", "ReportResult", "earlier_report", "render_report",
-           "replacement_note", "report_sections", "run_report"]
+           "replacement_note", "run_report"]
