@@ -30,4 +30,7 @@ _RENAMED.update({
     "analyses.dynamics.frequency_power": "analyses.frequency_losses.logit_frequency_power",
     "analyses.dynamics.measure": "analyses.dynamics.snapshot_measures",
     "analyses.experiments.study.measure": "analyses.experiments.study.measure_study_model",
+    # a page, so it moved up to the pages layer (a computation module may not import a page)
+    "analyses.views.views_page": "analyses.pages.views.views_page",
+    "analyses.views.save_views_page": "analyses.pages.views.save_views_page",
 })

@@ -9,9 +9,10 @@ expression, or `display(fig)`, shows the PNG; `figure_png(fig)` gives the bytes.
 
 circuitsvis views: `str(view)` of a circuitsvis object loads its JavaScript from a CDN and shows
 nothing offline, and its `local_src` inlines the 1.3 MB bundle into every view. Here each view is
-a `CircuitsVisView` (a component name and its props); `views_page` writes a page that inlines
-the bundle once and renders each view with `CircuitsVis.render(id, CircuitsVis.<Component>,
-props)`, so the page opens with no network (`fragment` is one view of such a page).
+a `CircuitsVisView` (a component name and its props); `analyses.pages.views.views_page` writes
+a page that inlines the bundle once (`bundle_script`) and renders each view with
+`CircuitsVis.render(id, CircuitsVis.<Component>, props)`, so the page opens with no network
+(`fragment` is one view of such a page; the report's views section is built the same way).
 
 In Jupyter (classic notebook, JupyterLab, VS Code) a view displays itself (`_repr_html_`), and
 the bundle goes to the notebook once, not with every view:
@@ -65,6 +66,9 @@ from analyses.cosine_fit import NeuronFits
 from analyses.fourier import FrequencyHistogram
 from analyses.replacement import ReplacementCurve
 from analyses.synthetic import SyntheticCurve
+from hooked_mlp._moved import renamed
+
+__getattr__ = renamed(__name__)  # views_page, save_views_page: the rows of analyses/__init__.py
 
 SEED_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
                "#7f7f7f", "#bcbd22", "#17becf"]
@@ -344,7 +348,7 @@ def _notebook_bundle_script(after: str = "") -> str:
 class CircuitsVisView:
     """A circuitsvis React component and its props.
 
-    Shown in a page that holds the bundle (`views_page`, `fragment`) or in Jupyter
+    Shown in a page that holds the bundle (`analyses.pages.views`, `fragment`) or in Jupyter
     (`_repr_html_`, see the module docstring). `axis_labels` (rows, columns) frames an
     `AttentionPattern` in HTML axes with those names, the first and last token at their ends, and
     a readout of the cell under the pointer (`neuron_grid_view` sets it and turns off circuitsvis's
@@ -556,24 +560,3 @@ def top_inputs_view(model: Any, neurons: Sequence[int] | None = None, k: int = 1
         title="Top and bottom inputs per neuron (columns: neurons "
               f"{', '.join(str(n) for n in chosen[:8])}{'…' if len(chosen) > 8 else ''})",
     )
-
-
-def views_page(views: Sequence[CircuitsVisView], title: str = "hooked-mlp views") -> str:
-    """A self-contained HTML page showing `views` (the circuitsvis bundle inlined once)."""
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-             "</title></head><body style='font-family:sans-serif'>",
-             f"<h1>{html.escape(title)}</h1>", bundle_script()]
-    for i, v in enumerate(views):
-        parts.append(f"<h3>{html.escape(v.title)}</h3>")
-        parts.append(v.fragment(f"cv-{i}"))
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
-def save_views_page(views: Sequence[CircuitsVisView], path: str | Path,
-                    title: str = "hooked-mlp views") -> Path:
-    """Write `views_page(views)` to `path` atomically."""
-    from hooked_mlp.files.format import atomic_write_text
-
-    atomic_write_text(path, views_page(views, title))
-    return Path(path)

@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from analyses import views
 from analyses.activations import activation_grids
 from analyses.cosine_fit import fit_neurons
+from analyses.pages.views import views_page
 from analyses.views import (
     READY_EVENT,
     CircuitsVisView,
@@ -26,7 +27,6 @@ from analyses.views import (
     plot_activation_grids,
     plot_neuron_fit,
     top_inputs_view,
-    views_page,
 )
 
 PNG = b"\x89PNG\r\n\x1a\n"

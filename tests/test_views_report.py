@@ -1,8 +1,11 @@
 """Figures, offline circuitsvis views, and the report (rendered in a real headless browser)."""
 
+import html
 import json
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from _browser import require_chromium
@@ -10,18 +13,27 @@ from _browser import require_chromium
 from analyses.activations import activation_grids
 from analyses.cosine_fit import fit_neurons
 from analyses.pages.report import run_report
+from analyses.pages.views import save_views_page, views_page
 from analyses.views import (
+    CircuitsVisView,
     bundle_script,
     figure_png,
     neuron_grid_view,
     plot_neuron_fit,
-    save_views_page,
     top_inputs_view,
-    views_page,
 )
 from hooked_mlp.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _dump_dom(exe: str, page: Path, tmp_path: Path, budget_ms: int) -> str:
+    """The DOM of `page` after `budget_ms` of virtual time in headless Chromium, offline."""
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+           "--disable-extensions", f"--user-data-dir={tmp_path / 'profile'}",
+           f"--virtual-time-budget={budget_ms}", "--dump-dom", page.as_uri()]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180).stdout
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +69,59 @@ def test_circuitsvis_views_inline_the_bundle_once(shipped, tmp_path):
     assert "unpkg.com" not in page and "</script" not in bundle_script()[8:-9]
     path = save_views_page([grid], tmp_path / "v.html")
     assert path.read_text().startswith("<!doctype html>")
+    assert '<meta name="generator" content="hooked-mlp views page">' in path.read_text()[:4096]
     with pytest.raises(ValueError, match="k must be a positive integer"):
         top_inputs_view(shipped, [3], k=0)
+
+
+def test_views_page_escapes_its_text_and_replaces_only_a_views_page(tmp_path):
+    crafted = "<img src=x onerror=alert(1)> & co"
+    view = CircuitsVisView("TopkTokens", {"tokens": [["</script><b>x</b>"]]}, title=crafted)
+    page = views_page([view], title=crafted)
+    # escaped in the <title>, the heading and the view's title; the props stay inside their JSON
+    assert crafted not in page and page.count(html.escape(crafted, quote=False)) == 3
+    assert "</script><b>" not in page
+    assert page.count('id="cv-0"') == 1 and page.count("CircuitsVis.render(") == 1
+    with pytest.raises(TypeError, match=r"views\[0\] must be an analyses.views.CircuitsVisView"):
+        views_page(["<b>not a view</b>"])
+    with pytest.raises(TypeError, match="title must be a string"):
+        views_page([view], title=None)
+    path = save_views_page([view], tmp_path / "v.html", title="first")
+    assert save_views_page([view], path, title="second") == path  # its own page: replaced
+    assert "<title>second</title>" in path.read_text()
+    other = tmp_path / "notes.html"
+    other.write_text("<html>my notes</html>")
+    with pytest.raises(ValueError, match="exists and is not a hooked-mlp views page"):
+        save_views_page([view], other)
+    assert other.read_text() == "<html>my notes</html>"
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["notes.html", "v.html"]
+
+
+@pytest.mark.parametrize("name", ["views_page", "save_views_page"])
+def test_the_old_views_page_names_still_import_with_one_warning(name):
+    code = ("import warnings, analyses.views as v, analyses.pages.views as new\n"
+            "warnings.simplefilter('always')\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            f"    a = v.{name}; b = v.{name}\n"
+            "print(len(w)); print(w[0].message if w else ''); "
+            f"print(a is b is new.{name})\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[0] == "1" and f"analyses.pages.views.{name}" in out[1] and out[2] == "True", out
+
+
+@pytest.mark.browser
+def test_views_page_renders_offline_in_headless_chromium(shipped, tmp_path):
+    exe = require_chromium()
+    grids = activation_grids(shipped, [3, 9])
+    path = save_views_page([neuron_grid_view(shipped, 3, grids),
+                            top_inputs_view(shipped, [3, 9], k=5, grids=grids)],
+                           tmp_path / "views.html")
+    dom = _dump_dom(exe, path, tmp_path, budget_ms=10000)
+    status = dict(re.findall(r'data-([a-z-]+)="(\d+)"', dom))
+    assert status.get("views-total") == "2" and status.get("views-rendered") == "2", status
+    assert "<canvas" in re.search(r'id="cv-0">(.*?)</canvas>', dom, flags=re.S).group(1)
+    assert re.search(r">3\+35<", dom[dom.index('id="cv-1"'):])  # neuron 3's top pair
 
 
 def test_report_files_and_numbers(report):
@@ -109,11 +172,7 @@ def test_report_files_and_numbers(report):
 @pytest.mark.browser
 def test_report_renders_offline_in_headless_chromium(report, tmp_path):
     exe = require_chromium()
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-           "--disable-extensions", f"--user-data-dir={tmp_path / 'profile'}",
-           "--virtual-time-budget=20000", "--dump-dom", report.html.as_uri()]
-    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=180).stdout
+    dom = _dump_dom(exe, report.html, tmp_path, budget_ms=20000)
     status = dict(re.findall(r'data-([a-z-]+)="(\d+)"', dom))
     total = len(re.findall(r'<img class="fig"', report.html.read_text()))
     assert status.get("figures-total") == str(total) == status.get("figures-loaded"), status
