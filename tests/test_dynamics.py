@@ -262,7 +262,7 @@ def test_shipped_snapshots_and_the_report_section():
     assert torch.equal(series.train_info.train_mask, shipped.train_mask)
     # ... but not bit-identical: its last snapshot is not seed 0, so it is left out, saying why
     parts = how_it_formed_html([load_pretrained(0)], None, shipped=True)
-    assert len(parts) == 1 and '<h2 id="how_it_formed">How it formed</h2>' in parts[0]
+    assert len(parts) == 1 and '<section id="how_it_formed">\n<h2>How it formed</h2>' in parts[0]
     assert "Left out: the shipped snapshots" in parts[0]
     assert "the last snapshot (epoch 2000) is not the model" in parts[0]
     assert "data:image/png;base64," not in parts[0]
