@@ -14,6 +14,10 @@
 Heavy libraries are imported inside the commands, so `--help` answers at once. Every error is
 printed as one line on stderr and the exit status is non-zero (2 for a bad command line, 1 for
 anything else).
+
+Why this file is over 600 lines: it holds the parsers of eight commands, each with its help
+text and its one-line refusals; the model and recipe flags are generated from the config's
+fields, and each command's work is a function of `hooked_mlp.jobs` or of the analyses.
 """
 
 from __future__ import annotations
