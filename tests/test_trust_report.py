@@ -283,3 +283,12 @@ def test_cli_report_probe_time_limit_reaches_the_probes(monkeypatch, tmp_path, c
     sub = next(a for a in build_parser()._actions if a.dest == "command").choices["report"]
     text = next(a.help for a in sub._actions if a.dest == "probe_time_limit")
     assert f"default {PROBE_TIME_LIMIT:g}" in text
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), "30", True])
+def test_run_report_refuses_a_bad_probe_time_limit_before_any_work(tmp_path, bad):
+    from analyses.pages.report import run_report
+
+    with pytest.raises((TypeError, ValueError), match="probe_time_limit"):
+        run_report(tmp_path / "r", probe_time_limit=bad, progress=False)
+    assert not (tmp_path / "r").exists()

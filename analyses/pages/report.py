@@ -33,7 +33,7 @@ from analyses.experiments.report import run_report as run_sections
 from analyses.experiments.study import HARMONIC_VARIANT, MAIN_VARIANT, STUDY_VARIANT
 from analyses.pages.render import markup, now, render
 from analyses.pages.writer import PageKind, page_folder
-from analyses.probes import PROBE_TIME_LIMIT
+from analyses.probes import PROBE_TIME_LIMIT, check_time_limit
 from hooked_mlp.config import describe
 from hooked_mlp.files import layout
 
@@ -271,6 +271,7 @@ def run_report(
     from hooked_mlp.files.checkpoints import save
 
     start = time.perf_counter()
+    probe_time_limit = check_time_limit(probe_time_limit, "probe_time_limit")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out_dir must be a folder, but {out} is a file")
