@@ -40,12 +40,15 @@ that labels the rows `a` (0 at the top, where circuitsvis draws row 0; the matpl
 `plot_activation_grids` has it at the bottom) and the columns `b`, with a line under the grid
 that reads out `a`, `b` and the value of the cell under the pointer. The frame is part of the
 view's HTML, so it is the same in the report (`fragment`) and in Jupyter (`_repr_html_`).
+The HTML and scripts of the views (and `img_html`) are Jinja2 snippets in
+`analyses/templates/views/`, autoescaped, with values in scripts written as escaped JSON (the
+`js` filter). They have an environment of their own, not the pages' (`analyses.pages.render`):
+this module is a computation, below the pages layer.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import math
@@ -58,6 +61,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 from matplotlib.figure import Figure
 
 from analyses._common import check_model, check_neurons, wrap_angle
@@ -106,12 +111,8 @@ def figure_png(fig: Figure, dpi: int = 110) -> bytes:
 def img_html(png: bytes, alt: str, name: str | None = None, caption: bool = False) -> str:
     """An `<img>` element embedding `png` as base64 (id `fig-{name}` when named; inside a
     `<figure>` with `alt` as its caption when `caption`), for self-contained pages."""
-    data = base64.b64encode(png).decode("ascii")
-    ident = f' id="fig-{html.escape(name)}"' if name else ""
-    img = (f'<img class="fig"{ident} style="max-width:100%" alt="{html.escape(alt)}" '
-           f'src="data:image/png;base64,{data}">')
-    return f"<figure>{img}<figcaption>{html.escape(alt)}</figcaption></figure>" if caption \
-        else img
+    uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return _snippet("img.html.j2", uri=uri, alt=alt, name=name, caption=caption)
 
 
 def plot_training_curves(histories: Sequence[dict[str, list[float]]],
@@ -323,6 +324,24 @@ def _js(value: Any) -> str:
 
 
 @lru_cache(maxsize=1)
+def _snippets() -> Environment:
+    """The Jinja2 environment of the snippets in `analyses/templates/views/` (autoescaped, strict
+    about names; `js` writes a value as `_js` does). It is not `analyses.pages.render`'s: a
+    computation module may not import the pages layer."""
+    env = Environment(loader=PackageLoader("analyses", "templates"),
+                      autoescape=select_autoescape(("html", "html.j2", "js.j2")),
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                      keep_trailing_newline=False)
+    env.filters["js"] = lambda value: Markup(_js(value))
+    return env
+
+
+def _snippet(template: str, **context: Any) -> str:
+    """The snippet `views/{template}` rendered with `context`."""
+    return _snippets().get_template(f"views/{template}").render(**context)
+
+
+@lru_cache(maxsize=1)
 def _bundle_js() -> str:
     """circuitsvis's browser bundle (`dist/cdn/iife.js`), safe to inline in a `<script>`."""
     import circuitsvis
@@ -336,12 +355,12 @@ def bundle_script() -> str:
     return f"<script>{_bundle_js()}</script>"
 
 
-def _notebook_bundle_script(after: str = "") -> str:
+def _notebook_bundle_script(after_id: str = "", after: str = "") -> str:
     """The bundle for a notebook: run only where `window.CircuitsVis` is not defined yet, then
-    `READY_EVENT` is fired (so views shown earlier render), then `after` (JavaScript)."""
-    return ("<script>if (!window.CircuitsVis) { (function () {\n" + _bundle_js()
-            + "\n;window.CircuitsVis = CircuitsVis;\n})(); }\n"
-            f"window.dispatchEvent(new Event({_js(READY_EVENT)}));{after}</script>")
+    `READY_EVENT` is fired (so views shown earlier render), then `after` is written into the
+    element `after_id` (if given)."""
+    return _snippet("bundle.html.j2", bundle=Markup(_bundle_js()), ready=READY_EVENT,
+                    after_id=after_id, after=after)
 
 
 @dataclass(repr=False)
@@ -374,9 +393,8 @@ class CircuitsVisView:
 
         The circuitsvis component renders into `<div class="cv-view" id="{div_id}">`.
         """
-        return (f"{self._markup(div_id)}\n<script>(function () {{var props = {_js(self.props)};"
-                f"CircuitsVis.render({_js(div_id)}, CircuitsVis.{self.component}, props);"
-                f"{self._readout_js(div_id)}}})();</script>")
+        self._check_id(div_id)
+        return _snippet("fragment.html.j2", **self._context(div_id))
 
     def notebook_html(self, include_bundle: bool | None = None) -> str:
         """HTML that renders this view in Jupyter, under a fresh element id.
@@ -390,81 +408,28 @@ class CircuitsVisView:
         if include_bundle:
             _NOTEBOOK.bundle_sent = True
         div_id = f"hm-cv-{uuid.uuid4().hex}"
-        script = (
-            "(function () {"
-            f"var id = {_js(div_id)}, props = {_js(self.props)}, done = false, tries = 0;"
-            "function say(text) {var n = document.getElementById(id + '-note');"
-            " if (n) { if (text) { n.textContent = text; } else { n.remove(); } }}"
-            "function draw() {var cv = window.CircuitsVis;"
-            " if (done || !cv || !document.getElementById(id)) return done;"
-            f" done = true; window.removeEventListener({_js(READY_EVENT)}, draw);"
-            f" try {{ cv.render(id, cv.{self.component}, props); }}"
-            " catch (e) { say('circuitsvis could not draw this view: ' + e); return true; }"
-            f" say(''); {self._readout_js(div_id)} return true;}}"
-            f"window.addEventListener({_js(READY_EVENT)}, draw);"
-            "(function poll() {if (draw()) return;"
-            f" if (++tries < {_WAIT_MS // _POLL_MS}) {{ setTimeout(poll, {_POLL_MS}); }}"
-            f" else if (!window.CircuitsVis) {{ say({_js(_HINT)}); }}}})();"
-            "})();")
-        title = (f'<div class="hm-cv-title" style="font-weight:600;margin:4px 0">'
-                 f"{html.escape(self.title)}</div>" if self.title else "")
-        return (f'<div class="hm-cv-output">{_notebook_bundle_script() if include_bundle else ""}'
-                f"{title}{self._markup(div_id)}"
-                f'<div class="hm-cv-note" id="{div_id}-note" style="color:#9a6700;font-size:12px">'
-                f"{html.escape(_NO_SCRIPT)}</div><script>{script}</script></div>")
+        bundle = Markup(_notebook_bundle_script()) if include_bundle else None
+        return _snippet("notebook.html.j2", **self._context(div_id), bundle=bundle,
+                        ready=READY_EVENT, polls=_WAIT_MS // _POLL_MS, poll_ms=_POLL_MS,
+                        hint=_HINT, no_script=_NO_SCRIPT)
 
     def _repr_html_(self) -> str:
         """Jupyter's HTML for this view (`notebook_html()`)."""
         return self.notebook_html()
 
-    def _markup(self, div_id: str) -> str:
-        """The element circuitsvis renders into, framed by the axes if the view has them."""
-        if not _ID.fullmatch(div_id):
+    @staticmethod
+    def _check_id(div_id: str) -> None:
+        if not isinstance(div_id, str) or not _ID.fullmatch(div_id):
             raise ValueError(f"div_id must be a letter then letters, digits, '-' or '_', got "
                              f"{div_id!r}")
-        if self.axis_labels is None:
-            return f'<div class="cv-view" id="{div_id}"></div>'
-        # AttentionPattern is a react-grid-system Row (margins of -15px each side): this padding
-        # puts its canvas exactly over the element, so that the axes line up with the grid
-        target = f'<div class="cv-view" style="padding:0 15px" id="{div_id}"></div>'
-        rows, cols = (html.escape(str(x)) for x in self.axis_labels)
+
+    def _context(self, div_id: str) -> dict[str, Any]:
+        """What the snippets need: the view, its element id, and the axes (rows, columns) with
+        the tokens at their ends, or `axes=None` (see `templates/views/markup.html.j2`)."""
         tokens = self.props.get("tokens") or [""]
-        first, last = html.escape(str(tokens[0])), html.escape(str(tokens[-1]))
-        name = "font-weight:600;font-size:15px;font-style:italic"
-        return (
-            '<div class="hm-axes" style="display:grid;grid-template-columns:auto minmax(0,1fr);'
-            'gap:2px 6px;max-width:560px;font-size:12px;color:#333">'
-            '<div class="hm-axis-rows" style="display:flex;flex-direction:column;'
-            f'justify-content:space-between;align-items:flex-end"><span>{first}</span>'
-            f'<span style="{name}">{rows}</span><span>{last}</span></div>{target}<div></div>'
-            '<div class="hm-axis-cols" style="display:flex;justify-content:space-between">'
-            f'<span>{first}</span><span style="{name}">{cols}</span><span>{last}</span></div>'
-            f'<div></div><div class="hm-readout" id="{div_id}-at" style="color:#555;'
-            f'min-height:1.4em">hover a cell for {rows}, {cols} and its value</div></div>')
-
-    def _readout_js(self, div_id: str) -> str:
-        """JavaScript (with `props` in scope) that fills the readout line under framed axes.
-
-        AttentionPattern draws row 0 at the top and column 0 at the left, and with its axes off
-        the chart fills its canvas, so the pointer's cell follows from its place on the canvas.
-        """
-        if self.axis_labels is None:
-            return ""
-        rows, cols = (str(x) for x in self.axis_labels)
-        return (
-            "(function (box, out, m, t) {if (!box || !out || !m || !m.length) return;"
-            " var n = m.length, idle = out.textContent;"
-            " box.addEventListener('mousemove', function (ev) {"
-            "  var c = box.querySelector('canvas'); if (!c) return;"
-            "  var r = c.getBoundingClientRect();"
-            "  var j = Math.floor((ev.clientX - r.left) / r.width * n);"
-            "  var i = Math.floor((ev.clientY - r.top) / r.height * n);"
-            "  if (i < 0 || j < 0 || i >= n || j >= n) { out.textContent = idle; return; }"
-            f"  out.textContent = {_js(rows + ' = ')} + t[i] + ', ' + {_js(cols + ' = ')} + t[j]"
-            "   + ': ' + m[i][j];});"
-            " box.addEventListener('mouseleave', function () { out.textContent = idle; });"
-            f"}})(document.getElementById({_js(div_id)}), "
-            f"document.getElementById({_js(div_id + '-at')}), props.attention, props.tokens);")
+        axes = None if self.axis_labels is None else tuple(str(x) for x in self.axis_labels)
+        return {"view": self, "div_id": div_id, "axes": axes, "first": str(tokens[0]),
+                "last": str(tokens[-1])}
 
 
 @dataclass(frozen=True)
@@ -478,12 +443,10 @@ class NotebookSetup:
         """The guarded bundle and a line that says whether it ran."""
         _NOTEBOOK.bundle_sent = True
         div_id = f"hm-cv-setup-{uuid.uuid4().hex}"
-        done = ("var s = document.getElementById(" + _js(div_id) + ");"
-                " if (s) { s.textContent = " + _js("circuitsvis is loaded for hooked-mlp views "
-                                                   "(offline).") + "; }")
-        return (f'<div id="{div_id}" class="hm-cv-setup" style="color:#555;font-size:12px">'
-                f"{html.escape(_NO_SCRIPT.replace('view', 'bundle'))}</div>"
-                f"{_notebook_bundle_script(done)}")
+        bundle = _notebook_bundle_script(div_id, "circuitsvis is loaded for hooked-mlp views "
+                                                 "(offline).")
+        return _snippet("setup.html.j2", div_id=div_id, bundle=Markup(bundle),
+                        no_script=_NO_SCRIPT.replace("view", "bundle"))
 
 
 def notebook_setup(every_view: bool = False) -> NotebookSetup:

@@ -279,3 +279,22 @@ setTimeout(function () {{
     assert result["before"] == 0 and result["after"] > 0 and not result["note"]
     assert "circuitsvis is loaded" in result["setup"]
     assert re.search(r"\b\d+\+\d+\b", result["text"])
+
+
+def test_the_snippets_escape_what_they_show():
+    """Titles, axis names and tokens are escaped in the HTML; in the scripts they stay JSON."""
+    crafted = "<b>x</b>&'\""
+    view = CircuitsVisView("AttentionPattern", {"tokens": [crafted, "</script>"],
+                                                "attention": [[1.0, 0.0], [0.0, 1.0]]},
+                           title=crafted, axis_labels=(crafted, "c<"))
+    for h in (view.fragment("cv-0"), view.notebook_html(include_bundle=False)):
+        assert "<b>x</b>" not in h and "</script>\"" not in h and "c<" not in h
+        assert "&lt;b&gt;x&lt;/b&gt;&amp;" in h  # the axis name and the first token
+        assert h.count("</script>") == 1  # the view's own script only
+        props = re.search(r"props = (\{.*?\})[;,]", h).group(1)
+        assert json.loads(props) == view.props  # the props as given, readable as JSON
+    title = view.notebook_html(include_bundle=False).split("hm-cv-title")[1]
+    assert title.split("</div>")[0].endswith("&lt;b&gt;x&lt;/b&gt;&amp;&#39;&#34;")
+    img = views.img_html(PNG + b"rest", crafted, name="a&b", caption=True)
+    assert img.count("&lt;b&gt;x&lt;/b&gt;") == 2 and 'id="fig-a&amp;b"' in img
+    assert img.startswith("<figure><img class=\"fig\"") and img.endswith("</figcaption></figure>")
