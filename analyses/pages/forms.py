@@ -18,7 +18,7 @@ from typing import Any
 from analyses.experiments.forms import FormsComparison, compare_neuron_forms
 from analyses.pages.render import render
 
-SECTION = {"key": "neuron_forms", "anchor": "neuron-forms", "title": "What each neuron computes"}
+SECTION = {"key": "neuron_forms", "anchor": "neuron_forms", "title": "What each neuron computes"}
 TEMPLATE = "sections/neuron_forms.html.j2"
 
 

@@ -118,9 +118,7 @@ def replacement_note(agg: dict[str, Any], cfg: Any) -> dict[str, Any] | None:
 
 
 def _frame(name: str, title: str) -> dict[str, str]:
-    from analyses.pages.forms import SECTION as FORMS_FRAME
-
-    return FORMS_FRAME if name == "neuron_forms" else {"key": name, "anchor": name, "title": title}
+    return {"key": name, "anchor": name, "title": title}
 
 
 def _study_part(report: Any) -> str:
