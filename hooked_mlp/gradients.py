@@ -135,8 +135,8 @@ def loss_and_grads(
     # changes no value, only where it is added up)
     g_in = grads["W_in"]
     one_hot = cfg.input_encoding == "one_hot"
-    table_shape = (*g_in.shape[:-2], functional.table_rows(cfg), g_in.shape[-1])
-    g_table = g_in if one_hot and _flattens(g_in) else g_in.new_empty(table_shape)
+    g_table = g_in if one_hot and g_in.is_contiguous() else g_in.new_empty(
+        (*g_in.shape[:-2], functional.table_rows(cfg), g_in.shape[-1]))
     g_flat = g_table.view(-1, g_table.shape[-1])  # [S * table_rows, H]
     g_flat.zero_()
     src = d_pre.reshape(-1, d_pre.shape[-1])  # [S * B, H]
@@ -148,12 +148,3 @@ def loss_and_grads(
     elif g_table is not g_in:
         g_in.copy_(g_table)
     return per_sample, logits
-
-
-def _flattens(t: Tensor) -> bool:
-    """Whether `t` `[..., rows, H]` views as `[-1, H]` without a copy."""
-    try:
-        t.view(-1, t.shape[-1])
-    except RuntimeError:
-        return False
-    return True

@@ -31,6 +31,7 @@ largest, as `logits.argmax(-1)`: a tie with an earlier class is a miss).
 from __future__ import annotations
 
 import bisect
+import contextlib
 import itertools
 import os
 import warnings
@@ -208,7 +209,8 @@ class TorchBackend:
             for i, buf in enumerate((s.flat, s.grad, s.exp_avg, s.exp_avg_sq)):
                 lists[i].append(buf[lo:hi])
             lists[4].append(torch.zeros((), device=s.device, dtype=s.dtype))
-        return [(*lists, recipe) for recipe, lists in by_recipe.items()]
+        return [(*lists, dict(zip(RECIPE_FIELDS, recipe, strict=True)))
+                for recipe, lists in by_recipe.items()]
 
     def use_threads(self, threads: int) -> int:
         return threads  # torch's intra-op threads
@@ -217,8 +219,7 @@ class TorchBackend:
         """One step of torch's AdamW (`AdamW(fused=True)`'s kernel) on every run, each with its
         own recipe, the gradients being in the state's gradient buffer."""
         for params, grads, exp_avgs, exp_avg_sqs, steps, recipe in self._adamw:
-            fused_adamw(params, grads, exp_avgs, exp_avg_sqs, steps,
-                        **dict(zip(RECIPE_FIELDS, recipe, strict=True)))
+            fused_adamw(params, grads, exp_avgs, exp_avg_sqs, steps, **recipe)
 
     def prepare(self, epoch: int) -> list[list[tuple[Tensor, Tensor, int, int]]]:
         """This epoch's steps, per group: `(rows [k, bs, 2], labels [k, bs], start, bs)`; step
@@ -245,17 +246,24 @@ class TorchBackend:
         for _, _, _, _, steps, _ in self._adamw:
             for t in steps:
                 t.fill_(s.step)
-        for j in range(s.steps_per_epoch):
-            if not self.by_hand:
-                s.grad.zero_()
-            for i, g in enumerate(s.groups):
-                rows, labels, lo, bs = schedule[i][j]
-                per_sample, logits = self._loss_and_grads(i, rows, labels)
-                with torch.no_grad():
-                    self.loss_buf[i][:, lo : lo + bs] = per_sample.view(g.k, bs)
+        by_hand = self.by_hand
+        # one no-grad scope for the epoch on the hand-derived path (a scope per step is Python
+        # the helper thread's validation pass contends with); autograd's path needs its graph
+        # and takes the scope for AdamW alone
+        with torch.no_grad() if by_hand else contextlib.nullcontext():
+            for j in range(s.steps_per_epoch):
+                if not by_hand:
+                    s.grad.zero_()
+                for i in range(len(s.groups)):
+                    rows, labels, lo, bs = schedule[i][j]
+                    per_sample, logits = self._loss_and_grads(i, rows, labels)  # detached
+                    self.loss_buf[i][:, lo : lo + bs] = per_sample.view(-1, bs)
                     torch.eq(logits.argmax(-1), labels, out=self.hit_buf[i][:, lo : lo + bs])
-            with torch.no_grad():
-                self.adamw()
+                if by_hand:
+                    self.adamw()
+                else:
+                    with torch.no_grad():
+                        self.adamw()
         # per run, in batch order: a run's history does not depend on the runs beside it
         out = torch.empty(s.S, 2, device=s.device, dtype=s.dtype)
         for g, loss, hit in zip(s.groups, self.loss_buf, self.hit_buf, strict=True):
