@@ -268,3 +268,55 @@ def test_explore_command_writes_the_page_and_refuses_bad_input(tmp_path, capsys,
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and words in err, (argv, err)
     assert not (tmp_path / "F").exists()
+
+
+# --------------------------------------------------------------------------- cached measures
+def _page_data(path):
+    import json
+    import re
+
+    return json.loads(re.search(r'<script type="application/json" id="explorer-data">(.*?)'
+                                r'</script>', path.read_text(), re.S).group(1))
+
+
+def test_a_series_page_takes_the_measures_cached_beside_its_file(tmp_path, monkeypatch):
+    """A series read from `X.safetensors` takes its measures from `X.dynamics.json` when that
+    cache was written for that very file: the page holds the same numbers as one measured
+    afresh, without measuring; a cache of another file is not used."""
+    import analyses.dynamics
+    from analyses.dynamics import dynamics
+    from analyses.experiments.formation import write_measures_cache
+    from analyses.pages.explorer import cached_measures, write_explorer_page
+    from hooked_mlp import TrainConfig, load_snapshots, train
+    from hooked_mlp.files.layout import PRETRAINED_DIR, SHIPPED_SERIES
+    from hooked_mlp.files.series import write_series
+
+    model, _ = train(MLPConfig(p=11, d_hidden=12), TrainConfig(epochs=30, lr=0.01),
+                     snapshots="0,10,30", progress=False, threads=1)
+    path = tmp_path / "snaps.safetensors"
+    write_series(path, model.train_info.snapshots)
+    series = load_snapshots(path)
+    fresh = _page_data(write_explorer_page(series, tmp_path / "fresh", inputs=[path]))
+    write_measures_cache(path, dynamics(series), tmp_path / "snaps.dynamics.json")
+    assert cached_measures(series, [path]) is not None
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("measured although the cache fits")
+
+    monkeypatch.setattr(analyses.dynamics, "dynamics", no_measuring)
+    cached = _page_data(write_explorer_page(series, tmp_path / "cached", inputs=[path]))
+    assert cached["curves"]["epochs"] == fresh["curves"]["epochs"] == [0, 10, 30]
+    for name, values in fresh["curves"]["measures"].items():
+        assert cached["curves"]["measures"][name] == pytest.approx(values, abs=1e-5,
+                                                                    nan_ok=True), name
+    assert cached["states"] == fresh["states"]
+    # a cache written for another file (or none beside it) is not used
+    other = tmp_path / "other.safetensors"
+    write_series(other, model.train_info.snapshots, dtype="float16")
+    (tmp_path / "other.dynamics.json").write_bytes((tmp_path / "snaps.dynamics.json").read_bytes())
+    assert cached_measures(load_snapshots(other), [other]) is None
+    assert cached_measures(series, [tmp_path]) is None and cached_measures(model, [path]) is None
+    # the shipped series' cache is found beside it
+    shipped = PRETRAINED_DIR / SHIPPED_SERIES
+    d = cached_measures(load_snapshots(shipped), [shipped])
+    assert d is not None and len(d.epochs) == 33

@@ -9,6 +9,12 @@ offline file, the front end (`analyses/explorer/explorer.js`, `explorer.css`) an
 
 The page is written through the one page writer (`analyses.pages.writer`): it replaces only an
 earlier explorer page, atomically, and never a folder holding its inputs (a sweep folder).
+
+A series read from a snapshots file `X.safetensors` takes its progress measures from the cache
+`X.dynamics.json` beside it when that cache was written for that very file and fits the series
+(`analyses.experiments.formation.read_measures_cache`, checked against the checksum the file
+records): the shipped series' cache (`hooked_mlp/pretrained/snapshots-study-seed-0.dynamics.json`)
+saves recomputing `analyses.dynamics.dynamics`, about half of its build.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from analyses.experiments.formation import read_measures_cache
 from analyses.explorer.data import MAX_CELLS, gather
 from analyses.explorer.front_end import front_end
 from analyses.pages.render import markup, now, render
@@ -44,17 +51,38 @@ def explorer_html(data: Mapping[str, Any], command: str | None = None) -> str:
                   module=markup(module), css=markup(css))
 
 
+def cached_measures(series: Any, inputs: Iterable[str | os.PathLike[str]]) -> Any | None:
+    """The progress measures (`analyses.dynamics.Dynamics`) of `series` from the cache beside
+    the snapshots file it was read from (`X.dynamics.json` beside `X.safetensors`, one of
+    `inputs`), or None: not a series, no such cache, or one written for another file or not
+    fitting the series (`read_measures_cache`)."""
+    if not (hasattr(series, "epochs") and hasattr(series, "__len__")):
+        return None
+    for path in map(Path, inputs):
+        cache = path.with_suffix(".dynamics.json")
+        if path.is_file() and path.suffix == ".safetensors" and cache.is_file():
+            found = read_measures_cache(series, path, cache)
+            if found is not None:
+                return found
+    return None
+
+
 def write_explorer_page(obj: Any, out_dir: str | os.PathLike[str], *, title: str | None = None,
                         max_cells: int = MAX_CELLS, command: str | None = None,
-                        inputs: Iterable[str | os.PathLike[str]] = ()) -> Path:
+                        inputs: Iterable[str | os.PathLike[str]] = (),
+                        measures: Any | None = None) -> Path:
     """Gather the explorer's data for `obj` (a `HookedMLP`, a snapshot series, or a sweep
     folder) and write `out_dir/explorer.html`; its path. The folder must be new, empty or an
     earlier explorer page's, and may not hold the sweep folder given as `obj` or any of
-    `inputs` (the files a model or series was loaded from)."""
+    `inputs` (the files a model or series was loaded from). A series' progress measures:
+    `measures` (its `Dynamics` computed before), else the cache beside its snapshots file
+    (`cached_measures`), else measured afresh."""
     inputs = [*inputs, *([obj] if isinstance(obj, (str, os.PathLike)) else [])]
     with page_folder(out_dir, KIND, inputs) as page:  # refused before minutes of gathering
-        page.write(PAGE_FILE, explorer_html(gather(obj, title, max_cells), command))
+        if measures is None:
+            measures = cached_measures(obj, inputs)
+        page.write(PAGE_FILE, explorer_html(gather(obj, title, max_cells, measures), command))
     return Path(out_dir) / PAGE_FILE
 
 
-__all__ = ["KIND", "PAGE_FILE", "explorer_html", "write_explorer_page"]
+__all__ = ["KIND", "PAGE_FILE", "cached_measures", "explorer_html", "write_explorer_page"]
