@@ -52,7 +52,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from analyses._common import check_model
+from analyses._common import check_model, headline
 from hooked_mlp.data import all_pairs, dataset
 
 KINDS = ("sae", "transcoder")
@@ -190,11 +190,23 @@ class SparseDictionary:
         atomic_write_bytes(folder / "sae_weights.safetensors", save(weights))
         atomic_write_text(folder / "cfg.json", json.dumps(cfg, indent=1))
 
-    def summary(self) -> str:
-        last = self.history.get("nmse", [float("nan")])[-1]
+    def summary(self) -> dict[str, Any]:
+        """Its headline numbers: what it is (kind, hooks, sparsity, size) and the normalised
+        MSE on all pairs at the end of training (None when it was not trained here)."""
+        nmse = self.history.get("nmse")
+        return headline({"kind": self.kind, "hook_in": self.hook_in, "hook_out": self.hook_out,
+                         "sparsity": self.sparsity, "k": self.k, "l1": self.l1,
+                         "d_sae": self.d_sae, "seed": self.seed,
+                         "steps": len(nmse) if nmse else 0,
+                         "final_nmse": float(nmse[-1]) if nmse else None})
+
+    def describe(self) -> str:
+        """What it is and the loss it reached, in one line."""
+        s = self.summary()
+        last = "not trained here" if s["final_nmse"] is None else \
+            f"final normalised MSE {s['final_nmse']:.4f} after {s['steps']} steps"
         return (f"{self.kind} {self.hook_in} -> {self.hook_out}: {self.d_sae} features "
-                f"({self.sparsity}{'' if self.k is None else f', k={self.k}'}), final "
-                f"normalised MSE {last:.4f}")
+                f"({self.sparsity}{'' if self.k is None else f', k={self.k}'}), {last}")
 
 
 def _activate(pre: Tensor, sparsity: str, k: int | None) -> Tensor:

@@ -49,7 +49,6 @@ TEXT_SUMMARIES = {
     "analyses.patching.PatchingResult",
     "analyses.patching.PathPatchingResult",
     "analyses.probes.ProbeResult",
-    "analyses.sae.SparseDictionary",
     "analyses.swap.PhaseMoments",
 }
 # results without summary() yet, in files of other helpers (requests.md, N-names); may only shrink
@@ -115,6 +114,7 @@ def _builders(tiny, series):
     from analyses.discovery import discover
     from analyses.dynamics import dynamics
     from analyses.experiments.construction import quad_curve
+    from analyses.sae import train_sae
 
     w = tiny.W_a.detach().t()
     fits = cf.fit_neurons(tiny)
@@ -152,6 +152,8 @@ def _builders(tiny, series):
             ns=(4, 8), seeds=(0,), p=P),
         "analyses.experiments.construction.QuadCurve": lambda: quad_curve(ns=(1, 3), p=P,
                                                                            seeds=(0,)),
+        "analyses.sae.SparseDictionary": lambda: train_sae(tiny, d_sae=8, steps=5,
+                                                           batch_size=64),
     }
 
 
