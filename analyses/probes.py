@@ -6,9 +6,11 @@ A probe is a function of a model that returns a result:
         ...
 
 where `result.to_dict()` returns JSON-ready numbers (the only thing required), and optionally
-`result.figures()` returns `{name: matplotlib.figure.Figure}` and `result.summary()` a few lines
-of text. A probe computes; it never writes files or HTML: `hooked-mlp probe` prints what it
-returns and `hooked-mlp report` presents it. `ProbeResult` is a ready-made result class.
+`result.figures()` returns `{name: matplotlib.figure.Figure}`, `result.summary()` its headline
+numbers (a dict, `analyses._common.Result`) and `result.describe()` a few lines of text
+(`result_text` reads them: describe(), else the summary). A probe computes; it never writes
+files or HTML: `hooked-mlp probe` prints what it returns and `hooked-mlp report` presents it.
+`ProbeResult` is a ready-made result class.
 
 Probes are found through Python entry points in the group `hooked_mlp.probes`, so another
 installed package adds one without editing this one; in its `pyproject.toml`:
@@ -57,9 +59,34 @@ ENTRY_POINT_GROUP = "hooked_mlp.probes"
 PROBE_TIME_LIMIT = 300.0  # seconds one probe may take on one model in a report
 
 
+def _word(value: Any) -> str:
+    """One headline value in words: floats to 4 significant digits, groups as compact JSON."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(to_jsonable(value), separators=(", ", ": "))
+    return str(value)
+
+
+def result_text(result: Any) -> str:
+    """The few lines of text of a result: its `describe()` where it has one; else its
+    `summary()` when that is text (a result written before the protocol); else its headline
+    numbers, one `name: value` line each; "" when it has neither."""
+    describe = getattr(result, "describe", None)
+    if callable(describe):
+        return str(describe())
+    summary = getattr(result, "summary", None)
+    if not callable(summary):
+        return ""
+    headline = summary()
+    if isinstance(headline, dict):
+        return "\n".join(f"{k}: {_word(v)}" for k, v in headline.items())
+    return "" if headline is None else str(headline)
+
+
 @dataclass
 class ProbeResult:
-    """A probe's result: numbers (`data`, JSON-ready), figures and a short summary."""
+    """A probe's result: numbers (`data`, JSON-ready), figures and a few lines of text."""
 
     data: dict[str, Any]
     figure_makers: dict[str, Callable[[], Any]] = field(default_factory=dict)
@@ -71,7 +98,11 @@ class ProbeResult:
     def figures(self) -> dict[str, Any]:
         return {name: make() for name, make in self.figure_makers.items()}
 
-    def summary(self) -> str:
+    def summary(self) -> dict[str, Any]:
+        """The probe's numbers (its `data` is what a probe chose to report)."""
+        return self.to_dict()
+
+    def describe(self) -> str:
         return self.text
 
 
@@ -216,7 +247,8 @@ def model_changes(model: Any, probed: Any) -> list[str]:
 @dataclass
 class ProbeRuns:
     """Every registered probe run on every model: for each probe, per model either its
-    numbers and summary or why it does not apply; and the first model's figures."""
+    numbers and text (`data`, `summary`) or why it does not apply; and the first model's
+    figures."""
 
     probes: dict[str, Probe]
     per_model: dict[str, list[dict[str, Any]]]
@@ -257,9 +289,7 @@ def run_probes(models: list[Any], labels: list[str],
                 with stop_after(time_limit_s, name):
                     result = run_probe(probe, own)
                     row["data"] = to_jsonable(result.to_dict())
-                    summary = (result.summary() if callable(getattr(result, "summary", None))
-                               else "")
-                    row["summary"] = str(summary)
+                    row["summary"] = result_text(result)
                     if i == 0 and callable(getattr(result, "figures", None)):
                         figures[name] = dict(result.figures())
             except Exception as e:
@@ -274,4 +304,4 @@ def run_probes(models: list[Any], labels: list[str],
 
 __all__ = ["MAX_TIME_LIMIT", "PROBE_TIME_LIMIT", "Probe", "ProbeResult", "ProbeRuns",
            "ProbeTimeoutError", "check_time_limit", "get_probe", "model_changes",
-           "registered_probes", "run_probe", "run_probes", "stop_after"]
+           "registered_probes", "result_text", "run_probe", "run_probes", "stop_after"]

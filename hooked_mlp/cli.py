@@ -373,7 +373,7 @@ def _time_limit(command: str, seconds: float | None) -> float | None:
 # --------------------------------------------------------------------------- probe
 def _cmd_probe(args: argparse.Namespace) -> int:
     from analyses._common import to_jsonable
-    from analyses.probes import get_probe, registered_probes, run_probe, stop_after
+    from analyses.probes import get_probe, registered_probes, result_text, run_probe, stop_after
 
     if args.list:
         if args.name is not None:
@@ -394,8 +394,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         print(json.dumps(to_jsonable(result.to_dict()), indent=2, allow_nan=False))
     else:
         print(f"{probe.name}: {safe_text(probe.title)} ({safe_text(probe.source)})")
-        summary = result.summary() if callable(getattr(result, "summary", None)) else ""
-        for line in str(summary).splitlines() or ["(no summary: --json shows the numbers)"]:
+        for line in result_text(result).splitlines() or ["(no summary: --json shows the numbers)"]:
             print(f"  {safe_text(line)}")
     if args.figures is not None:
         from analyses.pages.writer import write_figures

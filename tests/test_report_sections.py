@@ -29,8 +29,8 @@ class _Numbers:
     def to_dict(self):
         return {"value": self.value}
 
-    def summary(self):
-        return f"value {self.value}"
+    def summary(self):  # headline numbers only (no describe()): the text lists them
+        return {"value": self.value}
 
 
 def test_a_failing_section_costs_only_its_row_and_skips_what_needs_it(small):
@@ -63,7 +63,12 @@ def test_a_failing_section_costs_only_its_row_and_skips_what_needs_it(small):
     assert doc == {"source": "two copies", "seconds": 1.5, "first": {"value": 2},
                    "broken": None, "after_broken": None, "second": {"value": 3},
                    "nothing": None, "sections_failed": {"broken": "RuntimeError: boom second line"}}
-    assert "Second:\nvalue 3" in result.summary() and "left out: broken" in result.summary()
+    text = result.describe()
+    assert "Second:\nvalue: 3" in text and "left out: broken" in text
+    assert result.summary() == {"sections_ran": ["first", "second", "hidden"],
+                                "not_applicable": {}, "skipped": ["after_broken"],
+                                "sections_failed": {"broken": "RuntimeError: boom second line"},
+                                "seconds": result.seconds}
     with pytest.raises(ValueError, match="distinct names"):
         run_report(ctx, (sections[0], sections[0]))
     with pytest.raises(ValueError, match="labels must name each of the 2 models"):

@@ -44,11 +44,9 @@ TEXT_SUMMARIES = {
     "analyses.experiments.published.ImportedPublished",
     "analyses.experiments.report.StudyFigures",
     "analyses.experiments.report.Views",
-    "analyses.experiments.report.ReportResult",
     "analyses.experiments.report.ExplorerData",  # being written (another helper's work)
     "analyses.patching.PatchingResult",
     "analyses.patching.PathPatchingResult",
-    "analyses.probes.ProbeResult",
     "analyses.swap.PhaseMoments",
 }
 # results without summary() yet, in files of other helpers (requests.md, N-names); may only shrink
@@ -107,13 +105,22 @@ def series():
 def _builders(tiny, series):
     """One result of each class that follows the protocol, computed on the tiny model."""
     from analyses import activation_fits as af
+    from analyses import (
+        builtin_probes,
+        forms,
+        fourier,
+        neuron_measures,
+        predict_out,
+        replacement,
+        synthetic,
+    )
     from analyses import cosine_fit as cf
-    from analyses import forms, fourier, neuron_measures, predict_out, replacement, synthetic
     from analyses.activations import activation_grids
     from analyses.clock_pizza import diagnose
     from analyses.discovery import discover
     from analyses.dynamics import dynamics
     from analyses.experiments.construction import quad_curve
+    from analyses.experiments.report import ReportContext, Section, run_report
     from analyses.sae import train_sae
 
     w = tiny.W_a.detach().t()
@@ -154,6 +161,11 @@ def _builders(tiny, series):
                                                                            seeds=(0,)),
         "analyses.sae.SparseDictionary": lambda: train_sae(tiny, d_sae=8, steps=5,
                                                            batch_size=64),
+        "analyses.probes.ProbeResult": lambda: builtin_probes.dead_neurons(tiny),
+        "analyses.experiments.report.ReportResult": lambda: run_report(
+            ReportContext([tiny], ["tiny"], "a tiny model"),
+            (Section("frequencies", "Frequencies",
+                     lambda ctx: fourier.frequency_histogram(ctx.models[0])),)),
     }
 
 
@@ -207,3 +219,29 @@ def test_headline_numbers_are_the_results_own(tiny):
 
     q = quad_curve(ns=(1, 3, 6, 12), p=P, seeds=(0, 1)).summary()
     assert q["smallest_n_exact"] == q["predicted"] == 6 and q["exact_last"] == 1.0
+
+
+def test_the_readers_take_text_from_describe_else_the_headline_numbers():
+    """`analyses.probes.result_text`: what the report, the probe runner and `hooked-mlp probe`
+    print for a result."""
+    from analyses.probes import result_text
+
+    class Described:
+        def summary(self):
+            return {"n": 1}
+
+        def describe(self):
+            return "one neuron"
+
+    class Numbers:
+        def summary(self):
+            return {"n": 3, "r2": 0.123456, "k": [1, 2], "none": None}
+
+    class OldText:  # a third-party result written before the protocol
+        def summary(self):
+            return "two lines\nof text"
+
+    assert result_text(Described()) == "one neuron"
+    assert result_text(Numbers()) == "n: 3\nr2: 0.1235\nk: [1, 2]\nnone: None"
+    assert result_text(OldText()) == "two lines\nof text"
+    assert result_text(object()) == ""

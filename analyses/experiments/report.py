@@ -3,7 +3,7 @@
     from analyses.experiments.report import ReportContext, SECTIONS, load_models, run_report
     models, labels, source = load_models()                 # the shipped seeds
     result = run_report(ReportContext(models, labels, source, shipped=True))
-    print(result.summary()); result.to_dict()              # what summary.json holds
+    print(result.describe()); result.to_dict()             # what summary.json holds
     result["frequency_ablation"]                           # one section's result object
 
 A `Section` names a part of the report (`name`: its key in `summary.json` and in
@@ -34,7 +34,7 @@ from analyses.experiments.formation import how_it_formed
 from analyses.experiments.forms import neuron_forms_section
 from analyses.experiments.he2026 import he2026_section
 from analyses.experiments.study import HARMONIC_VARIANT, MAIN_VARIANT, StudyResult, study
-from analyses.probes import PROBE_TIME_LIMIT, run_probes
+from analyses.probes import PROBE_TIME_LIMIT, result_text, run_probes
 from hooked_mlp.text import one_line
 
 
@@ -357,12 +357,17 @@ class ReportResult:
         doc["sections_failed"] = dict(self.failed)
         return to_jsonable(doc)
 
-    def summary(self) -> str:
+    def summary(self) -> dict[str, Any]:
+        """Which sections ran, which do not apply, failed or were skipped, and the seconds."""
+        return {"sections_ran": list(self.runs), "not_applicable": dict(self.not_applicable),
+                "sections_failed": dict(self.failed), "skipped": list(self.skipped),
+                "seconds": self.seconds}
+
+    def describe(self) -> str:
         """One paragraph per section that ran, and one line per section left out."""
         parts = []
         for run in self.runs.values():
-            text = run.result.summary() if callable(getattr(run.result, "summary", None)) \
-                else ""
+            text = result_text(run.result)
             parts.append(f"{run.section.title}:\n{text}" if text else run.section.title)
         parts += [f"does not apply: {name}: {why}" for name, why in self.not_applicable.items()]
         parts += [f"left out: {name}: {why}" for name, why in self.failed.items()]
