@@ -97,3 +97,17 @@ def test_a_series_takes_its_measures_computed_before_and_refuses_another_series(
         gather(small, measures={"epochs": small.epochs})
     with pytest.raises(ValueError, match="with a series only"):
         gather(small[-1], measures=d)
+
+
+def test_the_quick_finiteness_check_decides_as_the_full_one():
+    from analyses.explorer.data import finite_logits
+    from hooked_mlp.checks import LogitsOverflowError
+
+    finite_logits(torch.randn(3, 5, 7), "x")
+    huge = torch.full((4, 8), 3e38)  # finite, but their sum overflows: the full check passes
+    finite_logits(huge, "x")
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        lg = torch.randn(3, 5, 7)
+        lg[1, 2, 3] = bad
+        with pytest.raises(LogitsOverflowError, match="1 of 105 are infinite or NaN"):
+            finite_logits(lg, "the ablated loss")

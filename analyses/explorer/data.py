@@ -102,12 +102,12 @@ def ablations(model: Any, pairs: Tensor, labels: Tensor, valid: Tensor) -> list[
     """Loss and accuracy over every pair with each frequency's (alive) neurons zero-ablated,
     one entry per frequency (`analyses.groups.by_frequency`), sorted by frequency: the numbers
     of `analyses.patching.ablate(model, neurons, how="zero")` group by group (tested equal),
-    computed in one batched pass. The groups are stacked as a leading seed dimension of the
-    model's own `hooked_mlp.functional.forward` (its parameters repeated without a copy), and
-    a hook at `blocks.0.mlp.hook_post` multiplies copy `g` by group `g`'s keep-mask; chunks of
-    groups bound the memory to `ABLATION_CHUNK` logits."""
+    computed in one batched pass of the model's own `hooked_mlp.functional.forward`: the hidden
+    layer once (its parameters as they are), then a hook at `blocks.0.mlp.hook_post` gives
+    group `g`'s keep-mask times it as copy `g` of a leading seed dimension, which the readout
+    (`W_out`, `b_out` repeated without a copy) maps to each group's logits. Chunks of groups
+    bound the memory to `ABLATION_CHUNK` logits."""
     from hooked_mlp import functional
-    from hooked_mlp.checks import check_finite_logits
 
     groups = by_frequency(model, alive_only=True)
     if not groups:
@@ -118,27 +118,39 @@ def ablations(model: Any, pairs: Tensor, labels: Tensor, valid: Tensor) -> list[
     keep = torch.ones(len(groups), cfg.d_hidden, device=model.device)
     for g, neurons in enumerate(groups.values()):
         keep[g, neurons] = 0.0
-    lb = labels[valid]
+    lb, every = labels[valid], bool(valid.all())
     chunk = max(1, ABLATION_CHUNK // max(1, pairs.shape[0] * max(cfg.p, cfg.d_hidden)))
     losses, accs = [], []
     with torch.no_grad():
         for start in range(0, len(groups), chunk):
             mask = keep[start:start + chunk].unsqueeze(1)  # [G, 1, H]
             G = mask.shape[0]
-            stacked = {k: v.expand(G, *v.shape) for k, v in params.items()}
+            stacked = dict(params) | {k: params[k].expand(G, *params[k].shape)
+                                      for k in ("W_out", "b_out") if k in params}
 
             def hook(hook_name: str, value: Tensor, mask: Tensor = mask) -> Tensor:
-                return value * mask if hook_name == name else value
+                return value * mask if hook_name == name else value  # [B, H] -> [G, B, H]
 
-            logits = functional.forward(cfg, stacked, pairs.expand(G, *pairs.shape), hook)
-            lg = logits[:, valid]  # [G, n_valid, p]
-            check_finite_logits(lg, "the ablated loss and accuracy")
+            logits = functional.forward(cfg, stacked, pairs, hook)
+            lg = logits if every else logits[:, valid]  # [G, n_valid, p]
+            finite_logits(lg, "the ablated loss and accuracy")
             ce = torch.nn.functional.cross_entropy(lg.flatten(0, 1).float(), lb.repeat(G),
                                                    reduction="none").view(G, -1).mean(1)
             losses += ce.tolist()
             accs += (lg.argmax(-1) == lb).double().mean(1).tolist()
     return [{"k": k, "neurons": neurons, "loss": round(loss, 5), "acc": round(acc, 5)}
             for (k, neurons), loss, acc in zip(groups.items(), losses, accs, strict=True)]
+
+
+def finite_logits(logits: Tensor, what: str) -> None:
+    """`hooked_mlp.checks.check_finite_logits`, with a quick pass first: a sum of finite
+    numbers that comes out finite has no infinity or NaN among them (one is enough to make the
+    sum infinite or NaN), so only a sum that is not finite (an overflow, or a bad value) needs
+    the element-wise check, which then raises or passes as it decides."""
+    from hooked_mlp.checks import check_finite_logits
+
+    if not bool(torch.isfinite(logits.sum())):
+        check_finite_logits(logits, what)
 
 
 def state_data(model: Any, epoch: int | None = None, *, dtype: str = "f32",
