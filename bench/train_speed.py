@@ -100,7 +100,7 @@ def side_by_side(against: Path, rounds: int, repeats: int, members: list[str],
     for name, key in rows:
         o, n = med("old", key), med("new", key)
         print(f"{name + ' ms/epoch':28s} {1000 * o:10.2f} {1000 * n:10.2f} {n / o:8.3f}")
-    for name, key in rows[2:]:
+    for name, key in rows[1:]:
         o = statistics.median(x["plain"] / x[key] for x in got["old"])
         n = statistics.median(x["plain"] / x[key] for x in got["new"])
         print(f"{'plain / ' + name:28s} {o:9.2f}x {n:9.2f}x {n / o:8.3f}")
