@@ -111,3 +111,51 @@ def test_the_quick_finiteness_check_decides_as_the_full_one():
         lg[1, 2, 3] = bad
         with pytest.raises(LogitsOverflowError, match="1 of 105 are infinite or NaN"):
             finite_logits(lg, "the ablated loss")
+
+
+def test_states_of_a_series_at_once_equal_each_snapshots_own_analyses():
+    """states_data computes fits, spectra, losses, dead neurons and checks for every snapshot
+    at once (stacked): each equals what the plain analyses give for that snapshot alone."""
+    from analyses.cosine_fit import dead_neurons, fit_neurons
+    from analyses.explorer.data import check_pairs, states_data
+    from analyses.fourier import neuron_spectra
+    from hooked_mlp import load_snapshots
+    from hooked_mlp.data import valid_mask
+    from hooked_mlp.files.layout import PRETRAINED_DIR, SHIPPED_SERIES
+
+    full = load_snapshots(PRETRAINED_DIR / SHIPPED_SERIES)
+    models = [full[i] for i in (0, 5, 12, len(full) - 1)]
+    torch.manual_seed(1)
+    dead_one = HookedMLP(MLPConfig(p=113, d_hidden=100)).eval()  # a model with dead neurons
+    with torch.no_grad():
+        dead_one.W_in[:, :7] = -1.0
+        dead_one.b_in[:7] = -1.0
+    models.append(dead_one)
+    states = states_data(models, [0, 1, 2, 3, None], dtype="f16",
+                         detail=[False, False, False, False, False])
+    pairs = all_pairs(113)
+    labels, valid = labels_of(pairs, models[0].cfg), valid_mask(models[0].cfg)
+    idx = check_pairs(pairs.shape[0]).tolist()
+    for m, st in zip(models, states, strict=True):
+        fits = fit_neurons(m)
+        for s, f in (("a", fits.a), ("b", fits.b), ("out", fits.out)):
+            assert st["cosine"][s]["k"] == f.k.tolist()
+            for key in ("scale", "phase", "offset", "r2"):
+                np.testing.assert_allclose(np.array(st["cosine"][s][key], dtype=float),
+                                           getattr(f, key).double().numpy(), atol=2e-4,
+                                           equal_nan=True)
+        assert st["dead"] == dead_neurons(m).tolist() == fits.dead.tolist()
+        assert st["frequency"] == neuron_spectra(m).input_frequency.tolist()
+        with torch.no_grad():
+            logits, cache = m.run_with_cache(pairs, names_filter="blocks.0.mlp.hook_post")
+        loss = float(torch.nn.functional.cross_entropy(logits[valid], labels[valid]))
+        acc = float((logits[valid].argmax(-1) == labels[valid]).double().mean())
+        assert st["loss"] == pytest.approx(loss, abs=2e-5)
+        assert st["acc"] == pytest.approx(acc, abs=1e-5)
+        for c, i in zip(st["checks"], idx, strict=True):
+            assert (c["a"], c["b"]) == tuple(pairs[i].tolist())
+            np.testing.assert_allclose(c["post"], cache["blocks.0.mlp.hook_post"][i], atol=2e-6)
+            np.testing.assert_allclose(c["logits"], logits[i], atol=1e-5)
+    assert sum(states[-1]["dead"]) >= 7 and states[0]["acc"] < states[3]["acc"]
+    with pytest.raises(ValueError, match="one configuration"):
+        states_data([models[0], HookedMLP(MLPConfig(p=13, d_hidden=16))], [0, 1])

@@ -17,6 +17,11 @@ sweep). Its data are the compact factors from which the front end draws every vi
   dead neurons, and the zero-ablation of each frequency's neurons (`analyses.groups.
   by_frequency`, `analyses.patching.ablate`): loss and accuracy over every pair.
 
+The states of a series are computed together (`states_data`): the fits and spectra over every
+snapshot's neurons stacked as rows, the losses, dead neurons and checks from one forward of the
+snapshots' parameters stacked as the functional's seed dimension; each is tested equal to the
+plain analysis of each snapshot alone.
+
 A series adds its progress measures (`analyses.dynamics.dynamics`); a sweep adds its phase
 diagram (`hooked_mlp.files.sweeps.read_results`) and the states of at most `max_cells` cells,
 loaded from their saved weights (`load_sweep_model`).
@@ -37,9 +42,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from analyses.cosine_fit import fit_neurons
+from analyses.cosine_fit import fit_cosines
 from analyses.forms import FORMS, compare_forms
-from analyses.fourier import neuron_signals, neuron_spectra
+from analyses.fourier import NeuronSpectra, neuron_signals, power_spectrum
 from analyses.groups import by_frequency
 from hooked_mlp.data import all_pairs, labels_of, valid_mask
 
@@ -86,12 +91,6 @@ def check_explorable(model: Any) -> None:
                          f"{cfg.activation!r}")
     if cfg.p < 5:
         raise ValueError(f"the explorer needs p >= 5 (the forms it compares), got p={cfg.p}")
-
-
-def _loss_acc(logits: Tensor, labels: Tensor, valid: Tensor) -> tuple[float, float]:
-    lg, lb = logits[valid], labels[valid]
-    loss = torch.nn.functional.cross_entropy(lg.float(), lb)
-    return float(loss), float((lg.argmax(-1) == lb).double().mean())
 
 
 # most logits one chunk of the batched ablation holds at once (about 64 MB of float32)
@@ -159,58 +158,121 @@ def state_data(model: Any, epoch: int | None = None, *, dtype: str = "f32",
     winners and the per-frequency ablations (about a second each at p = 113); `forms` (with
     `detail`): every form's fitted curves too. The cosine fits, spectra and factors are always
     there."""
-    check_explorable(model)
-    cfg = model.cfg
-    pairs = all_pairs(cfg.p, model.device)
-    labels, valid = labels_of(pairs, cfg), valid_mask(cfg, model.device)
-    signals = neuron_signals(model)  # {'a','b','out'} -> [d_hidden, p]
-    fits = fit_neurons(model)
-    spectra = neuron_spectra(model)
-    with torch.no_grad():
-        logits = model(pairs)
-    loss, acc = _loss_acc(logits, labels, valid)
-    params = dict(model.named_parameters())
-    zeros_h, zeros_p = torch.zeros(cfg.d_hidden), torch.zeros(cfg.p)
-    state: dict[str, Any] = {
-        "epoch": epoch, "dtype": dtype, "loss": round(loss, 5), "acc": round(acc, 5),
-        "W": {"a": encode(signals["a"], dtype), "b": encode(signals["b"], dtype),
-              "out": encode(signals["out"], dtype),
-              "b_in": encode(params.get("b_in", zeros_h).detach(), dtype),
-              "b_out": encode(params.get("b_out", zeros_p).detach(), dtype)},
-        "dead": [bool(d) for d in fits.dead.tolist()],
-        "frequency": spectra.input_frequency.tolist(),
-        "cosine": {s: {"k": f.k.tolist(), "scale": _round(f.scale), "phase": _round(f.phase),
-                       "offset": _round(f.offset), "r2": _round(f.r2)}
-                   for s, f in (("a", fits.a), ("b", fits.b), ("out", fits.out))},
-        "spectrum": {s: encode(pw / pw.sum(dim=1, keepdim=True).clamp_min(1e-300), "f16")
-                     for s, pw in spectra.power.items()},
-        "ablations": ablations(model, pairs, labels, valid) if detail else None,
-        "winner": None, "form_r2": None, "forms": None,
-    }
-    state["checks"] = checks(model, pairs)
-    if not detail:
-        return state
-    comparison = compare_forms(model)
-    state["winner"] = comparison.winners
-    state["form_r2"] = {s: {f: _round(comparison.fits[s][f].r2, 3) for f in FORMS}
-                        for s in comparison.fits}
-    if forms:
-        state["forms"] = {s: {f: encode(comparison.fits[s][f].values, "f16") for f in FORMS}
-                          for s in comparison.fits}
-    return state
+    return states_data([model], [epoch], dtype=dtype, forms=forms, detail=[detail])[0]
 
 
-def checks(model: Any, pairs: Tensor) -> list[dict[str, Any]]:
-    """The model's own `hook_post` and logits at `N_CHECKS` pairs spread over the grid
-    (through `run_with_cache`), for the page to verify its drawing against."""
-    n = pairs.shape[0]
-    idx = torch.linspace(0, n - 1, N_CHECKS).round().long()
+def states_data(models: Sequence[Any], epochs: Sequence[int | None], *, dtype: str = "f32",
+                forms: bool = True, detail: Sequence[bool] | None = None
+                ) -> list[dict[str, Any]]:
+    """The states of `models` of one configuration (a series' snapshots; see `state_data`),
+    `detail[i]` for model `i` (default: all). What every state holds is computed for all the
+    models at once, as accelerators of the same definitions (each tested equal to the plain
+    path): `analyses.cosine_fit.fit_cosines` (what `fit_neurons` fits) and `analyses.fourier.
+    power_spectrum` (what `neuron_spectra` measures) over every model's neurons stacked as rows;
+    the loss, accuracy, dead neurons (`analyses.cosine_fit.dead_neurons`: the same
+    `hook_post` on every pair) and checks from one `hooked_mlp.functional.forward` of the
+    models' parameters stacked as its seed dimension (`measured`)."""
+    models = list(models)
+    detail = [True] * len(models) if detail is None else list(detail)
+    if not models or len(epochs) != len(models) or len(detail) != len(models):
+        raise ValueError(f"states_data needs as many epochs and detail flags as models (at "
+                         f"least one), got {len(models)}, {len(epochs)}, {len(detail)}")
+    for m in models:
+        check_explorable(m)
+    cfg = models[0].cfg
+    if any(m.cfg != cfg for m in models):
+        raise ValueError("states_data takes models of one configuration (a series' snapshots)")
+    H = cfg.d_hidden
+    pairs = all_pairs(cfg.p, models[0].device)
+    labels, valid = labels_of(pairs, cfg), valid_mask(cfg, models[0].device)
+    signals = [neuron_signals(m) for m in models]  # per model {'a','b','out'} -> [H, p]
+    rows = {s: torch.cat([sig[s] for sig in signals]) for s in ("a", "b", "out")}  # [S*H, p]
+    fits = {s: fit_cosines(w) for s, w in rows.items()}
+    power = {s: power_spectrum(w) for s, w in rows.items()}  # [S*H, K]
+    frequency = NeuronSpectra(cfg.p, power, {}, {}).input_frequency
+    runs = measured(models, pairs, labels, valid)
+    states = []
+    for i, (model, epoch, run) in enumerate(zip(models, epochs, runs, strict=True)):
+        own = slice(i * H, (i + 1) * H)
+        params = dict(model.named_parameters())
+        zeros_h, zeros_p = torch.zeros(H), torch.zeros(cfg.p)
+        state: dict[str, Any] = {
+            "epoch": epoch, "dtype": dtype, "loss": round(run["loss"], 5),
+            "acc": round(run["acc"], 5),
+            "W": {"a": encode(signals[i]["a"], dtype), "b": encode(signals[i]["b"], dtype),
+                  "out": encode(signals[i]["out"], dtype),
+                  "b_in": encode(params.get("b_in", zeros_h).detach(), dtype),
+                  "b_out": encode(params.get("b_out", zeros_p).detach(), dtype)},
+            "dead": run["dead"],
+            "frequency": frequency[own].tolist(),
+            "cosine": {s: {"k": f.k[own].tolist(), "scale": _round(f.scale[own]),
+                           "phase": _round(f.phase[own]), "offset": _round(f.offset[own]),
+                           "r2": _round(f.r2[own])} for s, f in fits.items()},
+            "spectrum": {s: encode(pw[own] / pw[own].sum(dim=1, keepdim=True).clamp_min(1e-300),
+                                   "f16") for s, pw in power.items()},
+            "ablations": ablations(model, pairs, labels, valid) if detail[i] else None,
+            "winner": None, "form_r2": None, "forms": None, "checks": run["checks"],
+        }
+        if detail[i]:
+            comparison = compare_forms(model)
+            state["winner"] = comparison.winners
+            state["form_r2"] = {s: {f: _round(comparison.fits[s][f].r2, 3) for f in FORMS}
+                                for s in comparison.fits}
+            if forms:
+                state["forms"] = {s: {f: encode(comparison.fits[s][f].values, "f16")
+                                      for f in FORMS} for s in comparison.fits}
+        states.append(state)
+    return states
+
+
+def check_pairs(n: int) -> Tensor:
+    """The indices of the `N_CHECKS` pairs (of `n`, spread over the grid) the page checks."""
+    return torch.linspace(0, n - 1, N_CHECKS).round().long()
+
+
+def measured(models: Sequence[Any], pairs: Tensor, labels: Tensor, valid: Tensor
+             ) -> list[dict[str, Any]]:
+    """For each of `models` (one configuration): the loss and accuracy over the valid pairs,
+    its dead neurons (`hook_post` the same on every pair, as `analyses.cosine_fit.
+    dead_neurons`), and its checks (its `hook_post` and logits at `check_pairs`), from
+    `hooked_mlp.functional.forward` with the models' parameters stacked as the seed dimension
+    and a hook reading `blocks.0.mlp.hook_post`: one pass for all of them, chunked to
+    `ABLATION_CHUNK` logits (tested equal to each model's own forward and `run_with_cache`)."""
+    from hooked_mlp import functional
+
+    cfg = models[0].cfg
     name = "blocks.0.mlp.hook_post"
+    idx = check_pairs(pairs.shape[0])
+    lb, every = labels[valid], bool(valid.all())
+    chunk = max(1, ABLATION_CHUNK // max(1, pairs.shape[0] * max(cfg.p, cfg.d_hidden)))
+    out = []
     with torch.no_grad():
-        logits, cache = model.run_with_cache(pairs[idx], names_filter=name)
-    return [{"a": int(pairs[i, 0]), "b": int(pairs[i, 1]),
-             "post": _round(cache[name][j], 6), "logits": _round(logits[j], 6)}
-            for j, i in enumerate(idx.tolist())]
+        for start in range(0, len(models), chunk):
+            part = [m.param_dict() for m in models[start:start + chunk]]
+            S = len(part)
+            params = {k: torch.stack([p[k] for p in part]) for k in part[0]}
+            seen: dict[str, Tensor] = {}
+
+            def hook(hook_name: str, value: Tensor, seen: dict[str, Tensor] = seen) -> Tensor:
+                if hook_name == name:
+                    seen["post"] = value
+                return value
+
+            logits = functional.forward(cfg, params, pairs.expand(S, *pairs.shape), hook)
+            post = seen["post"]  # [S, n_pairs, H]
+            dead = (post.amax(dim=1) == post.amin(dim=1)).cpu()
+            lg = logits if every else logits[:, valid]  # [S, n_valid, p]
+            ce = torch.nn.functional.cross_entropy(lg.flatten(0, 1).float(), lb.repeat(S),
+                                                   reduction="none").view(S, -1).mean(1)
+            acc = (lg.argmax(-1) == lb).double().mean(1)
+            for j in range(S):
+                out.append({"loss": float(ce[j]), "acc": float(acc[j]),
+                            "dead": [bool(d) for d in dead[j].tolist()],
+                            "checks": [{"a": int(pairs[i, 0]), "b": int(pairs[i, 1]),
+                                        "post": _round(post[j, i], 6),
+                                        "logits": _round(logits[j, i], 6)}
+                                       for i in idx.tolist()]})
+    return out
 
 
 def header(model: Any, kind: str, title: str) -> dict[str, Any]:
@@ -253,8 +315,8 @@ def series_data(series: Any, title: str = "snapshot series",
     check_explorable(final)
     data = header(final, "series", title)
     last = len(series) - 1
-    data["states"] = [state_data(m, e, dtype="f16", detail=i == last)
-                      for i, (m, e) in enumerate(zip(series, epochs, strict=True))]
+    data["states"] = states_data(list(series), epochs, dtype="f16",
+                                 detail=[i == last for i in range(len(series))])
     if measures is not None:
         if not isinstance(measures, Dynamics):
             raise TypeError(f"measures must be an analyses.dynamics.Dynamics, got "
