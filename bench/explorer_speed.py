@@ -1,20 +1,30 @@
 """The explorer's static page (issue 22) for the shipped models: build seconds and page MB of
-each (`analyses.pages.explorer.write_explorer_page`: gather + HTML), then in headless Chromium
+each (`analyses.pages.explorer.write_explorer_page`: gather + HTML + the atomic write, what
+`hooked-mlp explore` does after loading its input), then in headless Chromium
 (tests/_browser.py) the browser's own timing of opening it (navigation timing's load event, and
 `performance.now()` when the page marks itself ready) and of switching a neuron (from the click
 to two animation frames after it, so the paint is in), median of several switches.
+
+`--compare TREE` times the builds side by side instead: each round runs one fresh process per
+tree (`PYTHONPATH=TREE`, e.g. a `git worktree` of an earlier commit, and this checkout), in
+alternating order, each building every page once after loading the models (imports and loading
+not timed, the first build of the process included, as the command line has it); medians over
+`--rounds`. `--threads N` sets torch's intra-op threads (default: torch's own, the cores).
 
 Goals (issue 22): build <= 10 s, open <= 1 s, switch <= 1 s, <= 10 MB for the five shipped
 models. Prints figures only (no asserts on time: the machine is shared and noisy).
 
     .venv/bin/python bench/explorer_speed.py [--seeds 0,1,2,3,4] [--series] [--switches 7]
+    .venv/bin/python bench/explorer_speed.py --series --compare /tmp/before --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -66,15 +76,84 @@ def in_browser(b: Browser, page: Path, switches: int, d_hidden: int) -> dict[str
             "errors": len(errors)}
 
 
+# one process's builds, run under PYTHONPATH=<tree>: only names every tree has
+CHILD = """import json, sys, tempfile, time
+from pathlib import Path
+import torch
+from analyses.pages.explorer import write_explorer_page
+from hooked_mlp import load_pretrained, load_snapshots
+from hooked_mlp.files.layout import PRETRAINED_DIR, SHIPPED_SERIES
+seeds, series, threads = json.loads(sys.argv[1])
+if threads:
+    torch.set_num_threads(threads)
+jobs = [(f"seed-{s}", load_pretrained(s), ()) for s in seeds]
+if series:
+    path = PRETRAINED_DIR / SHIPPED_SERIES
+    jobs.append(("series", load_snapshots(path), (path,)))
+out = {}
+with tempfile.TemporaryDirectory() as tmp:
+    for name, obj, inputs in jobs:
+        t = time.perf_counter()
+        page = write_explorer_page(obj, Path(tmp) / name, inputs=inputs)
+        out[name] = [time.perf_counter() - t, page.stat().st_size / 1e6]
+print(json.dumps(out))
+"""
+
+
+def compare(trees: list[Path], seeds: list[int], series: bool, threads: int | None,
+            rounds: int) -> None:
+    """Build seconds of each tree, side by side (see the module's docstring)."""
+    times: dict[str, dict[str, list[float]]] = {str(t): {} for t in trees}
+    sizes: dict[str, dict[str, float]] = {str(t): {} for t in trees}
+    for r in range(rounds):
+        for tree in (trees if r % 2 == 0 else trees[::-1]):
+            env = dict(os.environ, PYTHONPATH=str(tree))
+            done = subprocess.run([sys.executable, "-c", CHILD, json.dumps([seeds, series,
+                                   threads])], env=env, cwd=tree, capture_output=True,
+                                  text=True, check=False)
+            if done.returncode:
+                raise RuntimeError(f"{tree}: the build failed:\n{done.stderr[-2000:]}")
+            for name, (secs, mb) in json.loads(done.stdout.splitlines()[-1]).items():
+                times[str(tree)].setdefault(name, []).append(secs)
+                sizes[str(tree)][name] = mb
+    names = list(times[str(trees[0])])
+    print(f"build seconds, median of {rounds} fresh processes per tree (threads "
+          f"{threads or 'default'}; load now {os.getloadavg()[0]:.1f}):")
+    print(f"{'page':8s} " + "  ".join(f"{t.name[:22]:>22s}" for t in trees) + "   ratio")
+    for name in [*names, "5 models"]:
+        if name == "5 models":
+            med = [statistics.median([sum(x) for x in zip(*(times[str(t)][n] for n in names
+                                                               if n != "series"), strict=True)])
+                   for t in trees]
+        else:
+            med = [statistics.median(times[str(t)][name]) for t in trees]
+        mb = "" if name == "5 models" else "  " + " / ".join(
+            f"{sizes[str(t)][name]:.2f} MB" for t in trees)
+        print(f"{name:8s} " + "  ".join(f"{m:20.2f} s" for m in med)
+              + f"   {med[0] / med[-1]:5.2f}x{mb}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", default="0,1,2,3,4", help="shipped model seeds (comma list)")
     ap.add_argument("--series", action="store_true", help="also the shipped snapshot series")
     ap.add_argument("--switches", type=int, default=7, help="neuron switches to time")
+    ap.add_argument("--compare", type=Path, action="append", default=[],
+                    help="an earlier tree to time the builds beside this one's (repeatable)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of --compare")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     args = ap.parse_args()
     seeds = [int(s) for s in args.seeds.split(",") if s]
     print(f"explorer_speed: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
           f"browser {'yes' if browser_available() else 'no'}")
+    if args.compare:
+        compare([*(t.resolve() for t in args.compare), ROOT], seeds, args.series, args.threads,
+                args.rounds)
+        return
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     jobs = [(f"seed-{s}", load_pretrained(s), ()) for s in seeds]
     if args.series:
         path = PRETRAINED_DIR / SHIPPED_SERIES
