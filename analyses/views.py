@@ -49,7 +49,6 @@ this module is a computation, below the pages layer.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import math
 import re
@@ -68,6 +67,7 @@ from matplotlib.figure import Figure
 from analyses._common import check_model, check_neurons, wrap_angle
 from analyses.activations import ActivationGrids, activation_grids
 from analyses.cosine_fit import NeuronFits
+from analyses.figures import figure_png  # the one PNG helper (also importable from here)
 from analyses.fourier import FrequencyHistogram
 from analyses.replacement import ReplacementCurve
 from analyses.synthetic import SyntheticCurve
@@ -99,13 +99,6 @@ def new_figure(width: float, height: float, nrows: int = 1, ncols: int = 1
     fig = NotebookFigure(figsize=(width, height), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     return fig, axes
-
-
-def figure_png(fig: Figure, dpi: int = 110) -> bytes:
-    """The figure as PNG bytes."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
 
 
 def img_html(png: bytes, alt: str, name: str | None = None, caption: bool = False) -> str:

@@ -152,13 +152,14 @@ def main() -> None:
               f"(random ~{r['phase_sum_random_level_mean']:.2f})")
 
     # ------------------------------------------------------------- the report's section
+    from analyses.experiments.forms import compare_neuron_forms
     from analyses.forms import REPLACEMENT_FORMS, form_replacement, form_weights
-    from analyses.pages.forms import forms_section
+    from analyses.pages.forms import forms_html
     from analyses.replacement import accuracy_along_orders
 
     labels = [f"seed {s}" for s in seeds]
     c0, w0 = time.process_time(), time.perf_counter()
-    forms_section(models, labels)
+    forms_html(compare_neuron_forms(models, labels))
     print(f"\nreport section 'What each neuron computes', {len(models)} shipped models: "
           f"{time.process_time() - c0:.1f} s CPU ({time.perf_counter() - w0:.1f} s wall)")
     fracs = [i / 10 for i in range(11)]

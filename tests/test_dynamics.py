@@ -244,6 +244,7 @@ def test_page_and_cli(tmp_path, grokked, capsys):
 
 
 def test_shipped_snapshots_and_the_report_section():
+    from analyses.experiments.formation import how_it_formed
     from analyses.pages.dynamics import how_it_formed_html
     from hooked_mlp import load_pretrained, load_snapshots
     from hooked_mlp.files.checkpoints import PRETRAINED_DIR
@@ -261,13 +262,14 @@ def test_shipped_snapshots_and_the_report_section():
     assert series.train_info.train_config == shipped.train_config
     assert torch.equal(series.train_info.train_mask, shipped.train_mask)
     # ... but not bit-identical: its last snapshot is not seed 0, so it is left out, saying why
-    parts = how_it_formed_html([load_pretrained(0)], None, shipped=True)
-    assert len(parts) == 1 and '<section id="how_it_formed">\n<h2>How it formed</h2>' in parts[0]
-    assert "Left out: the shipped snapshots" in parts[0]
-    assert "the last snapshot (epoch 2000) is not the model" in parts[0]
-    assert "data:image/png;base64," not in parts[0]
-    assert how_it_formed_html([load_pretrained(1)], None, shipped=True) == []
-    assert how_it_formed_html([load_pretrained(0)], None, shipped=False) == []
+    part = how_it_formed_html(how_it_formed([load_pretrained(0)], None, shipped=True))
+    assert '<section id="how_it_formed">\n<h2>How it formed</h2>' in part
+    assert "Left out: the shipped snapshots" in part
+    assert "the last snapshot (epoch 2000) is not the model" in part
+    assert "data:image/png;base64," not in part
+    assert how_it_formed([load_pretrained(1)], None, shipped=True) is None
+    assert how_it_formed([load_pretrained(0)], None, shipped=False) is None
+    assert how_it_formed_html(None) == ""
 
 
 def test_the_shipped_measures_cache_is_the_measures_of_the_shipped_snapshots(tmp_path):
@@ -307,14 +309,14 @@ def test_the_shipped_measures_cache_is_the_measures_of_the_shipped_snapshots(tmp
     assert read_measures_cache(series, path, other) is None
 
 
-def test_report_section_measures_a_long_series_at_fewer_snapshots(grokked, monkeypatch):
-    from analyses.pages import dynamics as dynamics_page
+def test_report_section_measures_a_long_series_at_fewer_snapshots(grokked):
+    from analyses.experiments.formation import how_it_formed
     from analyses.pages.dynamics import REPORT_SNAPSHOTS, how_it_formed_html
 
     png = b"\x89PNG\r\n\x1a\n"  # the text only: no figure drawn
-    monkeypatch.setattr(dynamics_page, "figure_png", lambda fig: png)
     model, _, d = grokked
-    (part,) = how_it_formed_html([model], None)
+    part = how_it_formed_html(how_it_formed([model], None),
+                              figures={"losses": png, "measures": png})
     assert f"{len(d.epochs)} snapshots (measured at {REPORT_SNAPSHOTS} of them)" in part
     assert "epochs 0..1200" in part.split("<pre>")[1].split("</pre>")[0]
     assert part.count('<img class="fig"') == 2
@@ -361,4 +363,5 @@ def test_how_it_formed_measures_only_the_models_own_snapshots(grokked, monkeypat
         edited.W_in.mul_(2)
     f = formation.how_it_formed([edited])
     assert f.dynamics is None and "the last snapshot (epoch 1200) is not the model" in f.left_out
-    assert f.summary().startswith("Left out: the snapshots taken while it trained were found")
+    assert f.describe().startswith("Left out: the snapshots taken while it trained were found")
+    assert f.summary()["dynamics"] is None and f.summary()["left_out"] == f.left_out

@@ -7,10 +7,10 @@ folder is replaced as a whole, and only when it holds an earlier dynamics page. 
 losses and accuracies against epoch (log-x) with the restricted and excluded losses and the
 phase boundaries; weight norm, mean IPR, phase error, single-cosine neurons and frequencies in
 use; each neuron's input spectrum over time; the lottery's hit rates against chance.
-`how_it_formed_html` shows the reproduction report's short section, the result of the
+`how_it_formed_html(formation)` shows the reproduction report's short section, the result of the
 `how_it_formed` experiment (`analyses.experiments.formation`, which also holds the measures
 cache), from the report's own `templates/sections/how_it_formed.html.j2`. This module draws and
-formats; the measures are `analyses.dynamics`'s.
+formats; the measures are `analyses.dynamics`'s, and every function here takes them measured.
 """
 
 from __future__ import annotations
@@ -30,14 +30,16 @@ from analyses.experiments.formation import (  # noqa: F401  (moved there; kept i
     CACHE_VERSION,
     REPORT_SNAPSHOTS,
     SHIPPED_CACHE,
+    Formation,
     _series_for,
     how_it_formed,
     read_measures_cache,
     write_measures_cache,
 )
+from analyses.figures import figure_pngs
 from analyses.pages.render import render
 from analyses.pages.writer import PageKind, page_folder
-from analyses.views import figure_png, new_figure
+from analyses.views import new_figure
 
 DYNAMICS = PageKind("dynamics", files=("dynamics.html", "dynamics.json"),
                     marker=("dynamics.json", ("measures", "phases")))
@@ -214,13 +216,12 @@ def plot_lottery(d: Dynamics) -> Any:
 # --------------------------------------------------------------------------- page
 def figures_of(d: Dynamics) -> dict[str, bytes]:
     """The page's figures as PNG bytes (those that apply to this series)."""
-    out = {"losses": figure_png(plot_losses(d)), "measures": figure_png(plot_measures(d))}
+    figures = {"losses": plot_losses(d), "measures": plot_measures(d)}
     if d.power is not None:
-        out["spectra"] = figure_png(plot_spectra(d))
-        out["frequencies"] = figure_png(plot_frequency_share(d))
+        figures |= {"spectra": plot_spectra(d), "frequencies": plot_frequency_share(d)}
     if d.lottery is not None and d.lottery.n_neurons:
-        out["lottery"] = figure_png(plot_lottery(d))
-    return out
+        figures["lottery"] = plot_lottery(d)
+    return figure_pngs(figures)
 
 
 # the phase table's rows: what the boundary is, and its field of `analyses.dynamics.Phases`
@@ -272,17 +273,29 @@ def write_dynamics_page(source: str | os.PathLike[str], out_dir: str | os.PathLi
 
 
 # --------------------------------------------------------------------------- the report
-def how_it_formed_html(models: list[Any], model_paths: list[Any] | None,
-                       shipped: bool = False) -> list[str]:
-    """The report's short "How it formed" section: the `how_it_formed` experiment
-    (`analyses.experiments.formation`) rendered from the report's own section template
-    (`templates/sections/how_it_formed.html.j2`), as a one-item list; no model carries
-    snapshots: no section (an empty list)."""
-    f = how_it_formed(models, model_paths, shipped)
-    if f is None:
-        return []
-    figures = {} if f.dynamics is None else {
-        "losses": figure_png(plot_losses(f.dynamics)),
-        "measures": figure_png(plot_measures(f.dynamics))}
-    return [render("sections/how_it_formed.html.j2", section=REPORT_SECTION, result=f,
-                   figures=figures, error=None)]
+def formation_figures(formation: Formation) -> dict[str, Any]:
+    """The figures of the report's "How it formed" section (matplotlib figures by name): the
+    losses and the progress measures of `formation.dynamics`; none when it was left out."""
+    if formation.dynamics is None:
+        return {}
+    return {"losses": plot_losses(formation.dynamics),
+            "measures": plot_measures(formation.dynamics)}
+
+
+def how_it_formed_html(formation: Formation | None,
+                       figures: dict[str, bytes] | None = None) -> str:
+    """The report's short "How it formed" section: a view of the result of
+    `analyses.experiments.formation.how_it_formed(models, model_paths, shipped)`, rendered from
+    the report's own section template (`templates/sections/how_it_formed.html.j2`; `figures`:
+    `formation_figures(formation)` as PNG, drawn here when not given). No result (no model
+    carries snapshots): no section, the empty string."""
+    if formation is None:
+        return ""
+    if not isinstance(formation, Formation):
+        raise TypeError("how_it_formed_html shows the result of analyses.experiments.formation."
+                        f"how_it_formed(models, model_paths, shipped), got "
+                        f"{type(formation).__name__}")
+    if figures is None:
+        figures = figure_pngs(formation_figures(formation))
+    return render("sections/how_it_formed.html.j2", section=REPORT_SECTION, result=formation,
+                  figures=figures, error=None)

@@ -31,6 +31,7 @@ from analyses.experiments.report import (
 )
 from analyses.experiments.report import run_report as run_sections
 from analyses.experiments.study import HARMONIC_VARIANT, MAIN_VARIANT, STUDY_VARIANT
+from analyses.figures import figure_pngs
 from analyses.pages.render import markup, now, render
 from analyses.pages.writer import PageKind, page_folder
 from analyses.probes import PROBE_TIME_LIMIT, check_time_limit
@@ -168,15 +169,11 @@ def _probe_context(probes: Any, figures: dict[str, bytes]) -> dict[str, Any]:
 
 
 def _formation_figures(formation: Any) -> dict[str, bytes]:
-    """The two figures of "How it formed", drawn from its measures (`analyses.pages.dynamics`'s
-    plots)."""
-    from analyses.pages.dynamics import plot_losses, plot_measures
-    from analyses.views import figure_png
+    """The two figures of "How it formed", drawn from its measures
+    (`analyses.pages.dynamics.formation_figures`)."""
+    from analyses.pages.dynamics import formation_figures
 
-    if formation.dynamics is None:
-        return {}
-    return {"losses": figure_png(plot_losses(formation.dynamics)),
-            "measures": figure_png(plot_measures(formation.dynamics))}
+    return figure_pngs(formation_figures(formation))
 
 
 # what a section's template needs beyond its result and figures
