@@ -320,3 +320,24 @@ def test_a_series_page_takes_the_measures_cached_beside_its_file(tmp_path, monke
     shipped = PRETRAINED_DIR / SHIPPED_SERIES
     d = cached_measures(load_snapshots(shipped), [shipped])
     assert d is not None and len(d.epochs) == 33
+
+
+def test_the_page_is_gathered_on_the_threads_asked_and_torch_keeps_its_own(small, tmp_path,
+                                                                        monkeypatch):
+    import analyses.pages.explorer as page_module
+
+    seen = []
+    real = page_module.gather
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(page_module, "gather", spy)
+    before = torch.get_num_threads()
+    page_module.write_explorer_page(small, tmp_path / "E")
+    page_module.write_explorer_page(small, tmp_path / "E", threads=None)
+    assert seen == [1, before] and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be an integer"):
+        page_module.write_explorer_page(small, tmp_path / "F", threads=0)
+    assert not (tmp_path / "F").exists()

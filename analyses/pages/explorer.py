@@ -15,10 +15,17 @@ A series read from a snapshots file `X.safetensors` takes its progress measures 
 (`analyses.experiments.formation.read_measures_cache`, checked against the checksum the file
 records): the shipped series' cache (`hooked_mlp/pretrained/snapshots-study-seed-0.dynamics.json`)
 saves recomputing `analyses.dynamics.dynamics`, about half of its build.
+
+The data are gathered on one torch thread by default (`threads=1`): the explorer's work is many
+small tensor operations, which torch's default of one thread per core slowed down up to 25-fold
+on this project's 2-core machine while other processes ran (bench/explorer_speed.py: a model's
+page 1.5 s on one thread, 3.3 s on two, at load 4.5), and one fixed thread count gives the same
+page on every machine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -29,6 +36,8 @@ from analyses.explorer.data import MAX_CELLS, gather
 from analyses.explorer.front_end import front_end
 from analyses.pages.render import markup, now, render
 from analyses.pages.writer import PageKind, page_folder
+from hooked_mlp.checks import check_threads
+from hooked_mlp.training.trainer import torch_threads
 
 PAGE_FILE = "explorer.html"
 KIND = PageKind("explorer", files=(PAGE_FILE,))
@@ -70,18 +79,24 @@ def cached_measures(series: Any, inputs: Iterable[str | os.PathLike[str]]) -> An
 def write_explorer_page(obj: Any, out_dir: str | os.PathLike[str], *, title: str | None = None,
                         max_cells: int = MAX_CELLS, command: str | None = None,
                         inputs: Iterable[str | os.PathLike[str]] = (),
-                        measures: Any | None = None) -> Path:
+                        measures: Any | None = None, threads: int | None = 1) -> Path:
     """Gather the explorer's data for `obj` (a `HookedMLP`, a snapshot series, or a sweep
     folder) and write `out_dir/explorer.html`; its path. The folder must be new, empty or an
     earlier explorer page's, and may not hold the sweep folder given as `obj` or any of
     `inputs` (the files a model or series was loaded from). A series' progress measures:
     `measures` (its `Dynamics` computed before), else the cache beside its snapshots file
-    (`cached_measures`), else measured afresh."""
+    (`cached_measures`), else measured afresh. `threads`: torch's intra-op threads while
+    gathering (restored afterwards; None: torch's own setting)."""
     inputs = [*inputs, *([obj] if isinstance(obj, (str, os.PathLike)) else [])]
+    if threads is not None:
+        check_threads(threads)  # before the folder is touched
+    threads_now = torch_threads(threads) if threads is not None else contextlib.nullcontext()
     with page_folder(out_dir, KIND, inputs) as page:  # refused before minutes of gathering
         if measures is None:
             measures = cached_measures(obj, inputs)
-        page.write(PAGE_FILE, explorer_html(gather(obj, title, max_cells, measures), command))
+        with threads_now:
+            data = gather(obj, title, max_cells, measures)
+        page.write(PAGE_FILE, explorer_html(data, command))
     return Path(out_dir) / PAGE_FILE
 
 
