@@ -120,6 +120,7 @@ def _builders(tiny, series):
     from analyses.discovery import discover
     from analyses.dynamics import dynamics
     from analyses.experiments.construction import quad_curve
+    from analyses.experiments.dictionaries import dictionaries
     from analyses.experiments.report import ReportContext, Section, run_report
     from analyses.sae import train_sae
 
@@ -161,6 +162,8 @@ def _builders(tiny, series):
                                                                            seeds=(0,)),
         "analyses.sae.SparseDictionary": lambda: train_sae(tiny, d_sae=8, steps=5,
                                                            batch_size=64),
+        "analyses.experiments.dictionaries.Dictionaries": lambda: dictionaries(
+            [tiny], sizes=(4, 8), steps=5, batch_size=64, k=2),
         "analyses.probes.ProbeResult": lambda: builtin_probes.dead_neurons(tiny),
         "analyses.experiments.report.ReportResult": lambda: run_report(
             ReportContext([tiny], ["tiny"], "a tiny model"),

@@ -30,6 +30,7 @@ import torch
 from analyses.activations import activation_grids
 from analyses.cosine_fit import NeuronFits
 from analyses.experiments.ablation import frequency_ablation_section
+from analyses.experiments.dictionaries import dictionaries_section
 from analyses.experiments.formation import how_it_formed
 from analyses.experiments.forms import neuron_forms_section
 from analyses.experiments.he2026 import he2026_section
@@ -297,6 +298,8 @@ SECTIONS: tuple[Section, ...] = (
             refusals=(ValueError, TypeError)),
     Section("he2026", "He et al. 2026: activation swap, phase symmetry, frequency subsets, "
             "stages", he2026_section, refusals=(ValueError, TypeError)),
+    Section("dictionaries", "Sparse dictionaries on the hidden layer", dictionaries_section,
+            refusals=(ValueError, TypeError)),
     Section("how_it_formed", "How it formed", _how_it_formed, placement=None),
     Section("probes", "Probes", _probes, if_failed={}),
     Section("explorer", "Explore the first model", _explorer, placement=None,

@@ -1,0 +1,173 @@
+"""The dictionaries experiment (issue 21 §3): planted features whose answer is known, the
+experiment's numbers on a tiny model, its report section, its summary()."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from analyses.experiments.dictionaries import (
+    Dictionaries,
+    answer,
+    dictionaries,
+    first_order_terms,
+    quadrature_pairs,
+    read_features,
+)
+from hooked_mlp import HookedMLP, MLPConfig
+
+P = 13
+
+
+def _grid(f) -> torch.Tensor:
+    a = torch.arange(P, dtype=torch.float64)
+    return f(a[:, None], a[None, :])
+
+
+def _planted(pair: str = "quadrature") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Five features on p = 13: cos and sin (or -cos) of w3 (a + b), cos w5 a, cos w6 b and
+    one feature spread over frequencies 1, 3 and 4; six neurons of frequencies 3, 3, 5, 6, 1, 4;
+    each feature's decoder on one neuron but the last (on all equally)."""
+    w = lambda k: 2 * math.pi * k / P  # noqa: E731
+    second = ((lambda a, b: torch.sin(w(3) * (a + b))) if pair == "quadrature" else
+              (lambda a, b: -torch.cos(w(3) * (a + b))))
+    grids = torch.stack([
+        _grid(lambda a, b: torch.cos(w(3) * (a + b))), _grid(second),
+        _grid(lambda a, b: torch.cos(w(5) * a + 0.3) + 0 * b),
+        _grid(lambda a, b: torch.cos(w(6) * b) + 0 * a),
+        _grid(lambda a, b: torch.cos(w(1) * a) + torch.cos(w(3) * b) + torch.cos(w(4) * (a - b))),
+    ])
+    W_dec = torch.zeros(5, 6)
+    W_dec[0, 0] = W_dec[1, 1] = W_dec[2, 2] = W_dec[3, 3] = 1.0
+    W_dec[4] = 1.0
+    return grids, W_dec, torch.tensor([3, 3, 5, 6, 1, 4])
+
+
+def test_planted_cos_sin_pair_is_found_in_quadrature():
+    grids, W_dec, neuron_k = _planted()
+    r = read_features(grids, W_dec, neuron_k)
+    assert r["n_live"] == 5
+    assert r["k"][:4] == [3, 3, 5, 6]
+    assert r["single"][:4] == pytest.approx([1.0] * 4)
+    assert r["single"][4] < 0.5  # three frequencies, a third of the power each
+    assert r["fraction_single_frequency"] == pytest.approx(0.8)
+    assert r["top_neuron"] == pytest.approx([1.0] * 4 + [1 / 6])
+    assert r["fraction_neuron_like"] == pytest.approx(0.8)
+    assert r["own_frequency"][:4] == pytest.approx([1.0] * 4)
+    assert r["per_key"][3]["pattern"] == "pairs" and r["per_key"][3]["quadrature_pairs"] == 1
+    assert abs(r["per_key"][3]["phase_differences"][0]) == pytest.approx(math.pi / 2)
+    assert r["per_key"][5]["pattern"] == r["per_key"][6]["pattern"] == "one"
+    assert r["per_key"][1]["pattern"] == r["per_key"][4]["pattern"] == "none"
+    assert r["patterns"] == {"none": 2, "one": 2, "pairs": 1, "several": 0}
+    assert r["answer"] == "one feature per frequency"  # two frequencies of one, one of a pair
+
+
+def test_planted_opposite_phase_is_not_quadrature():
+    grids, W_dec, neuron_k = _planted("opposite")
+    r = read_features(grids, W_dec, neuron_k)
+    assert r["per_key"][3] == {"features": 2, "neurons": 2, "quadrature_pairs": 0,
+                               "phase_differences": [], "pattern": "several"}
+    terms = first_order_terms(grids[:2], torch.tensor([3, 3]))
+    inner = (terms[0].conj() * terms[1]).sum()
+    assert abs(float(torch.angle(inner))) == pytest.approx(math.pi)  # -cos is cos shifted by pi
+
+
+def test_quadrature_pairs_are_disjoint_and_need_the_same_term_mix():
+    terms = torch.tensor([[1, 0, 0, 0], [1j, 0, 0, 0], [-1j, 0, 0, 0], [0, 1j, 0, 0]],
+                         dtype=torch.complex128)
+    pairs = quadrature_pairs(terms)
+    assert len(pairs) == 1 and pairs[0][:2] in ((0, 1), (0, 2))  # 1 and 2 both fit 0; one pair
+    assert quadrature_pairs(terms[[0, 3]]) == []  # pi/2 apart, but on another term: incoherent
+
+
+def test_answer_words():
+    counts = {"none": 0, "one": 1, "pairs": 3, "several": 1}
+    assert answer(counts, 0.9, 0.1) == "cos/sin pairs in quadrature"
+    assert answer(counts, 0.3, 0.1) == "not single-frequency"
+    assert answer({"none": 0, "one": 0, "pairs": 0, "several": 4}, 0.9, 0.8) == \
+        "several per frequency, neuron-like"
+    assert answer({"none": 4, "one": 0, "pairs": 0, "several": 0}, 0.9, 0.8) == \
+        "no key frequency covered"
+
+
+@pytest.fixture(scope="module")
+def tiny_result():
+    model = HookedMLP(MLPConfig(p=11, d_hidden=16), seed=0)
+    return model, dictionaries([model, model], ["a", "b"], sizes=(4, 8), steps=40,
+                               batch_size=64, k=2, resample_every=20)
+
+
+def test_experiment_numbers_on_a_tiny_model(tiny_result):
+    from analyses.activation_fits import layer_activations
+    from analyses.sae import train_dictionaries
+
+    model, r = tiny_result
+    assert isinstance(r, Dictionaries)
+    assert r.names == ["l1 4", "l1 8", "topk 4", "topk 8"]
+    # the same model twice: the same numbers (each dictionary from its own seed and size)
+    assert r.metrics[0] == r.metrics[1]
+    # the metrics are those of the dictionaries trained alone with the same settings
+    again = train_dictionaries(model, None, [4, 8], sparsity="topk", k=2, steps=40,
+                               batch_size=64, lr=r.settings["lr"], resample_every=20)
+    assert [d.metrics(model) for d in again] == r.metrics[0][2:]
+    for m in r.metrics[0][2:]:
+        assert m["l0"] <= 2.0
+    for m, f in zip(r.metrics[0], r.features[0], strict=True):
+        assert 0 <= m["nmse"] < 1
+        assert f["n_live"] == m["d_sae"] - m["dead_features"]
+        assert sum(v["features"] for v in f["per_key"].values()) <= f["n_live"]
+    # the neurons as the reference: each is its own neuron; L0 counted by hand
+    grids = layer_activations(model)
+    n = r.neurons[0]
+    assert n["fraction_neuron_like"] == 1.0
+    assert n["l0"] == pytest.approx(float((grids > 0).sum() / 11 ** 2))
+    s = r.summary()
+    assert s["models"] == 2 and set(s["dictionaries"]) == set(r.names)
+    assert s["dictionaries"]["l1 8"]["nmse"] == pytest.approx(r.metrics[0][1]["nmse"])
+    assert s["answer"] in {w for per in s["answers"].values() for w in per}
+
+
+def test_summary_is_plain_numbers_and_words(tiny_result):
+    import json
+
+    _, r = tiny_result
+    s = r.summary()
+    assert isinstance(s, dict)
+    json.dumps(s, allow_nan=False)
+    assert json.loads(json.dumps(r.to_dict()))["summary"] == s
+    assert "answer" in r.describe()
+
+
+def test_section_renders_and_refuses_p_3(tiny_result):
+    from analyses.experiments.report import SECTIONS, ReportContext, run_report
+    from analyses.pages.report import render_report
+
+    model, _ = tiny_result
+    section = next(s for s in SECTIONS if s.name == "dictionaries")
+    small = dict(sizes=(4, 8), steps=10, batch_size=64, k=2)
+    import analyses.experiments.dictionaries as dd
+
+    quick = type(section)(section.name, section.title,
+                          lambda ctx: dd.dictionaries(ctx.models, ctx.labels, **small),
+                          refusals=section.refusals)
+    report = run_report(ReportContext([model], ["tiny"], "a tiny model"), (quick,))
+    assert not report.failed and set(report.runs["dictionaries"].figures) == {"frequencies",
+                                                                                "features"}
+    html = render_report(report, 1.0, "p = 11")
+    assert 'id="dictionaries"' in html and "Answer (the best-reconstructing" in html
+    assert report.to_dict()["dictionaries"]["summary"] == report["dictionaries"].summary()
+    p3 = HookedMLP(MLPConfig(p=3, d_hidden=8), seed=0)
+    refused = run_report(ReportContext([p3], ["p3"], "p = 3"), (section,))
+    assert "p >= 5" in refused.not_applicable["dictionaries"] and not refused.failed
+
+
+def test_bad_arguments_are_named():
+    model = HookedMLP(MLPConfig(p=11, d_hidden=8), seed=0)
+    with pytest.raises(ValueError, match="models"):
+        dictionaries([])
+    with pytest.raises(ValueError, match="labels"):
+        dictionaries([model], ["a", "b"])
+    with pytest.raises(ValueError, match="k at most"):
+        dictionaries([model], sizes=(4,), k=8)
