@@ -67,6 +67,7 @@ from analyses._common import (
     check_model,
     check_neurons,
     check_seed,
+    headline,
     to_jsonable,
 )
 
@@ -269,7 +270,15 @@ class PatchingResult:
                 "median_abs_effect": float(a.abs().median()),
                 "top10_overlap": len(top_a & top_b) / max(k, 1)}
 
-    def summary(self) -> str:
+    def summary(self) -> dict[str, Any]:
+        """The method, how many neurons on how many pairs, the two unpatched metrics and the
+        strongest neuron (its layer, index and effect)."""
+        (l0, n0, e0), = self.top(1)
+        return headline({"method": self.method, "n_neurons": int(self.values.isfinite().sum()),
+                         "n_pairs": self.n_pairs, "clean": self.clean, "corrupt": self.corrupt,
+                         "strongest": {"layer": l0, "neuron": n0, "effect": e0}})
+
+    def describe(self) -> str:
         (l0, n0, e0), = self.top(1)
         return (f"{self.method} patching of {int(self.values.isfinite().sum())} neurons on "
                 f"{self.n_pairs} pairs: metric clean {self.clean:.4g}, corrupted "
@@ -317,14 +326,25 @@ class PathPatchingResult:
     def effect(self) -> Tensor:
         return self.values - self.corrupt
 
-    def summary(self) -> str:
+    def _strongest(self) -> tuple[int, int, float]:
+        """The edge with the largest |effect|: (sender neuron, receiver neuron, effect)."""
         eff = self.effect
-        i = int(eff.abs().flatten().argmax())
-        n, m = divmod(i, eff.shape[1])
+        n, m = divmod(int(eff.abs().flatten().argmax()), eff.shape[1])
+        return n, m, float(eff[n, m])
+
+    def summary(self) -> dict[str, Any]:
+        """The layers, the pairs, the two unpatched metrics and the strongest edge."""
+        n, m, e = self._strongest()
+        return headline({"sender_layer": self.sender_layer, "n_pairs": self.n_pairs,
+                         "clean": self.clean, "corrupt": self.corrupt,
+                         "strongest": {"sender": n, "receiver": m, "effect": e}})
+
+    def describe(self) -> str:
+        n, m, e = self._strongest()
         return (f"path patching L{self.sender_layer} -> L{self.sender_layer + 1} on "
                 f"{self.n_pairs} pairs: metric clean {self.clean:.4g}, corrupted "
                 f"{self.corrupt:.4g}; the strongest edge is L{self.sender_layer}N{n} -> "
-                f"L{self.sender_layer + 1}N{m} (effect {float(eff[n, m]):+.4g})")
+                f"L{self.sender_layer + 1}N{m} (effect {e:+.4g})")
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable({"values": self.values, "clean": self.clean, "corrupt": self.corrupt,

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from analyses._common import check_all_pairs_memory, check_model, to_jsonable
+from analyses._common import check_all_pairs_memory, check_model, headline, to_jsonable
 from analyses.fourier import dft
 from analyses.groups import by_frequency
 
@@ -130,7 +130,13 @@ class PhaseMoments:
     n_groups: int
     per_frequency: dict[int, tuple[list[float], list[float]]]
 
-    def summary(self) -> str:
+    def summary(self) -> dict[str, Any]:
+        """The first four moments (cos and sin), random phases' value, the neurons and
+        frequencies they average over."""
+        return headline({"cos_1_4": self.cos[:4], "sin_1_4": self.sin[:4], "null": self.null,
+                         "n_neurons": self.n_neurons, "n_groups": self.n_groups})
+
+    def describe(self) -> str:
         low = ", ".join(f"m={m}: {c:.2f}/{s:.2f}" for m, c, s in
                         zip(self.m[:4], self.cos[:4], self.sin[:4], strict=True))
         return (f"phase moments |<cos m phi>|/|<sin m phi>| over {self.n_neurons} neurons in "
@@ -203,6 +209,10 @@ class Stages:
     stage1_end: int | None
     stage2_end: int | None
     how: str
+
+    def summary(self) -> dict[str, Any]:
+        """Both boundaries and how they were placed."""
+        return self.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

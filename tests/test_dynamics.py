@@ -363,4 +363,5 @@ def test_how_it_formed_measures_only_the_models_own_snapshots(grokked, monkeypat
         edited.W_in.mul_(2)
     f = formation.how_it_formed([edited])
     assert f.dynamics is None and "the last snapshot (epoch 1200) is not the model" in f.left_out
-    assert f.summary().startswith("Left out: the snapshots taken while it trained were found")
+    assert f.describe().startswith("Left out: the snapshots taken while it trained were found")
+    assert f.summary()["dynamics"] is None and f.summary()["left_out"] == f.left_out

@@ -277,7 +277,10 @@ def test_forms_comparison_on_a_shipped_model_and_its_section() -> None:
     assert kinds[:2] == ["trained", "all neurons replaced (best form)"] and len(kinds) == 5
     quad = d["construction"]["quad_curve"]
     assert quad["predicted"] == 6 and quad["exact"][quad["ns"].index(6)] == [1.0]
-    assert "clock or pizza (trained): clock" in r.summary()
+    assert "clock or pizza (trained): clock" in r.describe()
+    s = r.summary()
+    assert s["best_form"] == r.best_form and s["clock_pizza"] == ["clock"]
+    assert s["acc_at_0.9"] == {f: rep[f]["at_0.9"]["mean"] for f in rep}
 
     page = forms_html(r)
     assert page.count('id="fig-forms-replacement"') == 1
@@ -294,7 +297,8 @@ def test_forms_comparison_says_which_parts_do_not_apply() -> None:
     assert r.to_dict() == {"applies": {"forms": r.applies["forms"],
                                        "clock_pizza": r.applies["forms"]}}
     assert "2-layer model" in r.applies["forms"] and r.figures() == {}
-    assert "2-layer model" in r.summary() and "2-layer model" in forms_html(r)
+    assert "2-layer model" in r.describe() and "2-layer model" in forms_html(r)
+    assert r.summary() == {"applies": r.applies}
     small = HookedMLP(MLPConfig(p=3, d_hidden=8))
     tiny = compare_neuron_forms([small], ["tiny"])
     html, numbers = forms_html(tiny), tiny.to_dict()

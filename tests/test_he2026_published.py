@@ -68,6 +68,7 @@ def test_the_section_runs_on_the_report_models_and_the_imported_checkpoint(shipp
     from analyses.experiments.he2026 import HOLDS, NO_HISTORY, he2026_section
     from analyses.experiments.published import LABEL
     from analyses.pages.render import render
+    from analyses.swap import SWAPS
     from analyses.views import figure_png
 
     bare = HookedMLP.from_params(shipped.cfg, shipped.state_tensors())  # no training record
@@ -101,7 +102,13 @@ def test_the_section_runs_on_the_report_models_and_the_imported_checkpoint(shipp
     doc = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert doc["labels"] == ["seed 0", "bare"] and doc["imported"]["labels"] == [LABEL]
     assert doc["checkpoint"]["max_abs_diff"] < 1e-4 and doc["checkpoint"]["epoch"] == 2500
-    assert "published layout (imported): even activations keep >= 100.0%" in result.summary()
+    assert "published layout (imported): even activations keep >= 100.0%" in result.describe()
+    s = result.summary()
+    assert list(s["models"]) == ["seed 0", "bare", LABEL]
+    assert s["models"][LABEL]["even_worst"] == min(
+        v for a, v in result.imported.swap[0].items() if SWAPS[a][1] == "even")
+    assert s["models"]["bare"]["stages"] is None and s["checkpoint"]["epoch"] == 2500
+    assert s["models"]["seed 0"]["verdicts"]["phases"] == rows[2][1].split(": ")[-1]
     html = render("sections/he2026.html.j2", section=SimpleNamespace(
         key="he2026", anchor="he2026", title="He et al."), result=result, error=None,
         figures={k: figure_png(v) for k, v in result.figures().items()})
@@ -120,7 +127,8 @@ def test_a_checkpoint_that_cannot_be_read_costs_only_its_column(shipped, monkeyp
     result = he2026_section(SimpleNamespace(models=[shipped], labels=["seed 0"]))
     assert result.imported is None and "missing.pth" in result.imported_error
     assert result.claims()[0] == ["He et al.'s claim", "seed 0"]
-    assert "could not be read" in result.summary()
+    assert "could not be read" in result.describe()
+    assert "missing.pth" in result.summary()["imported_error"]
 
 
 def test_the_experiment_refuses_lists_of_another_length(shipped):

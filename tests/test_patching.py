@@ -143,7 +143,9 @@ def test_neuron_patching_equals_the_hook_loop(shipped, pairs):
     assert result.corrupt == pytest.approx(float(metric(shipped(corrupt).detach())), abs=1e-6)
     assert result.clean == pytest.approx(float(metric(shipped(clean).detach())), abs=1e-6)
     assert result.effect.abs().max() > 0.05  # the sweep measures something
-    assert set(result.figures()) == {"patching"} and "L0N" in result.summary()
+    assert set(result.figures()) == {"patching"} and "L0N" in result.describe()
+    (l0, n0, e0), = result.top(1)
+    assert result.summary()["strongest"] == {"layer": l0, "neuron": n0, "effect": e0}
     # a metric vmap cannot take gives the same numbers, one call per copy
     slow = neuron_patching(shipped, clean, corrupt, lambda lg: float(metric(lg).item()))
     torch.testing.assert_close(slow.values, result.values)
@@ -208,7 +210,9 @@ def test_path_patching_equals_the_hook_loop(deep):
             want = float(metric(deep.run_with_hooks(
                 corrupt, fwd_hooks=[("blocks.1.mlp.hook_pre", hook)])))
         assert float(result.values[n, m]) == pytest.approx(want, abs=1e-5)
-    assert "L0N" in result.summary() and set(result.figures()) == {"path_patching"}
+    assert "L0N" in result.describe() and set(result.figures()) == {"path_patching"}
+    s = result.summary()["strongest"]
+    assert abs(s["effect"]) == pytest.approx(float(result.effect.abs().max()))
 
 
 def test_paths_add_up_to_the_neuron_in_a_linear_model():

@@ -124,7 +124,7 @@ def test_the_he2026_experiment_and_its_section(shipped):
 
     result = he2026_section(SimpleNamespace(models=[shipped], labels=["seed 0"]))
     assert result.swap[0]["quad"] > 0.97 and result.stages[0]["he_generalisation"] is not None
-    assert "even activations keep" in result.summary()
+    assert "even activations keep" in result.describe()
     html = render("sections/he2026.html.j2", section=SimpleNamespace(
         key="he2026", anchor="he2026", title="He et al."), result=result, error=None,
         figures={k: figure_png(v) for k, v in result.figures().items()})

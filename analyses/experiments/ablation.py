@@ -3,7 +3,7 @@ what is left when all but its top-k frequencies go.
 
     from analyses.experiments.ablation import frequency_ablation
     result = frequency_ablation(model)          # how="zero" | "mean" | "resample"
-    print(result.summary()); result.figures()["ablation"]
+    print(result.describe()); result.summary(); result.figures()["ablation"]
 
 Neurons are grouped by `analyses.groups.by_frequency` and removed with
 `analyses.patching.ablate` (a hook on `blocks.0.mlp.hook_post`); loss and accuracy are measured
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from analyses._common import check_all_pairs_memory, check_model, to_jsonable
+from analyses._common import check_all_pairs_memory, check_model, headline, to_jsonable
 from analyses.groups import by_frequency
 from analyses.patching import HOW, ablate
 from hooked_mlp.data import dataset
@@ -53,8 +53,24 @@ class FrequencyAblation:
         return next((k for k, a in zip(self.keep_k, self.acc_keep, strict=True) if a >= acc),
                     None)
 
-    def summary(self) -> str:
-        worst = max(range(len(self.frequencies)), key=lambda i: self.loss_without[i])
+    def _worst(self) -> int:
+        """The index of the frequency whose removal costs the most loss."""
+        return max(range(len(self.frequencies)), key=lambda i: self.loss_without[i])
+
+    def summary(self) -> dict[str, Any]:
+        """The unablated loss and accuracy, the costliest frequency to remove, and the fewest
+        top frequencies that keep 99 % accuracy (`k_99`, None: no number of them does)."""
+        worst = self._worst()
+        return headline({"p": self.p, "how": self.how, "loss": self.loss, "acc": self.acc,
+                         "n_frequencies": len(self.frequencies),
+                         "costliest_frequency": self.frequencies[worst],
+                         "costliest_n_neurons": self.n_neurons[worst],
+                         "loss_without_costliest": self.loss_without[worst],
+                         "acc_without_costliest": self.acc_without[worst],
+                         "k_99": self.k_for(0.99)})
+
+    def describe(self) -> str:
+        worst = self._worst()
         k99 = self.k_for(0.99)
         return (f"{len(self.frequencies)} frequencies among the neurons ({self.how} ablation); "
                 f"unablated loss {self.loss:.3g}, accuracy {self.acc:.1%}. Removing one "
@@ -151,9 +167,13 @@ class FrequencyAblations:
     results: list[FrequencyAblation]
     labels: list[str]
 
-    def summary(self) -> str:
-        lines = [f"{label}: {r.summary()}" for label, r in zip(self.labels, self.results,
-                                                                strict=True)]
+    def summary(self) -> dict[str, Any]:
+        """Each model's headline numbers, by label."""
+        return {label: r.summary() for label, r in zip(self.labels, self.results, strict=True)}
+
+    def describe(self) -> str:
+        lines = [f"{label}: {r.describe()}" for label, r in zip(self.labels, self.results,
+                                                                 strict=True)]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:

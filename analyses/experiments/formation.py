@@ -157,7 +157,17 @@ class Formation:
     dynamics: Dynamics | None = None
     left_out: str | None = None
 
-    def summary(self) -> str:
+    def summary(self) -> dict[str, Any]:
+        """Which snapshots, how many were measured, why they were left out (None: measured),
+        and the dynamics' headline numbers (None when left out)."""
+        return {"source": self.source, "count": self.count, "left_out": self.left_out,
+                "dynamics": None if self.dynamics is None else self.dynamics.summary()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "count": self.count, "left_out": self.left_out,
+                "dynamics": None if self.dynamics is None else self.dynamics.to_dict()}
+
+    def describe(self) -> str:
         if self.dynamics is None:
             return f"Left out: {self.source} were found, but {self.left_out}."
         return f"From {self.source}: {self.count}.\n{self.dynamics.describe()}"

@@ -2,7 +2,7 @@
 
     from analyses.experiments.forms import compare_neuron_forms
     result = compare_neuron_forms(models, labels)    # n_orders=3, discover_generations=8
-    print(result.summary()); result.to_dict(); result.figures()["replacement"]
+    print(result.describe()); result.summary(); result.to_dict(); result.figures()["replacement"]
 
 It composes four analyses, each on the same models:
 
@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from analyses._common import check_count, mean_sd, to_jsonable
+from analyses._common import check_count, headline, mean_sd, to_jsonable
 
 SIGNALS = ("a", "b", "out")
 CONSTRUCTION_NS = (5, 6, 7, 12, 24, 48, 96, 192)
@@ -89,15 +89,40 @@ class FormsComparison:
         """The single form whose replacement keeps the most accuracy at 90 % replaced."""
         return None if self.replacement is None else self.replacement["best_single_form_at_0.9"]
 
-    def summary(self) -> str:
+    def _winners(self) -> dict[str, str]:
+        """signal -> the form that wins the most neurons (mean over the models)."""
+        agg = self.forms["aggregate"]
+        return {sig: max(agg[sig], key=lambda f: agg[sig][f]["win_share"]["mean"])
+                for sig in SIGNALS}
+
+    def summary(self) -> dict[str, Any]:
+        """Per signal the winning form, its mean share of neurons and median R²; the mean
+        accuracy with 90 % of neurons replaced by each form, the best single form; the forms
+        discovery found nearest; the trained models' clock-or-pizza verdicts (None where a
+        part does not apply: `applies` says why)."""
+        out: dict[str, Any] = {"applies": dict(self.applies)}
+        if self.forms is None:
+            return out
+        agg = self.forms["aggregate"]
+        out["winners"] = {sig: {"form": win, "win_share": agg[sig][win]["win_share"]["mean"],
+                                "r2_median": agg[sig][win]["r2_median"]["mean"]}
+                          for sig, win in self._winners().items()}
+        out["acc_at_0.9"] = {f: v["at_0.9"]["mean"]
+                             for f, v in self.replacement["by_form"].items()}
+        out["best_form"] = self.best_form
+        out["discovery_forms"] = [d["form"] for d in self.discovery]
+        out["clock_pizza"] = (None if self.clock_pizza is None
+                              else list(self.clock_pizza["trained_verdicts"]))
+        return headline(out)
+
+    def describe(self) -> str:
         """A few lines: the winning form per signal, replacement at 90 %, what discovery found,
         the clock-or-pizza verdicts."""
         if self.forms is None:
             return f"What each neuron computes: {self.applies['forms']}."
         agg = self.forms["aggregate"]
         lines = []
-        for sig in SIGNALS:
-            win = max(agg[sig], key=lambda f: agg[sig][f]["win_share"]["mean"])
+        for sig, win in self._winners().items():
             lines.append(f"{sig} weights: {win} wins {agg[sig][win]['win_share']['mean']:.1%} "
                          f"of neurons (median R² {agg[sig][win]['r2_median']['mean']:.3f})")
         rep = self.replacement["by_form"]

@@ -6,7 +6,7 @@ toolkit's phase finder (`analyses.swap`), each set beside the paper's claim (`He
 
     from analyses.experiments.he2026 import he2026
     result = he2026([load_pretrained(s) for s in range(5)], labels=["seed 0", ...])
-    print(result.summary()); result.claims(); result.figures()
+    print(result.describe()); result.summary(); result.claims(); result.figures()
 
 The claims, and when this module says one holds on a model:
 - even activations (|x|, x^2, x^4) keep the accuracy: the worst of them within 5 points of the
@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from analyses._common import to_jsonable
+from analyses._common import headline, to_jsonable
 from analyses.swap import (
     DEFAULT_SWAPS,
     SWAPS,
@@ -117,14 +117,38 @@ class He2026:
                 for key, words in CLAIMS]
         return header, rows
 
-    def summary(self) -> str:
+    def _headline(self, i: int) -> dict[str, Any]:
+        """Model `i`'s numbers: the worst even and best odd swap, the phase moments m = 1..4,
+        the fewest top frequencies reaching `SUBSET_ACC`, both stage detectors' epochs."""
+        m, s, st = self.moments[i], self.subsets[i], self.stages[i]
+        return {"trained": self.trained[i],
+                "even_worst": min(self.swap[i][a] for a in self.swap[i]
+                                  if SWAPS[a][1] == "even"),
+                "odd_best": max(self.swap[i][a] for a in self.swap[i] if SWAPS[a][1] == "odd"),
+                "moments_cos_1_4": list(m["cos"][:4]), "moments_null": m["null"],
+                "k_99": next((k for k, a in zip(s["k"], s["acc"], strict=True)
+                              if a >= SUBSET_ACC), None),
+                "stages": None if st is None else {
+                    k: st[k] for k in ("he_memorisation_end", "he_generalisation",
+                                       "memorisation_end", "val_loss_half")}}
+
+    def summary(self) -> dict[str, Any]:
+        """Per model (the imported checkpoint last) its headline numbers and each claim's
+        verdict; the checkpoint's own numbers, or why it could not be read."""
+        return headline({
+            "models": {r.labels[i]: {**r._headline(i), "verdicts": {
+                claim: verdict for claim, (_, verdict) in r.verdicts(i).items()}}
+                for r, i in self.columns()},
+            "checkpoint": None if self.checkpoint is None else {
+                k: v for k, v in self.checkpoint.items() if k != "summary"},
+            "imported_error": self.imported_error})
+
+    def describe(self) -> str:
         lines = []
         for r, i in self.columns():
-            m, s, st = r.moments[i], r.subsets[i], r.stages[i]
-            even = min(r.swap[i][a] for a in r.swap[i] if SWAPS[a][1] == "even")
-            odd = max(r.swap[i][a] for a in r.swap[i] if SWAPS[a][1] == "odd")
-            k_full = next((k for k, a in zip(s["k"], s["acc"], strict=True) if a >= SUBSET_ACC),
-                          None)
+            h, st = r._headline(i), r.stages[i]
+            even, odd, k_full = h["even_worst"], h["odd_best"], h["k_99"]
+            m = r.moments[i]
             low = ", ".join(f"{c:.2f}" for c in m["cos"][:4])
             line = (f"{r.labels[i]}: even activations keep >= {even:.1%} accuracy, odd ones <= "
                     f"{odd:.1%}; phase moments m=1..4 |cos| {low}"
@@ -239,5 +263,5 @@ def he2026_section(ctx: Any) -> He2026:
         result.imported_error = f"{type(e).__name__}: {e}"
         return result
     result.imported = he2026([published.model], [LABEL], histories=[published.history])
-    result.checkpoint = {**published.to_dict(), "summary": published.summary()}
+    result.checkpoint = {**published.to_dict(), "summary": published.describe()}
     return result

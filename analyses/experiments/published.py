@@ -82,7 +82,14 @@ class ImportedPublished:
     max_abs_logit: float
     size_bytes: int
 
-    def summary(self) -> str:
+    def summary(self) -> dict[str, Any]:
+        """The file, what it imported as, and how close its logits are to the published
+        forward."""
+        return {"file": self.path.name, "size_bytes": self.size_bytes, "epoch": self.epoch,
+                "p": self.model.cfg.p, "d_hidden": self.model.cfg.d_hidden,
+                "max_abs_diff": self.max_abs_diff, "max_abs_logit": self.max_abs_logit}
+
+    def describe(self) -> str:
         return (f"{self.path.name} ({self.size_bytes / 1000:.0f} kB, He et al.'s final.pth "
                 f"layout, epoch {self.epoch}): imported as p = {self.model.cfg.p}, "
                 f"{self.model.cfg.d_hidden} neurons; logits equal the published forward on "

@@ -150,8 +150,12 @@ class StudyFigures:
     pngs: dict[str, bytes | None]
     why_missing: dict[str, str]
 
-    def summary(self) -> str:
-        drawn = [k for k, v in self.pngs.items() if v is not None]
+    def summary(self) -> dict[str, Any]:
+        """Which figures were drawn, and why each other one is missing."""
+        return self.to_dict()
+
+    def describe(self) -> str:
+        drawn = self.to_dict()["drawn"]
         return f"{len(drawn)} of the study's figures drawn: {', '.join(drawn)}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -208,7 +212,11 @@ class Views:
     label: str
     views: list[Any]
 
-    def summary(self) -> str:
+    def summary(self) -> dict[str, Any]:
+        """The model and the views' titles."""
+        return self.to_dict()
+
+    def describe(self) -> str:
         return f"{len(self.views)} interactive views of {self.label}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -276,7 +284,15 @@ class ExplorerData:
     label: str
     data: dict[str, Any]
 
-    def summary(self) -> str:
+    def summary(self) -> dict[str, Any]:
+        """The model, the data's plain entries (kind, p, ...) and the length of each list in
+        it (`n_<name>`: the data itself is large)."""
+        plain = {k: v for k, v in self.data.items()
+                 if v is None or isinstance(v, (bool, int, float, str))}
+        sizes = {f"n_{k}": len(v) for k, v in self.data.items() if isinstance(v, (list, dict))}
+        return {"model": self.label, **plain, **sizes}
+
+    def describe(self) -> str:
         return f"the explorer's data for {self.label}"
 
     def to_dict(self) -> dict[str, Any]:
