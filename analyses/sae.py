@@ -264,11 +264,14 @@ def fit_dictionaries(x: Tensor, y: Tensor | None = None, d_sae: int | Sequence[i
                      seeds: Sequence[int] = (0,), sparsity: str = "l1", l1: float = 1e-3,
                      k: int | None = None, steps: int = 2000, lr: float = 1e-3,
                      batch_size: int = 4096, resample_every: int = 500,
-                     kind: str = "sae", hook_in: str = "", hook_out: str = ""
+                     kind: str = "sae", hook_in: str = "", hook_out: str = "",
+                     stop_at: float | None = None, check_every: int = 25
                      ) -> list[SparseDictionary]:
     """Train one dictionary per (size, seed) on inputs `x` `[N, d_in]` and targets `y`
     `[N, d_out]` (default `x`: an autoencoder), all in one stack; members in the order
-    `[(size, seed) for size in sizes for seed in seeds]`. See the module's text."""
+    `[(size, seed) for size in sizes for seed in seeds]`. See the module's text.
+    `stop_at`: stop early, at the first multiple of `check_every` steps where every member's
+    normalised MSE on all of `x` is at most this (the history then ends there)."""
     sizes = [d_sae] if isinstance(d_sae, int) else list(d_sae)
     for s in sizes:
         _positive_int("d_sae", s)
@@ -289,6 +292,10 @@ def fit_dictionaries(x: Tensor, y: Tensor | None = None, d_sae: int | Sequence[i
     _positive_int("resample_every", resample_every)
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise ValueError(f"lr must be a positive number, got {lr!r}")
+    if stop_at is not None and not (isinstance(stop_at, (int, float)) and stop_at > 0
+                                    and math.isfinite(stop_at)):
+        raise ValueError(f"stop_at must be a positive number or None, got {stop_at!r}")
+    _positive_int("check_every", check_every)
     x = x.float()
     y = x if y is None else y.float()
     if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
@@ -320,7 +327,7 @@ def fit_dictionaries(x: Tensor, y: Tensor | None = None, d_sae: int | Sequence[i
     fired = torch.zeros(R, D, dtype=torch.bool)
     pad = (mask == 0) if bool((mask == 0).any()) else None  # None: every member has D features
     xs = ys = None
-    pos = N
+    pos, ran = N, steps
     for step in range(1, steps + 1):
         if pos >= N:  # a fresh permutation of the pairs per member (its own generator)
             order = torch.stack([torch.randperm(N, generator=gg) for gg in gens])  # [R, N]
@@ -352,6 +359,11 @@ def fit_dictionaries(x: Tensor, y: Tensor | None = None, d_sae: int | Sequence[i
             if step % resample_every == 0 and step < steps:
                 _resample(x, y, W_enc, b_enc, W_dec, b_dec, mask, fired, opt, sparsity, k)
                 fired.zero_()
+            if stop_at is not None and step % check_every == 0 and step < steps and bool(
+                    (_final_nmse(x, y, W_enc, b_enc, W_dec, b_dec, mask, sparsity, k, var)
+                     <= stop_at).all()):
+                ran = step
+                break
     out = []
     with torch.no_grad():
         final = _final_nmse(x, y, W_enc, b_enc, W_dec, b_dec, mask, sparsity, k, var)
@@ -360,7 +372,8 @@ def fit_dictionaries(x: Tensor, y: Tensor | None = None, d_sae: int | Sequence[i
             kind, hook_in, hook_out, sparsity, W_enc[r, :, :size].detach().clone(),
             b_enc[r, :size].detach().clone(), W_dec[r, :size].detach().clone(),
             b_dec[r].detach().clone(), k, float(l1), seed,
-            {"loss": losses[:, r].tolist(), "nmse": [*nmses[:-1, r].tolist(), float(final[r])]}))
+            {"loss": losses[:ran, r].tolist(),
+             "nmse": [*nmses[:ran - 1, r].tolist(), float(final[r])]}))
     return out
 
 

@@ -122,3 +122,19 @@ def test_saelens_loads_the_files(model, tmp_path):
     loaded = sae_lens.SAE.load_from_disk(str(tmp_path / "sae"))
     x = torch.randn(5, 12)
     torch.testing.assert_close(loaded(x), sae(x))
+
+
+def test_stop_at_ends_training_at_the_first_check_that_reaches_the_loss():
+    x, _ = _planted()
+    full = fit_dictionaries(x, None, 16, sparsity="topk", k=2, steps=600, lr=3e-3,
+                            batch_size=512, resample_every=300)[0]
+    (sae,) = fit_dictionaries(x, None, 16, sparsity="topk", k=2, steps=600, lr=3e-3,
+                              batch_size=512, resample_every=300, stop_at=0.2, check_every=50)
+    ran = len(sae.history["loss"])
+    assert ran % 50 == 0 and ran < 600 and sae.history["nmse"][-1] <= 0.2
+    assert len(sae.history["nmse"]) == ran
+    assert sae.history["loss"] == full.history["loss"][:ran]  # the same steps up to there
+    with pytest.raises(ValueError, match="stop_at"):
+        fit_dictionaries(x, None, 16, steps=5, stop_at=-1.0)
+    with pytest.raises(ValueError, match="check_every"):
+        fit_dictionaries(x, None, 16, steps=5, check_every=0)
