@@ -341,3 +341,40 @@ def test_the_page_is_gathered_on_the_threads_asked_and_torch_keeps_its_own(small
     with pytest.raises(ValueError, match="threads must be an integer"):
         page_module.write_explorer_page(small, tmp_path / "F", threads=0)
     assert not (tmp_path / "F").exists()
+
+
+def test_a_sweep_over_p_gives_each_cell_its_own_p_and_accuracy(tmp_path):
+    """Cells whose p differs from the header's carry their own p and labels: each cell's
+    accuracy is scored (in the data and by the page itself), not n/a."""
+    from analyses.explorer import gather
+    from analyses.pages.explorer import write_explorer_page
+    from hooked_mlp import TrainConfig
+    from hooked_mlp.data import all_pairs, labels_of, valid_mask
+    from hooked_mlp.jobs import sweep
+
+    folder = tmp_path / "S"
+    sweep({"p": [5, 7]}, model=MLPConfig(p=5, d_hidden=8),
+          recipe=TrainConfig(epochs=5, batch_size=4096), out=folder, progress=False, page=False)
+    data = gather(folder)
+    assert data["p"] == 5 and [c["label"] for c in data["sweep"]["cells"]] == ["p=5", "p=7"]
+    first, second = data["states"]
+    assert "labels" not in first and "p" not in first
+    assert second["p"] == 7 and second["labels"] == labels_of(
+        all_pairs(7), MLPConfig(p=7)).masked_fill(~valid_mask(MLPConfig(p=7)), -1).tolist()
+    assert 0 <= first["acc"] <= 1 and 0 <= second["acc"] <= 1
+    from _browser import Browser, browser_available
+
+    if not browser_available():
+        return
+    page = write_explorer_page(folder, tmp_path / "E")
+    with Browser() as b:
+        _open(b, page)
+        b.click('#hmx-phase rect[data-cell="1"]')
+        b.wait_for("document.querySelector('#hmx').dataset.state === '1'")
+        b.click("#hmx-tab-patching")
+        acc = b.wait_for("document.querySelector('#hmx-patch') && "
+                         "document.querySelector('#hmx-patch').dataset.acc")
+        assert float(acc) == pytest.approx(second["acc"], abs=1e-5)
+        b.click("#hmx-tab-logits")
+        assert b.js("return document.querySelector('#hmx-a').max") == "6"
+        assert b.console_errors() == []

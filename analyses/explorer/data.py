@@ -275,14 +275,29 @@ def measured(models: Sequence[Any], pairs: Tensor, labels: Tensor, valid: Tensor
     return out
 
 
+def pair_labels(cfg: Any) -> list[int]:
+    """The answer of every pair `(a, b)` (row-major, `a` first) under `cfg`'s operation, -1
+    where the operation is undefined."""
+    pairs = all_pairs(cfg.p)
+    return labels_of(pairs, cfg).masked_fill(~valid_mask(cfg), -1).tolist()
+
+
 def header(model: Any, kind: str, title: str) -> dict[str, Any]:
     cfg = model.cfg
-    pairs = all_pairs(cfg.p)
-    labels = labels_of(pairs, cfg).masked_fill(~valid_mask(cfg), -1)
     return {"kind": kind, "title": title, "p": cfg.p, "d_hidden": cfg.d_hidden,
             "activation": cfg.activation, "operation": cfg.operation,
-            "forms": list(FORMS), "labels": labels.tolist(), "states": [], "curves": None,
+            "forms": list(FORMS), "labels": pair_labels(cfg), "states": [], "curves": None,
             "sweep": None}
+
+
+def own_settings(state: dict[str, Any], cfg: Any, head: dict[str, Any]) -> None:
+    """Give `state` (of a model with configuration `cfg`) the `p` and `labels`, and the
+    `activation`, that differ from the header `head`'s (a sweep over p, the operation or the
+    activation), so that the front end scores and draws it as its own model."""
+    if cfg.p != head["p"] or cfg.operation != head["operation"]:
+        state["p"], state["labels"] = cfg.p, pair_labels(cfg)
+    if cfg.activation != head["activation"]:
+        state["activation"] = cfg.activation
 
 
 def model_data(model: Any, title: str = "model") -> dict[str, Any]:
@@ -359,7 +374,7 @@ def sweep_data(folder: str | Path, max_cells: int = MAX_CELLS,
     x_axis, y_axis = varied[0], (varied[1] if len(varied) > 1 else None)
     chosen = sorted({round(i * (len(cells) - 1) / max(1, min(max_cells, len(cells)) - 1))
                      for i in range(min(max_cells, len(cells)))})
-    rows, states = [], []
+    rows, states, configs = [], [], []
     first_model = None
     for ci, cell in enumerate(cells):
         sel = np.ones(len(table), dtype=bool)
@@ -381,10 +396,13 @@ def sweep_data(folder: str | Path, max_cells: int = MAX_CELLS,
             st = state_data(model, dtype="f16", forms=False)
             st["cell"] = row["label"] + f", seed={seeds[0]}"
             states.append(st)
+            configs.append(model.cfg)
         rows.append(row)
     if first_model is None:
         raise ValueError(f"{folder}: no finished cell to explore (resume the sweep first)")
     data = header(first_model, "sweep", title or f"sweep {folder.name}")
+    for st, cfg in zip(states, configs, strict=True):
+        own_settings(st, cfg, data)
     data["states"] = states
     data["sweep"] = {"x_axis": x_axis, "y_axis": y_axis,
                      "xs": [str(v) for v in axes[x_axis]],

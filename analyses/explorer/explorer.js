@@ -74,8 +74,9 @@ export class State {
     this.Wb = decode(raw.W.b, dt);
     this.Wo = decode(raw.W.out, dt);
     this.bIn = decode(raw.W.b_in, dt);
-    this.act = ACT[data.activation];
-    this.labels = this.p === data.p ? data.labels : null;
+    // a sweep cell whose p, operation or activation differs from the header's carries its own
+    this.act = ACT[raw.activation || data.activation];
+    this.labels = raw.labels || (this.p === data.p ? data.labels : null);
     this.K = raw.spectrum.a ? decode(raw.spectrum.a, "f16").length / this.d : 0;
     this._posts = null;
     this._logits = null;
@@ -534,7 +535,13 @@ class Explorer {
   }
 
   drawLogits(S) {
-    const {a, b} = this.ui, p = S.p, raw = S.raw;
+    const p = S.p, raw = S.raw;
+    if (this.ui.a >= p || this.ui.b >= p) {  // a cell of smaller p opened
+      this.ui.a = Math.min(this.ui.a, p - 1); this.ui.b = Math.min(this.ui.b, p - 1); this.ui.answer = null;
+      this.inA.value = String(this.ui.a); this.inB.value = String(this.ui.b);
+    }
+    const {a, b} = this.ui;
+    this.inA.max = this.inB.max = String(p - 1);
     const lg = S.logits(a, b, this.ui.off);
     let best = 0;
     for (let c = 0; c < p; c++) if (lg[c] > lg[best]) best = c;
