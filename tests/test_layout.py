@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -195,3 +196,58 @@ def test_hand_built_models_live_in_analyses_models_and_keep_their_old_homes():
         assert getattr(synthetic, name) is getattr(constructions, name)
     assert construction.random_phase_quad_model is constructions.random_phase_quad_model
     assert cosine.random_cosine_model.__module__ == "analyses.models.cosine"
+
+
+# a source file over this many lines says why in its docstring (issue 18), in these words
+MAX_LINES = 600
+WHY_LONG = re.compile(r"Why this file is over 600 lines: \S+(?: \S+){3,}")
+SOURCE_FOLDERS = ("hooked_mlp", "analyses", "bench", "scripts", "tests")
+
+
+def _opening_text(path: Path) -> str:
+    """The module docstring of a Python file, the first /* */ comment of a C file."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".py":
+        return ast.get_docstring(ast.parse(text)) or ""
+    start, end = text.find("/*"), text.find("*/")
+    return text[start:end] if 0 <= start < end else ""
+
+
+def _long_files(root: Path) -> dict[str, int]:
+    """Every .py and .c file below the source folders (and setup.py) over `MAX_LINES` lines,
+    with its line count."""
+    paths = [root / "setup.py", *(p for folder in SOURCE_FOLDERS for suffix in ("py", "c")
+                                  for p in sorted((root / folder).rglob(f"*.{suffix}")))]
+    out = {}
+    for p in paths:
+        if p.exists() and ".venv" not in p.parts and "build" not in p.parts:
+            n = len(p.read_text(encoding="utf-8").splitlines())
+            if n > MAX_LINES:
+                out[str(p.relative_to(root))] = n
+    return out
+
+
+def test_no_source_file_over_600_lines_without_saying_why():
+    """A file over 600 lines has a sentence in its docstring (a C file: its first comment)
+    saying why, beginning "Why this file is over 600 lines: "."""
+    long_files = _long_files(ROOT)
+    assert long_files, "the check reads no file over 600 lines: is it reading the tree?"
+    silent = {f: n for f, n in long_files.items()
+              if not WHY_LONG.search(" ".join(_opening_text(ROOT / f).split()))}
+    assert not silent, (f"over {MAX_LINES} lines with no 'Why this file is over 600 lines: "
+                        f"...' sentence in the docstring: {silent}")
+
+
+def test_the_long_file_check_can_fail(tmp_path):
+    """The check above finds a long file that does not say why, and accepts one that does."""
+    (tmp_path / "analyses").mkdir()
+    body = "x = 1\n" * (MAX_LINES + 1)
+    (tmp_path / "analyses" / "long.py").write_text('"""A module."""\n' + body)
+    (tmp_path / "analyses" / "why.py").write_text(
+        '"""A module.\n\nWhy this file is over 600 lines: it holds one table of many rows."""\n'
+        + body)
+    (tmp_path / "analyses" / "short.py").write_text('"""A module."""\nx = 1\n')
+    found = _long_files(tmp_path)
+    assert found == {"analyses/long.py": MAX_LINES + 2, "analyses/why.py": MAX_LINES + 4}
+    assert not WHY_LONG.search(_opening_text(tmp_path / "analyses" / "long.py"))
+    assert WHY_LONG.search(" ".join(_opening_text(tmp_path / "analyses" / "why.py").split()))
