@@ -259,13 +259,9 @@ def make_spec(grid: Any, seeds: Iterable[int] | None = None, model: MLPConfig | 
     from hooked_mlp.data import n_train_pairs, valid_mask
     from hooked_mlp.training.backends import BACKENDS
     from hooked_mlp.training.snapshots import parse_snapshot_spec
+    from hooked_mlp.training.trainer import check_configs
 
-    model = MLPConfig() if model is None else model
-    recipe = TrainConfig() if recipe is None else recipe
-    if not isinstance(model, MLPConfig):
-        raise TypeError(f"model must be an MLPConfig, got {type(model).__name__}")
-    if not isinstance(recipe, TrainConfig):
-        raise TypeError(f"recipe must be a TrainConfig, got {type(recipe).__name__}")
+    model, recipe = check_configs(model, recipe, ("model", "recipe"))
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {short(backend)}")
     axes, cells = parse_grid(grid)

@@ -420,18 +420,26 @@ def _check_common(device: str | torch.device, threads: int | None, backend: str,
     return check_threads(n), chosen
 
 
+def check_configs(cfg: MLPConfig | None, tcfg: TrainConfig | None,
+                  names: tuple[str, str] = ("cfg", "tcfg")) -> tuple[MLPConfig, TrainConfig]:
+    """`(cfg, tcfg)` with the study's defaults for None, each refused unless an `MLPConfig`
+    and a `TrainConfig` (`names`: the arguments' names in the error)."""
+    cfg = MLPConfig() if cfg is None else cfg
+    tcfg = TrainConfig() if tcfg is None else tcfg
+    if not isinstance(cfg, MLPConfig):
+        raise TypeError(f"{names[0]} must be an MLPConfig, got {type(cfg).__name__}")
+    if not isinstance(tcfg, TrainConfig):
+        raise TypeError(f"{names[1]} must be a TrainConfig, got {type(tcfg).__name__}")
+    return cfg, tcfg
+
+
 def resolve_run(
     cfg: MLPConfig | None, tcfg: TrainConfig | None, seeds: Sequence[int] | None,
     device: str | torch.device, threads: int | None, backend: str,
 ) -> tuple[MLPConfig, TrainConfig, list[int], int, str]:
     """Every argument of a run of seeds checked before any work: `(cfg, tcfg, seeds, threads,
     backend)` with defaults filled in."""
-    cfg = MLPConfig() if cfg is None else cfg
-    tcfg = TrainConfig() if tcfg is None else tcfg
-    if not isinstance(cfg, MLPConfig):
-        raise TypeError(f"cfg must be an MLPConfig, got {type(cfg).__name__}")
-    if not isinstance(tcfg, TrainConfig):
-        raise TypeError(f"tcfg must be a TrainConfig, got {type(tcfg).__name__}")
+    cfg, tcfg = check_configs(cfg, tcfg)
     seed_list = check_seeds([tcfg.seed] if seeds is None else seeds)
     n_train_pairs(int(valid_mask(cfg).sum()), tcfg.train_frac)  # both splits non-empty
     n_threads, chosen = _check_common(device, threads, backend, cfg, len(seed_list))
