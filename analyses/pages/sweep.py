@@ -9,7 +9,8 @@ grids), one panel per value of the other axes; the final validation accuracy and
 (log colour scale) over the same axes; the training curves of a few cells (one of each phase
 the sweep reached, read from the groups' weights files); and the whole results table. The page
 is one self-contained file (figures as PNG data URIs), written atomically; it replaces only an
-earlier sweep page.
+earlier sweep page. Figures are drawn with matplotlib's object API (no pyplot, no global
+backend), as every page's are.
 
 Colours follow the published phase diagrams (Liu et al. 2022): comprehension green, grokking
 red, memorization blue, confusion grey; diverged runs black, cells without runs white.
@@ -23,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from analyses.experiments.sweep import PHASES, PhaseDiagram, phase_diagram
+from analyses.figures import figure_png
 from analyses.pages.render import now, render
 from analyses.pages.writer import PageKind, write_page_file
-from analyses.views import figure_png
 from hooked_mlp.files.sweeps import (
     PAGE_FILE,
     find_run,
@@ -55,10 +57,6 @@ def _panels(d: PhaseDiagram, values: Sequence[np.ndarray] | None, title: str, *,
             phases: bool = False, log: bool = False, vmin: float | None = None,
             vmax: float | None = None) -> bytes:
     """One figure: a heatmap per facet of `values` (or of the majority phase)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap, LogNorm, Normalize
 
     n = len(d.facets)
@@ -66,7 +64,8 @@ def _panels(d: PhaseDiagram, values: Sequence[np.ndarray] | None, title: str, *,
     rows = math.ceil(n / cols)
     w = max(4.6, min(7.0, 0.32 * len(d.x_values) + 2.2))
     h = max(2.4, min(6.0, 0.28 * len(d.y_values) + 1.8))
-    fig, axs = plt.subplots(rows, cols, figsize=(w * cols, h * rows), squeeze=False)
+    fig = Figure(figsize=(w * cols, h * rows))
+    axs = fig.subplots(rows, cols, squeeze=False)
     order = [*PHASES, "diverged"]
     for k, facet in enumerate(d.facets):
         ax = axs[k // cols][k % cols]
@@ -111,9 +110,7 @@ def _panels(d: PhaseDiagram, values: Sequence[np.ndarray] | None, title: str, *,
                    loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.14 if phases else 0, 1, 0.94))
-    png = figure_png(fig)
-    plt.close(fig)
-    return png
+    return figure_png(fig)
 
 
 def _chosen_cells(table: Any, axes: Sequence[str]) -> list[dict[str, Any]]:
@@ -130,14 +127,10 @@ def _chosen_cells(table: Any, axes: Sequence[str]) -> list[dict[str, Any]]:
 def _curves(folder: Path, doc: Mapping[str, Any], cells: Sequence[Mapping[str, Any]],
             axes: Sequence[str]) -> tuple[bytes | None, list[str]]:
     """The train and validation accuracy curves of `cells`, from the groups' weights files."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     if not cells:
         return None, []
-    fig, ax = plt.subplots(figsize=(7.5, 3.6))
+    fig = Figure(figsize=(7.5, 3.6))
+    ax = fig.subplots()
     names = []
     for k, cell in enumerate(cells):
         seed = cell.get("seed")
@@ -159,9 +152,7 @@ def _curves(folder: Path, doc: Mapping[str, Any], cells: Sequence[Mapping[str, A
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    png = figure_png(fig)
-    plt.close(fig)
-    return png, names
+    return figure_png(fig), names
 
 
 def _cell(v: Any) -> Any:
