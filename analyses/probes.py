@@ -254,6 +254,17 @@ class ProbeRuns:
     per_model: dict[str, list[dict[str, Any]]]
     figures: dict[str, dict[str, Any]]
 
+    def summary(self) -> dict[str, Any]:
+        """Per probe, how many models it ran on and how many rows each failure has."""
+        out: dict[str, Any] = {}
+        for name, rows in self.per_model.items():
+            counts = {"ran": sum("failure" not in r for r in rows)}
+            for r in rows:
+                if "failure" in r:
+                    counts[r["failure"]] = counts.get(r["failure"], 0) + 1
+            out[name] = counts
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {name: {"title": p.title, "source": p.source, "per_model": self.per_model[name]}
                 for name, p in self.probes.items()}

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from analyses._common import check_fractions, mean_sd, to_jsonable
+from analyses._common import check_fractions, headline, mean_sd, to_jsonable
 from analyses.activation_fits import (
     activation_replacement_curve,
     fit_grids,
@@ -320,6 +320,20 @@ class QuestionsResult:
     depths: dict[str, dict[str, Any]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The plan's name, the small problem's accuracies, and per encoding (which recipe it
+        learned with, the study recipe's mean validation accuracy) and per depth (mean
+        validation accuracy and accuracy on every pair)."""
+        def accs(group: dict[str, Any]) -> dict[str, Any]:
+            s = group["summary"]
+            return {"val_acc": s["val_acc"]["mean"], "accuracy_all": s["accuracy_all"]["mean"]}
+
+        return headline({
+            "plan": self.plan.name, "small_p": self.small_p,
+            "encodings": {enc: {"learned_with": e["learned_with"], **accs(e["study_recipe"])}
+                          for enc, e in self.encodings.items()},
+            "depths": {d: accs(g) for d, g in self.depths.items()}})
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable({"plan": self.plan.to_dict(), "small_p": self.small_p,

@@ -18,6 +18,7 @@ from typing import Any
 from analyses._common import (
     check_one_hot,
     fourier_structure,
+    headline,
     mean_sd,
     phase_sign,
     wrap_angle,
@@ -87,6 +88,14 @@ class ModelMeasurements:
     fit_summary: dict[str, Any]
     curves: dict[str, ReplacementCurve]
     harmonics: dict[str, float]
+
+    def summary(self) -> dict[str, Any]:
+        """Its accuracies and epochs, the fits' headline numbers and each replacement curve's
+        ends."""
+        return headline({"label": self.label, "accuracy_all": self.accuracy_all,
+                         "train_acc": self.train_acc, "val_acc": self.val_acc,
+                         "epochs": self.epochs, "fits": self.fit_summary,
+                         "replacement": {k: c.summary() for k, c in self.curves.items()}})
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "accuracy_all": self.accuracy_all,
@@ -334,6 +343,22 @@ class StudyResult:
     aggregate: dict[str, Any]
     applies: dict[str, str | None]
     claims: list[dict[str, str]]
+
+    def summary(self) -> dict[str, Any]:
+        """The models, each claim's verdict, and the accuracies and replacement at 90 % as
+        means over the models."""
+        agg = self.aggregate
+        return headline({
+            "models": list(self.labels),
+            "verdicts": {c["claim"]: c["verdict"] for c in self.claims},
+            **{k: agg[k]["mean"] for k in ("accuracy_all", "train_acc", "val_acc")},
+            "replacement_at_90": (agg["replacement_at_90"]["mean"]
+                                  if "replacement_at_90" in agg else None)})
+
+    def describe(self) -> str:
+        """One line per claim: its verdict and what was measured."""
+        return "\n".join(f"{c['verdict']}: {c['claim']} (measured: {c['measured']})"
+                         for c in self.claims)
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": self.cfg.to_dict(), "models": self.labels,

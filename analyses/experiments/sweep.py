@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from analyses._common import fourier_structure
+from analyses._common import fourier_structure, headline, to_jsonable
 from hooked_mlp.config import MLPConfig
 from hooked_mlp.train_info import TrainInfo
 
@@ -159,6 +159,20 @@ class PhaseDiagram:
     val_acc: list[np.ndarray]
     grok_epoch: list[np.ndarray]
     n: list[np.ndarray]
+
+    def summary(self) -> dict[str, Any]:
+        """The axes, how many values each has, the panels, the runs counted and the cells of
+        each majority phase."""
+        return headline({"x": self.x, "y": self.y, "n_x": len(self.x_values),
+                         "n_y": len(self.y_values), "n_panels": len(self.facets),
+                         "n_runs": int(sum(np.nansum(n) for n in self.n)),
+                         "phase_cells": self.counts()})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every panel's arrays (NaN as None), its facet, and the axes' values."""
+        return to_jsonable({k: getattr(self, k) for k in (
+            "x", "y", "x_values", "y_values", "facets", "phase", "grokked", "val_acc",
+            "grok_epoch", "n")})
 
     def counts(self) -> dict[str, int]:
         """Cells (not runs) of each majority phase, over every panel."""
