@@ -139,6 +139,26 @@ class Dynamics:
             share[t] = torch.bincount(dom[dom > 0] - 1, minlength=K).float() / H
         return share
 
+    def clearest_neurons(self, n: int) -> list[int]:
+        """Up to `n` neurons whose final input spectra are clearest (largest peak share), one
+        per final dominant frequency first, then the next clearest; sorted by index. Empty when
+        the spectra were not measured."""
+        if self.power is None or self.dominant is None:
+            return []
+        final = self.power[-1]  # [H, K]
+        order = torch.argsort(final.max(dim=1).values, descending=True).tolist()
+        chosen: list[int] = []
+        seen: set[int] = set()
+        for i in order:
+            k = int(self.dominant[-1, i])
+            if len(chosen) < n and k not in seen:
+                chosen.append(i)
+                seen.add(k)
+        for i in order:
+            if len(chosen) < n and i not in chosen:
+                chosen.append(i)
+        return sorted(chosen)
+
     def summary(self) -> Summary:
         """The headline numbers: snapshots, key frequencies, the phases, and each measure's
         first and last value (the text of the same is `describe()`)."""

@@ -21,8 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from analyses._common import to_jsonable
 from analyses.dynamics import Dynamics, dynamics
 from analyses.experiments.formation import (  # noqa: F401  (moved there; kept importable here)
@@ -122,27 +120,6 @@ def plot_measures(d: Dynamics) -> Any:
     return fig
 
 
-def _heat_neurons(d: Dynamics, n: int) -> list[int]:
-    """Neurons to draw: those whose final spectra are clearest, one per final frequency first."""
-    final = d.power[-1]
-    clarity = final.max(dim=1).values
-    order = torch.argsort(clarity, descending=True).tolist()
-    chosen, seen = [], set()
-    for i in order:
-        k = int(d.dominant[-1, i])
-        if k not in seen:
-            chosen.append(i)
-            seen.add(k)
-        if len(chosen) == n:
-            break
-    for i in order:
-        if len(chosen) == n:
-            break
-        if i not in chosen:
-            chosen.append(i)
-    return sorted(chosen)
-
-
 def _ticks(d: Dynamics) -> tuple[list[int], list[str]]:
     T = len(d.epochs)
     ticks = sorted({0, T // 3, 2 * T // 3, T - 1})
@@ -151,7 +128,7 @@ def _ticks(d: Dynamics) -> tuple[list[int], list[str]]:
 
 def plot_spectra(d: Dynamics, n_neurons: int = 12) -> Any:
     """Each chosen neuron's input power spectrum (share per frequency) over the snapshots."""
-    neurons = _heat_neurons(d, min(n_neurons, d.power.shape[1]))
+    neurons = d.clearest_neurons(n_neurons)
     cols = 4
     rows = -(-len(neurons) // cols)
     fig, ax = new_figure(11, 2.0 * rows + 0.4, rows, cols)

@@ -30,9 +30,10 @@ from analyses.experiments.questions import (
     finite,
     single_frequency_counts,
 )
+from analyses.figures import figure_png
 from analyses.pages.render import render
 from analyses.pages.writer import PageKind, is_page_file, write_page_file
-from analyses.views import SEED_COLORS, figure_png, new_figure
+from analyses.views import SEED_COLORS, new_figure
 from hooked_mlp.config import MLPConfig, TrainConfig
 from hooked_mlp.files.format import atomic_write_text
 from hooked_mlp.text import safe_text
