@@ -46,8 +46,8 @@ from torch import Tensor
 from analyses._common import headline, mean_sd, to_jsonable
 
 SIZES = (100, 200)
-STEPS, BATCH, LR = 150, 1024, 3e-3
-L1, TOPK = 1e-2, 16
+STEPS, BATCH, LR = 150, 1024, 1e-2
+L1, TOPK = 1e-2, 32
 RESAMPLE_EVERY = 50
 SINGLE = 0.5  # a single-frequency feature: this share of its power on one k's low harmonics
 NEURON_LIKE = 0.5  # a neuron-like feature: this share of its decoder norm^2 on one neuron
