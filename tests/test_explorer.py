@@ -159,3 +159,19 @@ def test_states_of_a_series_at_once_equal_each_snapshots_own_analyses():
     assert sum(states[-1]["dead"]) >= 7 and states[0]["acc"] < states[3]["acc"]
     with pytest.raises(ValueError, match="one configuration"):
         states_data([models[0], HookedMLP(MLPConfig(p=13, d_hidden=16))], [0, 1])
+
+
+def test_a_model_with_hooks_attached_is_refused():
+    """The page draws the model's weights: a hook that changes what the model computes (an
+    ablation here) would not be drawn, so the explorer refuses the model while it is attached."""
+    from analyses.explorer.data import model_data
+    from analyses.patching import ablate
+
+    model = HookedMLP(MLPConfig(p=7, d_hidden=8), seed=0)
+    with ablate(model, [0, 1]), pytest.raises(ValueError, match="hooks attached at"):
+        model_data(model)
+    model.add_hook("blocks.0.mlp.hook_post", lambda value, hook: value * 0, is_permanent=True)
+    with pytest.raises(ValueError, match=r"blocks\.0\.mlp\.hook_post"):
+        model_data(model)
+    model.reset_hooks(including_permanent=True)
+    assert model_data(model)["states"][0]["checks"]  # drawn again once the hooks are gone
