@@ -40,6 +40,7 @@ from analyses._common import (
     check_seed,
     curve_ends,
     headline,
+    mean_sd,
     to_jsonable,
 )
 from analyses.cosine_fit import (
@@ -186,15 +187,10 @@ class ReplacementCurve:
 
     @property
     def sd(self) -> list[float]:
-        """Sample standard deviation (the toolkit's one aggregate: mean, sd, n)."""
-        import math
-
-        n = len(self.accuracy)
-        out = []
-        for i, m in enumerate(self.mean):
-            var = sum((run[i] - m) ** 2 for run in self.accuracy) / max(1, n - 1)
-            out.append(math.sqrt(var))
-        return out
+        """Sample standard deviation over the orders at each fraction (0 for one order),
+        through the toolkit's one aggregate (`analyses._common.mean_sd`)."""
+        return [mean_sd(run[i] for run in self.accuracy)["sd"]
+                for i in range(len(self.fractions))]
 
     def at(self, fraction: float) -> float:
         """Mean accuracy at the fraction closest to `fraction`."""

@@ -8,7 +8,6 @@ neurons of any larger one (nested sampling).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from analyses._common import (
     check_all_pairs_memory,
     check_positive_int,
     headline,
+    mean_sd,
     to_jsonable,
 )
 from analyses.models.constructions import (  # noqa: F401 (their old home: kept importable)
@@ -59,12 +59,9 @@ class SyntheticCurve:
 
     @property
     def sd(self) -> list[float]:
-        """Sample standard deviation (the toolkit's one aggregate: mean, sd, n)."""
-        out = []
-        for r in self.accuracy:
-            m = sum(r) / len(r)
-            out.append(math.sqrt(sum((v - m) ** 2 for v in r) / max(1, len(r) - 1)))
-        return out
+        """Sample standard deviation over the seeds at each `N` (0 for one seed), through the
+        toolkit's one aggregate (`analyses._common.mean_sd`)."""
+        return [mean_sd(r)["sd"] for r in self.accuracy]
 
     @property
     def min(self) -> list[float]:

@@ -163,3 +163,20 @@ def test_sampling_analyses_are_reproducible(shipped, fits):
     assert not torch.equal(a.W_in, random_cosine_model(64, seed=6).W_in)
     assert synthetic_curve(ns=[32], seeds=[1], p=31).accuracy == \
         synthetic_curve(ns=[32], seeds=[1], p=31).accuracy
+
+
+def test_the_curves_spread_is_the_one_aggregate():
+    """ReplacementCurve.sd and SyntheticCurve.sd are mean_sd's sample sd (n - 1; 0 for one
+    run), per fraction and per N."""
+    import statistics
+
+    from analyses.replacement import ReplacementCurve
+    from analyses.synthetic import SyntheticCurve
+
+    runs = [[1.0, 0.5, 0.25], [1.0, 0.7, 0.5], [1.0, 0.9, 0.0]]
+    curve = ReplacementCurve([0.0, 0.5, 1.0], "random", "cosine", "both", runs, seed=0)
+    assert curve.sd == [0.0, pytest.approx(0.2, abs=1e-15), statistics.stdev([0.25, 0.5, 0.0])]
+    assert ReplacementCurve([0.0, 1.0], "random", "cosine", "both", [[1.0, 0.3]], 0).sd == [0, 0]
+    synth = SyntheticCurve(p=7, ns=[4, 8], seeds=[0, 1], accuracy=[[0.5, 0.75], [1.0, 1.0]])
+    assert synth.sd == [statistics.stdev([0.5, 0.75]), 0.0]
+    assert SyntheticCurve(p=7, ns=[4], seeds=[0], accuracy=[[0.5]]).sd == [0.0]
