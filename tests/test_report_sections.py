@@ -113,3 +113,31 @@ def test_a_section_that_does_not_apply_says_why_instead_of_failing():
     html = render_report(result, 0.0, "p = 2")
     assert html.count("Does not apply to these models: neuron_signals needs p &gt;= 3") == 2
     assert "Sections left out" not in html
+
+
+def test_frequency_ablation_refuses_logits_that_overflow(small):
+    """Every weight x 1e30: the logits are infinite, so no loss or accuracy is given (issue 20),
+    and the report's section is left out as an overflow, like the study's."""
+    import copy
+
+    import torch
+
+    from analyses.experiments.ablation import frequency_ablation, frequency_ablation_section
+    from hooked_mlp.checks import LogitsOverflowError
+
+    big = copy.deepcopy(small)
+    with torch.no_grad():
+        for param in big.parameters():
+            param.mul_(1e30)
+    with pytest.raises(LogitsOverflowError, match="overflowed.*frequency ablation"):
+        frequency_ablation(big)
+    ctx = ReportContext([big], ["x 1e30"], "a scaled model")
+    result = run_report(ctx, (Section("frequency_ablation", "Frequency ablation",
+                                      frequency_ablation_section,
+                                      refusals=(ValueError, TypeError)),))
+    assert result.failed["frequency_ablation"].startswith("overflow: the logits overflowed")
+    assert result["frequency_ablation"] is None and not result.not_applicable
+    from hooked_mlp.helpers import accuracy
+
+    # the model itself is measured as before: its accuracy on every pair
+    assert frequency_ablation(small).acc == pytest.approx(accuracy(small), abs=1e-6)

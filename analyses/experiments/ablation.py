@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from analyses._common import check_all_pairs_memory, check_model, headline, to_jsonable
 from analyses.groups import by_frequency
 from analyses.patching import HOW, ablate
+from hooked_mlp.checks import check_finite_logits
 from hooked_mlp.data import dataset
 
 
@@ -105,8 +106,11 @@ class FrequencyAblation:
 
 
 def _measure(model: Any, tokens: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """Loss and accuracy on `tokens`; logits that overflowed are refused
+    (`LogitsOverflowError`, as every loss and accuracy of the toolkit is)."""
     with torch.no_grad():
         logits = model(tokens)
+    check_finite_logits(logits, "the frequency ablation's losses and accuracies")
     return (float(F.cross_entropy(logits.double(), labels)),
             float((logits.argmax(-1) == labels).double().mean()))
 
