@@ -302,3 +302,24 @@ def test_the_readers_take_text_from_describe_else_the_headline_numbers():
     assert result_text(Numbers()) == "n: 3\nr2: 0.1235\nk: [1, 2]\nnone: None"
     assert result_text(OldText()) == "two lines\nof text"
     assert result_text(object()) == ""
+
+
+def test_the_new_summaries_count_what_the_objects_hold(tiny):
+    """A phase diagram's and a probe run's headline numbers are counted from their contents."""
+    import pandas as pd
+
+    from analyses.experiments.sweep import phase_diagram
+    from analyses.probes import run_probes
+
+    d = phase_diagram(pd.DataFrame([
+        {"weight_decay": wd, "seed": s, "phase": ph, "val_acc": 1.0, "grok_epoch": None}
+        for wd, s, ph in ((0.1, 0, "grokking"), (0.1, 1, "grokking"), (1.0, 0, "confusion"))]),
+        ["weight_decay"])
+    s = d.summary()
+    assert s["n_runs"] == 3 and s["n_x"] == 2 and s["phase_cells"] == d.counts()
+    assert sum(s["phase_cells"].values()) == 2
+    runs = run_probes([tiny, HookedMLP(MLPConfig(p=2, d_hidden=4), seed=0)], ["tiny", "p=2"])
+    for name, counts in runs.summary().items():
+        rows = runs.per_model[name]
+        assert sum(counts.values()) == len(rows) == 2, name
+        assert counts["ran"] == sum("data" in r for r in rows), name
