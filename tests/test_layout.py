@@ -205,18 +205,23 @@ SOURCE_FOLDERS = ("hooked_mlp", "analyses", "bench", "scripts", "tests")
 
 
 def _opening_text(path: Path) -> str:
-    """The module docstring of a Python file, the first /* */ comment of a C file."""
+    """The module docstring of a Python file, the first /* */ comment of a C file, the
+    opening // lines of a JavaScript file."""
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".py":
         return ast.get_docstring(ast.parse(text)) or ""
+    if path.suffix == ".js":
+        lines = text.splitlines()
+        head = next((i for i, line in enumerate(lines) if not line.startswith("//")), len(lines))
+        return " ".join(line[2:] for line in lines[:head])
     start, end = text.find("/*"), text.find("*/")
     return text[start:end] if 0 <= start < end else ""
 
 
 def _long_files(root: Path) -> dict[str, int]:
-    """Every .py and .c file below the source folders (and setup.py) over `MAX_LINES` lines,
-    with its line count."""
-    paths = [root / "setup.py", *(p for folder in SOURCE_FOLDERS for suffix in ("py", "c")
+    """Every .py, .c and .js file below the source folders (and setup.py) over `MAX_LINES`
+    lines, with its line count."""
+    paths = [root / "setup.py", *(p for folder in SOURCE_FOLDERS for suffix in ("py", "c", "js")
                                   for p in sorted((root / folder).rglob(f"*.{suffix}")))]
     out = {}
     for p in paths:

@@ -8,6 +8,9 @@
 //   logits(a, b)[c] = sum_n post[n] W_out[n, c] + b_out[c],
 // checked against the model's own hook_post and logits at the state's `checks` pairs (the
 // header's "checks" badge), and the live ablations against the precomputed ones (Patching).
+// Why this file is over 600 lines: it is the whole front end of one page (decoding, the five
+// panels and their shared state), which a module split would only scatter, since anywidget and
+// the static page each take a single ES module.
 
 const NS = "http://www.w3.org/2000/svg";
 const PHASE_COLOURS = {comprehension: "#2ca02c", grokking: "#d62728", memorization: "#1f77b4",
