@@ -171,3 +171,24 @@ def test_bad_arguments_are_named():
         dictionaries([model], ["a", "b"])
     with pytest.raises(ValueError, match="k at most"):
         dictionaries([model], sizes=(4,), k=8)
+
+
+def test_an_overflowing_model_is_an_overflow_and_undefined_numbers_read_n_a(tiny_result):
+    from analyses.experiments.report import SECTIONS, ReportContext, run_report
+    from hooked_mlp.checks import LogitsOverflowError
+
+    _, r = tiny_result
+    huge = HookedMLP(MLPConfig(p=11, d_hidden=8), seed=0)
+    with torch.no_grad():
+        for w in huge.parameters():
+            w.mul_(1e30)
+    with pytest.raises(LogitsOverflowError):
+        dictionaries([huge], sizes=(4,), steps=2, k=2)
+    section = [s for s in SECTIONS if s.name == "dictionaries"]
+    report = run_report(ReportContext([huge], ["huge"], "too large"), section)
+    assert report.failed["dictionaries"].startswith("overflow:")
+    blank = Dictionaries(r.labels, r.names, [[{**m, "nmse": float("nan")} for m in per]
+                                             for per in r.metrics], r.features, r.settings,
+                         r.neurons)
+    assert blank.summary()["dictionaries"]["l1 4"]["nmse"] is None
+    assert "nmse n/a" in blank.describe() and blank.table()[1][0][1] == "n/a"

@@ -148,6 +148,11 @@ def answer(counts: dict[str, int], frac_single: float | None,
             else "several per frequency, not in quadrature")
 
 
+def _f(value: float | None, spec: str) -> str:
+    """`value` formatted by `spec`, or "n/a" when it is not defined (None)."""
+    return "n/a" if value is None else format(value, spec)
+
+
 # ------------------------------------------------------------------------------ the result
 @dataclass
 class Dictionaries:
@@ -224,18 +229,19 @@ class Dictionaries:
                  f"(batch {self.settings['batch_size']}, lr {self.settings['lr']:g}; L1 "
                  f"{self.settings['l1']:g}, TopK k = {self.settings['k']}); means over models:"]
         for name, d in s["dictionaries"].items():
-            pats = ", ".join(f"{pat} {d['patterns'][pat]:.1f}" for pat in PATTERNS)
+            pats = ", ".join(f"{pat} {_f(d['patterns'][pat], '.1f')}" for pat in PATTERNS)
             lines.append(
-                f"{name}: nmse {d['nmse']:.3f}, L0 {d['l0']:.1f}, dead {d['dead']:.1f}, "
-                f"accuracy spliced {d['accuracy_spliced']:.1%}; single-frequency "
-                f"{d['fraction_single_frequency']:.0%}, neuron-like "
-                f"{d['fraction_neuron_like']:.0%}, quadrature pairs {d['quadrature_pairs']:.1f}; "
-                f"of {d['key_frequencies']:.1f} key frequencies: {pats}")
+                f"{name}: nmse {_f(d['nmse'], '.3f')}, L0 {_f(d['l0'], '.1f')}, dead "
+                f"{_f(d['dead'], '.1f')}, accuracy spliced {_f(d['accuracy_spliced'], '.1%')}; "
+                f"single-frequency {_f(d['fraction_single_frequency'], '.0%')}, neuron-like "
+                f"{_f(d['fraction_neuron_like'], '.0%')}, quadrature pairs "
+                f"{_f(d['quadrature_pairs'], '.1f')}; of {_f(d['key_frequencies'], '.1f')} key "
+                f"frequencies: {pats}")
         n = s["neurons"]
-        lines.append(f"the neurons themselves: L0 {n['l0']:.1f}, single-frequency "
-                     f"{n['fraction_single_frequency']:.0%}, quadrature pairs "
-                     f"{n['quadrature_pairs']:.1f}; key frequencies: " + ", ".join(
-                         f"{pat} {n['patterns'][pat]:.1f}" for pat in PATTERNS))
+        lines.append(f"the neurons themselves: L0 {_f(n['l0'], '.1f')}, single-frequency "
+                     f"{_f(n['fraction_single_frequency'], '.0%')}, quadrature pairs "
+                     f"{_f(n['quadrature_pairs'], '.1f')}; key frequencies: " + ", ".join(
+                         f"{pat} {_f(n['patterns'][pat], '.1f')}" for pat in PATTERNS))
         lines.append(f"answer (the best-reconstructing dictionary, {s['best']}): {s['answer']}")
         return "\n".join(lines)
 
@@ -247,10 +253,10 @@ class Dictionaries:
         rows = []
         for name, d in s["dictionaries"].items():
             words = "; ".join(f"{w}: {n}" for w, n in s["answers"][name].items())
-            rows.append([name, f"{d['nmse']:.3f}", f"{d['l0']:.1f}", f"{d['dead']:.1f}",
-                         f"{d['accuracy_spliced']:.1%}",
-                         f"{d['fraction_single_frequency']:.0%}",
-                         f"{d['fraction_neuron_like']:.0%}", f"{d['quadrature_pairs']:.1f}",
+            rows.append([name, _f(d["nmse"], ".3f"), _f(d["l0"], ".1f"), _f(d["dead"], ".1f"),
+                         _f(d["accuracy_spliced"], ".1%"),
+                         _f(d["fraction_single_frequency"], ".0%"),
+                         _f(d["fraction_neuron_like"], ".0%"), _f(d["quadrature_pairs"], ".1f"),
                          words])
         return header, rows
 
@@ -308,6 +314,8 @@ def dictionaries(models: Sequence[Any], labels: Sequence[str] | None = None, *,
     from analyses.activation_fits import layer_activations
     from analyses.groups import by_frequency
     from analyses.sae import train_dictionaries
+    from hooked_mlp.checks import check_finite_logits
+    from hooked_mlp.data import all_pairs
     from hooked_mlp.training.trainer import torch_threads
 
     models = list(models)
@@ -327,6 +335,9 @@ def dictionaries(models: Sequence[Any], labels: Sequence[str] | None = None, *,
             raise ValueError(f"sparse dictionaries need p >= 5 (a few frequencies and pairs), "
                              f"got p={p}")
         groups = by_frequency(model, alive_only=True)  # refuses what has no input frequencies
+        with torch.no_grad():  # an overflowing model: no accuracy to splice against
+            check_finite_logits(model(all_pairs(p, model.device)),
+                                "the sparse dictionaries' spliced accuracies")
         neuron_k = torch.zeros(model.cfg.d_hidden, dtype=torch.long)
         for kk, neurons in groups.items():
             neuron_k[neurons] = kk
