@@ -390,7 +390,7 @@ class NeuronFits:
             s.update(free_freq_abs_dev_median=med(dev),
                      free_freq_abs_dev_max=float(dev.max()) if dev.numel() else nan,
                      frac_free_freq_within_0_05=frac(dev < 0.05))
-        return s
+        return headline(s)  # NaN (nothing to measure) as None, as the protocol says
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable({

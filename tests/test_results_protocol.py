@@ -43,9 +43,7 @@ NO_SUMMARY_YET: set[str] = set()
 
 # results whose summary() still gives NaN where a number is not defined (the protocol says None;
 # summary.json turns it into null through to_jsonable): requests.md (R-summary); may only shrink
-NAN_IN_SUMMARY = {
-    "analyses.cosine_fit.NeuronFits",  # phase errors of a fit with no shared frequency
-}
+NAN_IN_SUMMARY: set[str] = set()
 
 
 def _dataclasses() -> dict[str, type]:
