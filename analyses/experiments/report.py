@@ -401,17 +401,12 @@ def failure_text(e: BaseException) -> str:
     return f"{what}: {one_line(str(e))}"
 
 
-def _pngs(figures: dict[str, Any]) -> dict[str, bytes]:
-    from analyses.views import figure_png
-
-    return {name: figure_png(fig) for name, fig in figures.items()}
-
-
 def run_report(ctx: ReportContext, sections: Sequence[Section] = SECTIONS,
                threads: int | None = None) -> ReportResult:
     """Run `sections` in order on `ctx` (torch limited to `threads`, default 2). A section that
     raises, or whose figures fail to draw, is recorded in `failed` and costs nothing else;
     probes' figures are drawn per probe (`"probe NAME: figures"`)."""
+    from analyses.figures import figure_pngs
     from hooked_mlp.training.trainer import torch_threads
 
     start = time.perf_counter()
@@ -445,12 +440,12 @@ def run_report(ctx: ReportContext, sections: Sequence[Section] = SECTIONS,
             if s.name == "probes":
                 for probe, figs in result.figures.items():
                     try:
-                        run.figures |= {f"{probe}/{k}": v for k, v in _pngs(figs).items()}
+                        run.figures |= {f"{probe}/{k}": v for k, v in figure_pngs(figs).items()}
                     except Exception as e:
                         failed[f"probe {probe}: figures"] = failure_text(e)
             elif callable(getattr(result, "figures", None)):
                 try:
-                    run.figures = _pngs(dict(result.figures()))
+                    run.figures = figure_pngs(dict(result.figures()))
                 except Exception as e:
                     failed[f"{s.name}: figures"] = failure_text(e)
             run.seconds = time.perf_counter() - t
