@@ -167,7 +167,7 @@ def test_a_model_with_hooks_attached_is_refused():
     from analyses.explorer.data import model_data
     from analyses.patching import ablate
 
-    model = HookedMLP(MLPConfig(p=7, d_hidden=8), seed=0)
+    model = HookedMLP(MLPConfig(p=11, d_hidden=16), seed=0)
     with ablate(model, [0, 1]), pytest.raises(ValueError, match="hooks attached at"):
         model_data(model)
     model.add_hook("blocks.0.mlp.hook_post", lambda value, hook: value * 0, is_permanent=True)
