@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import hooked_mlp
 from analyses._common import Result, to_jsonable
 from hooked_mlp import HookedMLP, MLPConfig, TrainConfig, train
 
@@ -129,6 +130,7 @@ def _builders(tiny, trained, series, tmp_path):
     )
     from analyses.experiments.study import study
     from analyses.experiments.sweep import phase_diagram
+    from analyses.experiments.sweep_folder import sweep_result
     from analyses.explorer import gather
     from analyses.patching import neuron_patching, path_patching
     from analyses.probes import run_probes
@@ -214,12 +216,21 @@ def _builders(tiny, trained, series, tmp_path):
              "grok_epoch": epoch} for wd, seed, phase, acc, epoch in (
                 (0.1, 0, "grokking", 1.0, 30), (0.1, 1, "memorization", 0.2, None),
                 (1.0, 0, "comprehension", 1.0, 5))]), ["weight_decay"]),
+        "analyses.experiments.sweep_folder.SweepResult": lambda: sweep_result(_tiny_sweep(
+            tmp_path / "S")),
         "analyses.probes.ProbeRuns": lambda: run_probes([tiny], ["tiny"]),
         "analyses.experiments.report.ReportResult": lambda: run_report(
             ReportContext([tiny], ["tiny"], "a tiny model"),
             (Section("frequencies", "Frequencies",
                      lambda ctx: fourier.frequency_histogram(ctx.models[0])),)),
     }
+
+
+def _tiny_sweep(out: Path) -> Path:
+    hooked_mlp.sweep({"weight_decay": [0.1, 1.0]}, model=MLPConfig(p=P, d_hidden=8),
+                     recipe=TrainConfig(epochs=5, batch_size=4096), out=out, progress=False,
+                     page=False)
+    return out
 
 
 def _leaves(value):

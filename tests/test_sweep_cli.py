@@ -3,6 +3,7 @@ every run, the phase diagram aggregates seeds."""
 
 import json
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -158,3 +159,30 @@ def test_the_threshold_and_gap_are_arguments():
     assert history_phase(h, gap=300)[2] == "grokking"
     assert history_phase(h, threshold=0.99)[2] == "confusion"
     assert history_phase({"train_acc": [1.0]})[2] is None  # no validation split: no phase
+
+
+def test_the_sweep_page_is_a_view_of_the_folders_result(tmp_path):
+    """analyses.experiments.sweep_folder.sweep_result reads the folder (table, diagram, curves
+    from the weights files); the page drawn from that result is the page drawn from the folder,
+    and the curves are the runs' own histories."""
+    from analyses.experiments.sweep_folder import sweep_result
+    from analyses.pages.sweep import render_sweep_page
+    from hooked_mlp import MLPConfig, TrainConfig, load_sweep_model
+    from hooked_mlp.jobs import sweep
+
+    out = tmp_path / "S"
+    table = sweep({"weight_decay": [0.1, 1.0]}, seeds=[0, 1], model=MLPConfig(p=11, d_hidden=8),
+                  recipe=TrainConfig(epochs=6, batch_size=4096), out=out, progress=False)
+    result = sweep_result(out)
+    assert result.n_runs == 4 and len(result.table) == 4 and result.axes == ["weight_decay"]
+    assert result.counts == table["phase"].value_counts().to_dict()
+    assert result.summary()["n_done"] == 4 and result.diagram is not None
+    assert result.curves  # one run of each phase reached
+    for run in result.curves:
+        model = load_sweep_model(out, seed=run["seed"], **run["cell"])
+        assert run["val_acc"] == list(model.train_info.history["val_acc"])
+
+    def stamp_free(html: str) -> str:
+        return re.sub(r'content="[^"]*Z"|written [^<]*', "", html)
+
+    assert stamp_free(render_sweep_page(result)) == stamp_free(render_sweep_page(out))

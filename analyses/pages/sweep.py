@@ -1,5 +1,8 @@
 """The sweep page, `S/sweep.html`: phase diagrams of a sweep, drawn from its folder alone.
 
+The page draws and formats a `SweepResult` (`analyses.experiments.sweep_folder.sweep_result`:
+the folder's table, its phase diagram and a few runs' curves); given a folder, it reads one.
+
     from analyses.pages.sweep import write_sweep_page
     write_sweep_page("S")                       # S/sweep.html (hooked-mlp sweep --page S)
 
@@ -26,23 +29,15 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from analyses.experiments.sweep import PHASES, PhaseDiagram, phase_diagram
+from analyses.experiments.sweep import PHASES, PhaseDiagram
+from analyses.experiments.sweep_folder import SweepResult, sweep_result
 from analyses.figures import figure_png
 from analyses.pages.render import now, render
 from analyses.pages.writer import PageKind, write_page_file
-from hooked_mlp.files.sweeps import (
-    PAGE_FILE,
-    find_run,
-    group_of,
-    read_group,
-    read_results,
-    read_sweep_doc,
-    weights_path,
-)
+from hooked_mlp.files.sweeps import PAGE_FILE
 
 PHASE_COLOURS = {"comprehension": "#2ca02c", "grokking": "#d62728", "memorization": "#1f77b4",
                  "confusion": "#9e9e9e", "diverged": "#000000"}
-MAX_CURVES = 4
 MAX_ANNOTATED = 16  # cells per side up to which each cell's share that grokked is written
 KIND = PageKind("sweep", files=(PAGE_FILE,))
 TABLE_COLUMNS = ("run", "seed", "phase", "train_acc", "val_acc", "memorize_epoch", "grok_epoch",
@@ -113,39 +108,22 @@ def _panels(d: PhaseDiagram, values: Sequence[np.ndarray] | None, title: str, *,
     return figure_png(fig)
 
 
-def _chosen_cells(table: Any, axes: Sequence[str]) -> list[dict[str, Any]]:
-    """One run of each phase the sweep reached (its first run), at most `MAX_CURVES`."""
-    out = []
-    for phase in [*PHASES, "diverged"]:
-        rows = table[table["phase"] == phase]
-        if len(rows) and phase != "diverged":
-            r = rows.iloc[0]
-            out.append({**{a: r[a] for a in axes}, "seed": int(r["seed"])})
-    return out[:MAX_CURVES]
-
-
-def _curves(folder: Path, doc: Mapping[str, Any], cells: Sequence[Mapping[str, Any]],
-            axes: Sequence[str]) -> tuple[bytes | None, list[str]]:
-    """The train and validation accuracy curves of `cells`, from the groups' weights files."""
-    if not cells:
+def _curves(curves: Sequence[Mapping[str, Any]]) -> tuple[bytes | None, list[str]]:
+    """The train and validation accuracy curves of a few runs (`SweepResult.curves`)."""
+    if not curves:
         return None, []
     fig = Figure(figsize=(7.5, 3.6))
     ax = fig.subplots()
     names = []
-    for k, cell in enumerate(cells):
-        seed = cell.get("seed")
-        values = {a: v.item() if hasattr(v, "item") else v for a, v in cell.items()
-                  if a != "seed"}
-        run = find_run(doc, seed, **values)
-        gdoc, members = read_group(weights_path(folder, group_of(doc, run)))
-        info = members[gdoc["runs"].index(run)][2]
-        name = ", ".join(f"{a}={_label(v)}" for a, v in values.items()) + f", seed {seed}"
+    for k, run in enumerate(curves):
+        name = (", ".join(f"{a}={_label(v)}" for a, v in run["cell"].items())
+                + f", seed {run['seed']}")
         names.append(name)
         colour = f"C{k}"
-        epochs = np.arange(1, len(info.history.get("train_acc", [])) + 1)
-        ax.plot(epochs, info.history.get("train_acc", []), color=colour, ls="--", lw=1)
-        if "val_acc" in info.history:
-            ax.plot(epochs, info.history["val_acc"], color=colour, lw=1.5, label=name)
+        epochs = np.arange(1, len(run["train_acc"]) + 1)
+        ax.plot(epochs, run["train_acc"], color=colour, ls="--", lw=1)
+        if run["val_acc"] is not None:
+            ax.plot(epochs, run["val_acc"], color=colour, lw=1.5, label=name)
     ax.set_xscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (dashed: train; solid: validation)")
@@ -165,41 +143,30 @@ def _cell(v: Any) -> Any:
     return v
 
 
-def render_sweep_page(folder: str | Path, axes: Sequence[str] | None = None,
+def render_sweep_page(folder: str | Path | SweepResult, axes: Sequence[str] | None = None,
                       curves: Sequence[Mapping[str, Any]] | None = None) -> str:
-    """The page's HTML, from the folder's `sweep.json`, results and weights alone."""
-    folder = Path(folder)
-    doc = read_sweep_doc(folder)
-    table = read_results(folder)
-    spec = doc["spec"]
-    names = list(spec["axes"]) if spec.get("axes") else list(
-        dict.fromkeys(k for c in spec["cells"] for k in c))
-    if axes is not None and len(axes) not in (1, 2):
-        raise ValueError(f"axes must name one or two of the sweep's axes {names}, got "
-                         f"{list(axes)}")
-    x = axes[0] if axes else None
-    y = axes[1] if axes and len(axes) > 1 else None
+    """The page's HTML of a `SweepResult` (`analyses.experiments.sweep_folder.sweep_result`),
+    or of the sweep folder `folder` read as one (`axes` and `curves` as it takes them)."""
+    result = folder if isinstance(folder, SweepResult) else sweep_result(folder, axes, curves)
+    diagram, table, names = result.diagram, result.table, result.axes
     figures: dict[str, bytes] = {}
-    diagram = None
-    if len(table) and names:
-        diagram = phase_diagram(table, names, x, y)
+    if diagram is not None:
         figures["phase"] = _panels(diagram, None, "phase", phases=True)
         figures["val_acc"] = _panels(diagram, diagram.val_acc, "final validation accuracy",
                                      vmin=0.0, vmax=1.0)
         if any(np.isfinite(g).any() for g in diagram.grok_epoch):
             figures["grok_epoch"] = _panels(diagram, diagram.grok_epoch, "grok epoch", log=True)
-    chosen = list(curves) if curves is not None else _chosen_cells(table, names)
-    curve_png, curve_names = _curves(folder, doc, chosen, names)
+    curve_png, curve_names = _curves(result.curves)
     if curve_png is not None:
         figures["curves"] = curve_png
     header = ["run", *names, *TABLE_COLUMNS[1:]]
     rows = [[_cell(r.get(c)) for c in header] for r in table.to_dict("records")]
-    counts = table["phase"].value_counts().to_dict() if len(table) else {}
-    n_runs = len(spec["cells"]) * len(spec["seeds"])
-    return render("sweep.html.j2", kind="sweep", folder=str(folder), written=now(),
-                  n_runs=n_runs, n_done=len(table), axes=names, seeds=spec["seeds"],
-                  diagram=diagram, counts=counts, figures=figures, curve_names=curve_names,
-                  header=header, rows=rows, command=doc.get("command"),
+    spec = result.doc["spec"]
+    return render("sweep.html.j2", kind="sweep", folder=str(result.folder), written=now(),
+                  n_runs=result.n_runs, n_done=len(table), axes=names, seeds=spec["seeds"],
+                  diagram=diagram, counts=result.counts, figures=figures,
+                  curve_names=curve_names, header=header, rows=rows,
+                  command=result.doc.get("command"),
                   fixed=[(k, v) for k, v in [*spec["model"].items(), *spec["recipe"].items()]
                          if k not in names],
                   measures=spec.get("measures"))
