@@ -222,6 +222,23 @@ def test_questions_run_caches_and_writes_a_page(tmp_path):
     assert one_hot["learned_with"] is None and len(one_hot["tries"]) == 1
     assert one_hot["tries"][0]["recipe"]["weight_decay"] == 0.05
     assert len(first.depths["2"]["summary"]["layers"]) == 2
+    # what the page draws is computed here, by the experiment: the analysed group, each layer's
+    # frequency counts, the example neurons' spectra (of the stored grids, to 4 digits)
+    from analyses.experiments.questions import (
+        analysed_group,
+        example_spectrum,
+        single_frequency_counts,
+    )
+
+    assert one_hot["analysed"] in (0, 1) and analysed_group(one_hot) is (
+        [one_hot["study_recipe"], *one_hot["tries"]][one_hot["analysed"]])
+    for group in (first.encodings["circle"]["study_recipe"], first.depths["2"]):
+        assert group["frequency_counts"] == [single_frequency_counts(group, layer)
+                                             for layer in range(group["config"]["n_layers"])]
+        for ex in group["examples"]["layers"]:
+            for grid, spectrum in zip(ex["grids"], ex["spectra"], strict=True):
+                assert torch.allclose(torch.tensor(spectrum, dtype=torch.float64),
+                                      example_spectrum(grid), rtol=1e-3, atol=1e-3)
     again: list[str] = []
     second = run_questions(tmp_path / "cache", plan, log=again.append)
     assert not any(line.startswith(("training", "resuming")) for line in again)

@@ -361,15 +361,17 @@ def small_p_run(encoding: str) -> dict[str, float]:
 def examples(model: Any, n: int = 3) -> dict[str, Any]:
     """The `n` most active neurons of each hidden layer of `model` (largest activation
     variance over the pairs), with their post-activation grids `[n, p, p]` rounded to 3
-    significant digits: the page draws them and their spectra."""
+    significant digits and the log power spectra of those grids (`example_spectrum`, to 4):
+    the page draws both."""
     out = []
     for layer in range(model.cfg.n_layers):
         grids = layer_activations(model, layer, "post")
         top = grids.flatten(1).var(dim=1).argsort(descending=True)[:n]
         chosen = grids[top].float()
-        out.append({"layer": layer, "neurons": top.tolist(),
-                    "grids": [[[float(f"{v:.3g}") for v in row] for row in g]
-                              for g in chosen.tolist()]})
+        rounded = [[[float(f"{v:.3g}") for v in row] for row in g] for g in chosen.tolist()]
+        out.append({"layer": layer, "neurons": top.tolist(), "grids": rounded,
+                    "spectra": [[[float(f"{v:.4g}") for v in row]
+                                 for row in example_spectrum(g).tolist()] for g in rounded]})
     seed = None if model.train_info is None else model.train_info.train_config.seed
     return {"seed": seed, "layers": out}
 
@@ -386,10 +388,14 @@ def _group(models: list[Any], plan: QuestionsPlan, label: str, cfg: MLPConfig,
     per = [measure_model(m, plan, f"{label} seed {m.train_info.train_config.seed}")
            for m in models]
     best = max(range(len(models)), key=lambda i: per[i]["accuracy_all"])
-    return {"label": label, "config": cfg.to_dict(), "recipe": tcfg.to_dict(),
-            "seeds": [m.train_info.train_config.seed for m in models], "train_s": train_s,
-            "models": per, "summary": summarise(per), "examples": examples(models[best]),
-            "history": _history(models[0])}
+    group = {"label": label, "config": cfg.to_dict(), "recipe": tcfg.to_dict(),
+             "seeds": [m.train_info.train_config.seed for m in models], "train_s": train_s,
+             "models": per, "summary": summarise(per), "examples": examples(models[best]),
+             "history": _history(models[0])}
+    # per hidden layer, how many single-frequency neurons use each frequency (None: none)
+    group["frequency_counts"] = [single_frequency_counts(group, layer)
+                                 for layer in range(cfg.n_layers)]
+    return group
 
 
 def run_questions(cache: str | Path, plan: QuestionsPlan = DEFAULT_PLAN,
@@ -437,6 +443,7 @@ def run_questions(cache: str | Path, plan: QuestionsPlan = DEFAULT_PLAN,
             if entry["tries"][-1]["summary"]["val_acc"]["mean"] >= plan.learned:
                 learned = True
                 entry["learned_with"] = f"try {i}"
+        entry["analysed"] = _analysed_index(entry)
         result.encodings[enc] = entry
         log(f"{enc}: measured ({time.perf_counter() - start:.0f} s)")
     for depth in plan.depths:
@@ -461,16 +468,22 @@ def run_questions(cache: str | Path, plan: QuestionsPlan = DEFAULT_PLAN,
 
 
 # ------------------------------------------------------------------ what the page shows of it
-def analysed_group(entry: dict[str, Any]) -> dict[str, Any]:
-    """The group an encoding (an entry of `QuestionsResult.encodings`) is analysed on: the first
+def _analysed_index(entry: dict[str, Any]) -> int:
+    """Which group an encoding is analysed on (0: the study's recipe, 1 + i: try i): the first
     recipe that learned, else the one that reached the highest mean validation accuracy."""
     groups = [entry["study_recipe"], *entry["tries"]]
     learned = entry.get("learned_with")
     if learned == "study_recipe":
-        return groups[0]
+        return 0
     if learned is not None:
-        return groups[1 + int(learned.split()[-1])]
-    return max(groups, key=lambda g: g["summary"]["val_acc"]["mean"])
+        return 1 + int(learned.split()[-1])
+    return max(range(len(groups)), key=lambda i: groups[i]["summary"]["val_acc"]["mean"])
+
+
+def analysed_group(entry: dict[str, Any]) -> dict[str, Any]:
+    """The group an encoding (an entry of `QuestionsResult.encodings`) is analysed on, as
+    `run_questions` chose it (`entry["analysed"]`)."""
+    return [entry["study_recipe"], *entry["tries"]][entry["analysed"]]
 
 
 def example_spectrum(grid: Sequence[Sequence[float]]) -> torch.Tensor:

@@ -26,9 +26,7 @@ from analyses.experiments.questions import (
     SMALL_P_RECIPE,
     QuestionsResult,
     analysed_group,
-    example_spectrum,
     finite,
-    single_frequency_counts,
 )
 from analyses.figures import figure_png
 from analyses.pages.render import render
@@ -123,7 +121,7 @@ def fig_examples(groups: list[dict[str, Any]], layer: int | None = None) -> byte
             a.set_xlabel("b", fontsize=7)
             s = ax[r, 2 * j + 1]
             half = p // 2
-            s.imshow(example_spectrum(grid).numpy(), cmap="magma",
+            s.imshow(np.asarray(ex["spectra"][j], dtype=np.float64), cmap="magma",
                      origin="lower", extent=(-half - 0.5, half + 0.5, -half - 0.5, half + 0.5))
             s.set_title("log power (k_a, k_b)", fontsize=7)
             s.set_axis_on()
@@ -137,7 +135,7 @@ def fig_frequencies(groups: list[dict[str, Any]], layer: int = -1) -> bytes:
     a = ax[0, 0]
     width = 0.8 / max(1, len(groups))
     for i, g in enumerate(groups):
-        counts = single_frequency_counts(g, layer)
+        counts = g["frequency_counts"][layer]
         if counts is None:
             continue
         x = np.arange(1, len(counts) + 1) + (i - (len(groups) - 1) / 2) * width
