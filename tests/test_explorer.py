@@ -168,10 +168,11 @@ def test_a_model_with_hooks_attached_is_refused():
     from analyses.patching import ablate
 
     model = HookedMLP(MLPConfig(p=11, d_hidden=16), seed=0)
-    with ablate(model, [0, 1]), pytest.raises(ValueError, match="hooks attached at"):
+    with ablate(model, [0, 1]), pytest.raises(ValueError, match=r"the explorer computes the "
+                                              r"model's behaviour from its weights.*hooks on"):
         model_data(model)
     model.add_hook("blocks.0.mlp.hook_post", lambda value, hook: value * 0, is_permanent=True)
-    with pytest.raises(ValueError, match=r"blocks\.0\.mlp\.hook_post"):
+    with pytest.raises(ValueError, match=r"hooks on \['blocks\.0\.mlp\.hook_post'\]"):
         model_data(model)
     model.reset_hooks(including_permanent=True)
     assert model_data(model)["states"][0]["checks"]  # drawn again once the hooks are gone

@@ -34,7 +34,7 @@ class SweepResult:
     table: Any  # pandas DataFrame, one row per finished run
     axes: list[str]  # the sweep's axes
     diagram: PhaseDiagram | None  # None when no run has finished (or there are no axes)
-    curves: list[dict[str, Any]] = field(default_factory=list)  # name, cell, train/val_acc
+    curves: list[dict[str, Any]] = field(default_factory=list)  # cell, seed, train/val_acc
 
     @property
     def n_runs(self) -> int:

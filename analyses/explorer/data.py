@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from analyses._common import check_no_hooks
 from analyses.cosine_fit import fit_cosines
 from analyses.forms import FORMS, compare_forms
 from analyses.fourier import NeuronSpectra, neuron_signals, power_spectrum
@@ -91,14 +92,9 @@ def check_explorable(model: Any) -> None:
                          f"{cfg.activation!r}")
     if cfg.p < 5:
         raise ValueError(f"the explorer needs p >= 5 (the forms it compares), got p={cfg.p}")
-    hooked = [name for name, point in model.hook_dict.items()
-              if point._forward_hooks or point._forward_pre_hooks]
-    if hooked:
-        # the page draws the model's weights (`hooked_mlp.functional`): a hook that edits what
-        # the model computes (an ablation, a patch, a spliced dictionary) would not be drawn
-        raise ValueError(f"model has hooks attached at {hooked[:4]}: the explorer draws the "
-                         "model's weights alone; leave the ablate/hooks context or call "
-                         "model.reset_hooks(including_permanent=True) first")
+    # the page draws the model's weights (`hooked_mlp.functional`): a hook that edits what the
+    # model computes (an ablation, a patch, a spliced dictionary) would not be drawn
+    check_no_hooks(model, "the explorer")
 
 
 # most logits one chunk of the batched ablation holds at once (about 64 MB of float32)
