@@ -423,8 +423,13 @@ def dead_neurons(model: Any) -> DeadMask:
     name = "blocks.0.mlp.hook_post"
     with torch.no_grad():
         _, cache = model.run_with_cache(all_pairs(model.cfg.p, model.device), names_filter=name)
-    post = cache[name]
-    return (post.amax(dim=0) == post.amin(dim=0)).cpu()
+    return constant_units(cache[name]).cpu()
+
+
+def constant_units(post: Tensor) -> Tensor:
+    """bool `[..., H]`: the units of `post` `[..., n_pairs, H]` whose activation is the same on
+    every pair (the definition of a dead neuron, `dead_neurons`)."""
+    return post.amax(dim=-2) == post.amin(dim=-2)
 
 
 def fit_neurons(model: Any, neurons: list[int] | None = None, refine: bool = False) -> NeuronFits:

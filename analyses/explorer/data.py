@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from analyses._common import check_no_hooks
-from analyses.cosine_fit import fit_cosines
+from analyses.cosine_fit import constant_units, fit_cosines
 from analyses.forms import FORMS, compare_forms
 from analyses.fourier import NeuronSpectra, neuron_signals, power_spectrum
 from analyses.groups import by_frequency
@@ -264,7 +264,7 @@ def measured(models: Sequence[Any], pairs: Tensor, labels: Tensor, valid: Tensor
 
             logits = functional.forward(cfg, params, pairs.expand(S, *pairs.shape), hook)
             post = seen["post"]  # [S, n_pairs, H]
-            dead = (post.amax(dim=1) == post.amin(dim=1)).cpu()
+            dead = constant_units(post).cpu()
             lg = logits if every else logits[:, valid]  # [S, n_valid, p]
             ce = torch.nn.functional.cross_entropy(lg.flatten(0, 1).float(), lb.repeat(S),
                                                    reduction="none").view(S, -1).mean(1)
