@@ -64,6 +64,45 @@ def test_planted_cos_sin_pair_is_found_in_quadrature():
     assert r["answer"] == "one feature per frequency"  # two frequencies of one, one of a pair
 
 
+def test_planted_logit_directions_are_read_on_the_features_own_frequency():
+    """A feature of input frequency k that writes cos(w_k c) has its logits on its own
+    frequency; one that writes cos(w_2 c) has none there; 2 cos(w_5 c) + cos(w_1 c), four
+    fifths."""
+    grids, W_dec, neuron_k = _planted()
+    c = torch.arange(P, dtype=torch.float64)
+    w = lambda k: 2 * math.pi * k / P  # noqa: E731
+    W_logits = torch.stack([torch.cos(w(3) * c + 0.4), torch.cos(w(2) * c),
+                            2 * torch.cos(w(5) * c) + torch.cos(w(1) * c),
+                            torch.cos(w(6) * c) + 7.0,
+                            torch.zeros(P)])
+    r = read_features(grids, W_dec, neuron_k, W_logits)
+    assert r["logit_own"][:4] == pytest.approx([1.0, 0.0, 0.8, 1.0])  # a constant is no power
+    assert r["logit_k"][:2] == [3, 2] and r["logit_k"][3] == 6
+    assert r["logit_own"][4] == 0.0  # writes nothing: no share anywhere
+    assert r["fraction_logits_on_own_frequency"] == pytest.approx(3 / 5)
+    bare = read_features(grids, W_dec, neuron_k)
+    assert bare["logit_own"] == [] and bare["fraction_logits_on_own_frequency"] is None
+
+
+def test_the_shipped_neurons_write_their_own_frequency():
+    """The study's claim that a neuron's output weights are a cosine of its input frequency,
+    through the experiment's logit reading: the reference row of the section."""
+    from analyses.activation_fits import layer_activations
+    from analyses.groups import by_frequency
+    from hooked_mlp import load_pretrained
+
+    model = load_pretrained(0)
+    neuron_k = torch.zeros(model.cfg.d_hidden, dtype=torch.long)
+    for kk, ns in by_frequency(model, alive_only=True).items():
+        neuron_k[ns] = kk
+    grids = layer_activations(model)
+    r = read_features(grids, torch.eye(grids.shape[0]), neuron_k,
+                      model.W_out.detach().double())
+    assert r["n_live"] >= 95 and r["fraction_logits_on_own_frequency"] >= 0.95
+    assert r["median_logit_own"] > 0.75  # 0.81 on seed 0: the rest is on other frequencies
+    assert sum(lk == k for lk, k in zip(r["logit_k"], r["k"], strict=True)) >= 0.95 * r["n_live"]
+
+
 def test_planted_opposite_phase_is_not_quadrature():
     grids, W_dec, neuron_k = _planted("opposite")
     r = read_features(grids, W_dec, neuron_k)
@@ -105,13 +144,30 @@ def test_experiment_numbers_on_a_tiny_model(tiny_result):
 
     model, r = tiny_result
     assert isinstance(r, Dictionaries)
-    assert r.names == ["l1 4", "l1 8", "topk 4", "topk 8"]
+    assert r.names == ["l1 4", "l1 8", "topk 4", "topk 8", "transcoder topk 4",
+                       "transcoder topk 8"]
     # the same model twice: the same numbers (each dictionary from its own seed and size)
     assert r.metrics[0] == r.metrics[1]
     # the metrics are those of the dictionaries trained alone with the same settings
-    again = train_dictionaries(model, None, [4, 8], sparsity="topk", k=2, steps=40,
-                               batch_size=64, lr=r.settings["lr"], resample_every=20)
-    assert [d.metrics(model) for d in again] == r.metrics[0][2:]
+    opts = dict(sparsity="topk", k=2, steps=40, batch_size=64, lr=r.settings["lr"],
+                resample_every=20)
+    again = train_dictionaries(model, None, [4, 8], **opts)
+    assert [d.metrics(model) for d in again] == r.metrics[0][2:4]
+    # and the transcoders: hook_pre -> the logits, read through their encoder (the neurons
+    # they read) and their decoder (the logits they write)
+    tcs = train_dictionaries(model, None, [4, 8], kind="transcoder", **opts)
+    assert [(d.hook_in, d.hook_out) for d in tcs] == [("blocks.0.mlp.hook_pre",
+                                                       "hook_logits")] * 2
+    assert [d.metrics(model) for d in tcs] == r.metrics[0][4:]
+    neuron_k = torch.zeros(16, dtype=torch.long)
+    from analyses.groups import by_frequency
+    for kk, ns in by_frequency(model, alive_only=True).items():
+        neuron_k[ns] = kk
+    assert [read_features(d.feature_grids(model), d.W_enc.t(), neuron_k, d.W_dec)
+            for d in tcs] == r.features[0][4:]
+    W_out = model.W_out.detach().double()
+    assert [read_features(d.feature_grids(model), d.W_dec, neuron_k, d.W_dec.double() @ W_out)
+            for d in again] == r.features[0][2:4]
     for m in r.metrics[0][2:]:
         assert m["l0"] <= 2.0
     for m, f in zip(r.metrics[0], r.features[0], strict=True):
@@ -127,6 +183,12 @@ def test_experiment_numbers_on_a_tiny_model(tiny_result):
     assert s["models"] == 2 and set(s["dictionaries"]) == set(r.names)
     assert s["dictionaries"]["l1 8"]["nmse"] == pytest.approx(r.metrics[0][1]["nmse"])
     assert s["answer"] in {w for per in s["answers"].values() for w in per}
+    # each kind ranked on its own: the best SAE among the SAEs, the best transcoder among those
+    nmse = [r.metrics[0][j]["nmse"] for j in range(6)]
+    assert s["best"] == r.names[min(range(4), key=lambda j: (nmse[j], -j))]
+    assert s["transcoder_best"] == r.names[min((4, 5), key=lambda j: (nmse[j], -j))]
+    assert s["transcoder_answer"] in s["answers"][s["transcoder_best"]]
+    assert [s["dictionaries"][n]["kind"] for n in r.names] == ["sae"] * 4 + ["transcoder"] * 2
 
 
 def test_summary_is_plain_numbers_and_words(tiny_result):
@@ -153,10 +215,11 @@ def test_section_renders_and_refuses_p_3(tiny_result):
                           lambda ctx: dd.dictionaries(ctx.models, ctx.labels, **small),
                           refusals=section.refusals)
     report = run_report(ReportContext([model], ["tiny"], "a tiny model"), (quick,))
-    assert not report.failed and set(report.runs["dictionaries"].figures) == {"frequencies",
-                                                                                "features"}
+    assert not report.failed and set(report.runs["dictionaries"].figures) == {
+        "frequencies", "features", "logits"}
     html = render_report(report, 1.0, "p = 11")
-    assert 'id="dictionaries"' in html and "Answer (the best-reconstructing" in html
+    assert 'id="dictionaries"' in html and "Answer (the best-reconstructing SAE" in html
+    assert "Answer (the best-reconstructing transcoder" in html and "the neurons" in html
     assert report.to_dict()["dictionaries"]["summary"] == report["dictionaries"].summary()
     p3 = HookedMLP(MLPConfig(p=3, d_hidden=8), seed=0)
     refused = run_report(ReportContext([p3], ["p3"], "p = 3"), (section,))
@@ -171,6 +234,13 @@ def test_bad_arguments_are_named():
         dictionaries([model], ["a", "b"])
     with pytest.raises(ValueError, match="k at most"):
         dictionaries([model], sizes=(4,), k=8)
+    with pytest.raises(ValueError, match="transcoders must be sparsities"):
+        dictionaries([model], sizes=(4,), k=2, transcoders=("relu",))
+    with pytest.raises(ValueError, match="transcoders must be a sequence"):
+        dictionaries([model], sizes=(4,), k=2, transcoders="topk")
+    deep = HookedMLP(MLPConfig(p=11, d_hidden=8, n_layers=2), seed=0)
+    with pytest.raises(ValueError, match="one-layer models; 'model 0' has 2 layers"):
+        dictionaries([deep], sizes=(4,), k=2, steps=2)
 
 
 def test_an_overflowing_model_is_an_overflow_and_undefined_numbers_read_n_a(tiny_result):
