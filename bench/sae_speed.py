@@ -8,7 +8,9 @@ MSE (1 - explained variance) each reaches on all pairs. The goal: <= 30 s to nms
 
 `--to-nmse` trains L1 and TopK side by side with the plain loop (the same sparsity), each
 stopping at the first check (every `--check-every` steps, on all pairs) where its nmse reaches
-the loss, and prints the steps and seconds each needed (or that it never did within --steps).
+the loss, and prints the steps and seconds each needed (or that it never did within --steps);
+then a 400-feature TopK transcoder (hook_pre -> the logits) to the same loss on the logits, with
+its features read as the report reads them.
 """
 
 from __future__ import annotations
@@ -105,6 +107,36 @@ def to_nmse(model: torch.nn.Module, x: torch.Tensor, args: argparse.Namespace) -
               f"answer {read['answer']!r}", flush=True)
     print(f"goal: <= 30 s to nmse <= {args.to_nmse} on {torch.get_num_threads()} threads: "
           f"L1 {'met' if met[0] else 'NOT met'}, TopK {'met' if met[1] else 'NOT met'}")
+    transcoder_to_nmse(model, neuron_k, args)
+
+
+def transcoder_to_nmse(model: torch.nn.Module, neuron_k: torch.Tensor,
+                       args: argparse.Namespace) -> None:
+    """A 400-feature TopK transcoder (hook_pre -> hook_logits) to the same loss on the logits,
+    and its features read as the report's section reads them (no goal: the figure the
+    section's short-budget answer is checked against)."""
+    from analyses.experiments.dictionaries import read_features
+    from analyses.sae import default_hooks
+
+    hook_in, hook_out = default_hooks(model, "transcoder", None)
+    xi, yo = _data(model, hook_in, hook_out)
+    t = time.perf_counter()
+    (tc,) = fit_dictionaries(xi, yo, 400, sparsity="topk", k=args.k, steps=args.steps,
+                             lr=args.lr, batch_size=args.batch, resample_every=250,
+                             kind="transcoder", hook_in=hook_in, hook_out=hook_out,
+                             stop_at=args.to_nmse, check_every=args.check_every)
+    took = time.perf_counter() - t
+    m = tc.metrics(model)
+    read = read_features(tc.feature_grids(model), tc.W_enc.t(), neuron_k, tc.W_dec)
+    print(f"transcoder {hook_in} -> {hook_out}, topk (k={args.k}): "
+          f"{'reached' if m['nmse'] <= args.to_nmse else 'did NOT reach'} the loss: nmse "
+          f"{m['nmse']:.4f} at step {len(tc.history['loss'])} in {took:.1f} s (L0 "
+          f"{m['l0']:.1f}, dead {m['dead_features']}, accuracy spliced "
+          f"{m['accuracy_spliced']:.4f}); its features: single-frequency "
+          f"{read['fraction_single_frequency']:.0%}, neuron-like "
+          f"{read['fraction_neuron_like']:.0%}, logits on own frequency "
+          f"{read['fraction_logits_on_own_frequency']:.0%}, key frequencies {read['patterns']}, "
+          f"answer {read['answer']!r}", flush=True)
 
 
 def main() -> None:

@@ -213,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--probe-time-limit", type=_number, default=None, metavar="SECONDS",
                      help="seconds each probe may take on one model before it is stopped and "
                      "its row says 'timed out' (default 300)")
+    rep.add_argument("--dictionary-steps", type=_positive_int, default=None, metavar="N",
+                     help="training steps of the sparse dictionaries section's SAEs and "
+                     "transcoders (default 150, a short budget; the loss each reaches is shown)")
 
     pr = sub.add_parser("probe", help="run a registered probe on a checkpoint",
                         description="Run a probe (a plugin registered under the entry-point "
@@ -346,8 +349,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise CommandLineError("report: --epochs applies only with --seeds")
     limit = {} if args.probe_time_limit is None else {
         "probe_time_limit": _time_limit("report", args.probe_time_limit)}
+    steps = {} if args.dictionary_steps is None else {"steps": args.dictionary_steps}
     result = run_report(out_dir=args.out, model_paths=args.model, seeds=args.seeds,
-                        epochs=args.epochs, threads=args.threads, progress=progress, **limit)
+                        epochs=args.epochs, threads=args.threads, progress=progress,
+                        dictionary_options=steps, **limit)
     print(f"wrote {result.html} and {result.summary} ({result.seconds:.1f} s)")
     return 0
 

@@ -226,6 +226,19 @@ def test_section_renders_and_refuses_p_3(tiny_result):
     assert "p >= 5" in refused.not_applicable["dictionaries"] and not refused.failed
 
 
+def test_report_options_are_checked_by_name(tiny_result):
+    from analyses.experiments.report import ReportContext
+    from analyses.pages.report import run_report
+
+    model, _ = tiny_result
+    with pytest.raises(ValueError, match=r"dictionary_options takes .*got \['step'\]"):
+        ReportContext([model], ["tiny"], dictionary_options={"step": 3})
+    with pytest.raises(ValueError, match="dictionary_options must be a dict"):
+        ReportContext([model], ["tiny"], dictionary_options=[("steps", 3)])
+    with pytest.raises(ValueError, match="dictionary_options takes"):  # before any model loads
+        run_report("/nonexistent/never-written", dictionary_options={"epochs": 3})
+
+
 def test_bad_arguments_are_named():
     model = HookedMLP(MLPConfig(p=11, d_hidden=8), seed=0)
     with pytest.raises(ValueError, match="models"):

@@ -26,6 +26,9 @@ from hooked_mlp.cli import main
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
+# the dictionaries section at a test's budget (the report's own: 150 steps of sizes 100, 200)
+SMALL_DICTIONARIES = {"sizes": (16, 32), "steps": 20, "k": 8}
+
 
 def _dump_dom(exe: str, page: Path, tmp_path: Path, budget_ms: int) -> str:
     """The DOM of `page` after `budget_ms` of virtual time in headless Chromium, offline."""
@@ -39,7 +42,8 @@ def _dump_dom(exe: str, page: Path, tmp_path: Path, budget_ms: int) -> str:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    return run_report(out, progress=False, synthetic_seeds=range(2), n_orders_scale=0.2)
+    return run_report(out, progress=False, synthetic_seeds=range(2), n_orders_scale=0.2,
+                      dictionary_options=SMALL_DICTIONARIES)
 
 
 def test_figures_are_png(shipped):
@@ -149,6 +153,15 @@ def test_report_files_and_numbers(report):
         assert min(r["loss_without"]) > r["loss"]  # frequencies: each one's removal costs loss,
         assert r["acc_keep"][0] < 0.1 and r["acc_keep"][-1] >= 0.99  # none computes it alone
     assert data["he2026"]["labels"] == [f"seed {s}" for s in range(5)]
+    # the dictionaries section at the budget passed: SAEs and transcoders, three figures
+    assert html.count('<section id="dictionaries">') == 1
+    assert len(re.findall(r'<img class="fig" id="fig-dictionaries-', html)) == 3
+    d = data["dictionaries"]
+    assert d["settings"]["steps"] == 20 and d["settings"]["sizes"] == [16, 32]
+    assert d["names"] == ["l1 16", "l1 32", "topk 16", "topk 32", "transcoder topk 16",
+                          "transcoder topk 32"]
+    assert d["summary"]["transcoder_best"].startswith("transcoder topk")
+    assert d["summary"]["neurons"]["fraction_logits_on_own_frequency"] >= 0.95
     assert data["sections_failed"] == {}
     # the explorer page of the first model beside the report, linked from it
     assert 'id="explorer-link" href="explorer.html"' in html
@@ -189,14 +202,15 @@ def test_cli_report_on_a_checkpoint_and_on_new_seeds(tmp_path, capsys):
     from hooked_mlp.files.checkpoints import pretrained_path
 
     code = main(["report", "--model", str(pretrained_path(1)), "--out", str(tmp_path / "r1"),
-                 "--no-progress"])
+                 "--no-progress", "--dictionary-steps", "5"])
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "report.html" in out and (tmp_path / "r1" / "summary.json").exists()
     data = json.loads((tmp_path / "r1" / "summary.json").read_text())
     assert data["models"] == ["seed-1"] and data["aggregate"]["val_acc"]["n"] == 1
+    assert data["dictionaries"]["settings"]["steps"] == 5
     code = main(["report", "--seeds", "0-1", "--epochs", "2", "--out", str(tmp_path / "r2"),
-                 "--no-progress"])
+                 "--no-progress", "--dictionary-steps", "5"])
     _, err = capsys.readouterr()
     assert code == 0, err
     assert (tmp_path / "r2" / "models" / "seed-1.safetensors").exists()
@@ -204,3 +218,6 @@ def test_cli_report_on_a_checkpoint_and_on_new_seeds(tmp_path, capsys):
     assert data["aggregate"]["val_acc"]["mean"] < 0.5  # 2 epochs: a real, untrained-ish result
     code = main(["report", "--epochs", "3", "--out", str(tmp_path / "r3")])
     assert code == 2 and "--epochs applies only with --seeds" in capsys.readouterr().err
+    code = main(["report", "--dictionary-steps", "0", "--out", str(tmp_path / "r3")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--dictionary-steps" in err and len(err.strip().splitlines()) == 1

@@ -470,13 +470,30 @@ def dictionaries(models: Sequence[Any], labels: Sequence[str] | None = None, *,
     return Dictionaries(labels, names, metrics, features, settings, reference)
 
 
+OPTIONS = ("sizes", "steps", "batch_size", "lr", "l1", "k", "resample_every", "seed",
+           "transcoders")  # what a report may set (`ReportContext.dictionary_options`)
+
+
+def check_dictionary_options(options: Any) -> None:
+    """Refuse report options that `dictionaries` does not take (`OPTIONS`), by name."""
+    if not isinstance(options, dict):
+        raise ValueError(f"dictionary_options must be a dict of {list(OPTIONS)}, got "
+                         f"{type(options).__name__}")
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"dictionary_options takes {list(OPTIONS)}, got {unknown}")
+
+
 def dictionaries_section(ctx: Any) -> Dictionaries:
-    """The report's section: `dictionaries` on `ctx.models`, labelled by `ctx.labels`, on the
-    report's torch threads (`run_report(threads=)`, 2 by default) like every other section: on
-    two cores at load 1 that was 3.1 s a shipped model against 5.6 s on one thread."""
+    """The report's section: `dictionaries` on `ctx.models`, labelled by `ctx.labels`, with
+    `ctx.dictionary_options` (default: the module's budget), on the report's torch threads
+    (`run_report(threads=)`, 2 by default) like every other section: on two cores at load 1 that
+    was 3.1 s a shipped model against 5.6 s on one thread (the SAEs alone)."""
     return dictionaries(list(ctx.models), getattr(ctx, "labels", None) or None,
-                        threads=torch.get_num_threads())
+                        threads=torch.get_num_threads(),
+                        **getattr(ctx, "dictionary_options", {}))
 
 
-__all__ = ["Dictionaries", "answer", "dictionaries", "dictionaries_section",
+__all__ = ["OPTIONS", "Dictionaries", "answer", "check_dictionary_options", "dictionaries",
+           "dictionaries_section",
            "first_order_terms", "quadrature_pairs", "read_features"]

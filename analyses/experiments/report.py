@@ -30,7 +30,7 @@ import torch
 from analyses.activations import activation_grids
 from analyses.cosine_fit import NeuronFits
 from analyses.experiments.ablation import frequency_ablation_section
-from analyses.experiments.dictionaries import dictionaries_section
+from analyses.experiments.dictionaries import check_dictionary_options, dictionaries_section
 from analyses.experiments.formation import how_it_formed
 from analyses.experiments.forms import neuron_forms_section
 from analyses.experiments.he2026 import he2026_section
@@ -44,8 +44,10 @@ from hooked_mlp.text import one_line
 class ReportContext:
     """What every section reads: the models (one configuration), their labels, where they came
     from (`source`, in words; `model_paths` when they are checkpoints; `shipped` when they are
-    the shipped seeds), the options, and `results` (name -> result of each section that ran
-    before, filled in by `run_report`)."""
+    the shipped seeds), the options (`dictionary_options`: the dictionaries section's budget,
+    keywords of `analyses.experiments.dictionaries.dictionaries` such as `steps` and `sizes`),
+    and `results` (name -> result of each section that ran before, filled in by
+    `run_report`)."""
 
     models: list[Any]
     labels: list[str]
@@ -55,6 +57,7 @@ class ReportContext:
     synthetic_seeds: Sequence[int] = range(5)
     n_orders_scale: float = 1.0
     probe_time_limit: float | None = PROBE_TIME_LIMIT
+    dictionary_options: dict[str, Any] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -63,6 +66,7 @@ class ReportContext:
         if len(self.labels) != len(self.models):
             raise ValueError(f"labels must name each of the {len(self.models)} models, got "
                              f"{len(self.labels)}")
+        check_dictionary_options(self.dictionary_options)
 
 
 def load_models(model_paths: Sequence[str | Path] | None = None,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from analyses._common import phase_sign
+from analyses.experiments.dictionaries import check_dictionary_options
 from analyses.experiments.report import (
     SECTIONS,
     ReportContext,
@@ -256,17 +257,21 @@ def run_report(
     synthetic_seeds: Sequence[int] = range(5),
     n_orders_scale: float = 1.0,
     probe_time_limit: float | None = PROBE_TIME_LIMIT,
+    dictionary_options: dict[str, Any] | None = None,
 ) -> ReportPage:
     """Analyse the models, write `report.html`, `summary.json` and `figures/*.png` to `out_dir`
     (and `models/` when it trains them), replacing an earlier report there as a whole
     (`analyses.pages.writer`, kind `REPORT`). A section that raises (an overflow, a probe) is
     left out, named with its error on the page and under `sections_failed`; the report is
     still written. `probe_time_limit`: seconds each probe may take on one model
-    (`analyses.probes`)."""
+    (`analyses.probes`). `dictionary_options`: the dictionaries section's budget
+    (`ReportContext.dictionary_options`; its settings are in the section and in summary.json)."""
     from hooked_mlp.files.checkpoints import save
 
     start = time.perf_counter()
     probe_time_limit = check_time_limit(probe_time_limit, "probe_time_limit")
+    dictionary_options = dict(dictionary_options or {})
+    check_dictionary_options(dictionary_options)  # before any model is trained or loaded
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out_dir must be a folder, but {out} is a file")
@@ -280,7 +285,8 @@ def run_report(
                             [Path(p) for p in model_paths] if model_paths else None,
                             shipped=not model_paths and seeds is None,
                             synthetic_seeds=synthetic_seeds, n_orders_scale=n_orders_scale,
-                            probe_time_limit=probe_time_limit)
+                            probe_time_limit=probe_time_limit,
+                            dictionary_options=dictionary_options)
         report = run_sections(ctx, SECTIONS, threads=threads)
         seconds = time.perf_counter() - start
         summary = report.to_dict(seconds=seconds)
