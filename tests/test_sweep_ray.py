@@ -55,11 +55,16 @@ def ray_head(tmp_path_factory):
     ray_bin = Path(sys.executable).with_name("ray")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
            "PATH": f"{ray_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    log = open(tmp_path_factory.mktemp("ray") / "head.log", "wb")  # noqa: SIM115
+    folder = tmp_path_factory.mktemp("ray")
+    log = open(folder / "head.log", "wb")  # noqa: SIM115
+    # its own temp dir: `ray start --head` refuses a port that the newest cluster named in its
+    # temp dir still holds (found by the pid, in any network namespace), so a head left running
+    # by another test session on this machine must not be read as this session's
     head = subprocess.Popen(
         ["unshare", "-n", "bash", "-c",
          f"ip link set lo up && exec {ray_bin} start --head --block --node-ip-address=127.0.0.1 "
-         f"--port={PORT} --num-cpus=2 --include-dashboard=false --disable-usage-stats"],
+         f"--port={PORT} --num-cpus=2 --include-dashboard=false --disable-usage-stats "
+         f"--temp-dir={folder / 't'}"],
         env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and head.poll() is None:
