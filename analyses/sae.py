@@ -380,20 +380,11 @@ def fit_dictionaries(x: Tensor, y: Tensor | None = None, d_sae: int | Sequence[i
 def _forward_one(x: Tensor, W_enc: Tensor, b_enc: Tensor, W_dec: Tensor, b_dec: Tensor,
                  sparsity: str, k: int | None) -> tuple[Tensor, Tensor, Tensor]:
     """One member's step on `x` `[batch, d_in]`: the reconstruction `[batch, d_out]`, the
-    features (dense `[batch, D]` for L1; for TopK the values `[batch, k]`) and which features
-    fired `[D]`. TopK decodes only the `k` rows it picked (`embedding_bag`, a weighted sum of
-    `W_dec`'s rows: the same sum as the dense `f @ W_dec`)."""
-    pre = torch.addmm(b_enc, x, W_enc)
-    if sparsity == "l1":
-        f = pre.relu()
-        return torch.addmm(b_dec, f, W_dec), f, (f > 0).any(0)
-    top = pre.topk(k, dim=-1)
-    vals = top.values.relu()
-    y_hat = torch.nn.functional.embedding_bag(top.indices, W_dec, per_sample_weights=vals,
-                                              mode="sum") + b_dec
-    fired = torch.zeros(W_enc.shape[1], dtype=torch.bool)
-    fired[top.indices[vals > 0]] = True
-    return y_hat, vals, fired
+    features (dense `[batch, D]`) and which features fired `[D]`: 2-D matmuls. (TopK once decoded
+    only the `k` rows it picked with `embedding_bag`; at D = 400, k = 32 on 2 cores its backward
+    made a step 1.4x slower than the dense decode, 6.9 against 4.9 ms.)"""
+    f = _activate(torch.addmm(b_enc, x, W_enc)[None], sparsity, k)[0]
+    return torch.addmm(b_dec, f, W_dec), f, (f > 0).any(0)
 
 
 def _final_nmse(x: Tensor, y: Tensor, W_enc: Tensor, b_enc: Tensor, W_dec: Tensor,
