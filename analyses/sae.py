@@ -335,7 +335,7 @@ def fit_dictionaries(x: Tensor, y: Tensor | None = None, d_sae: int | Sequence[i
         xb = xs[:, pos: pos + batch_size]  # [R, batch, d_in]: a slice, no gather per step
         yb = xb if ys is None else ys[:, pos: pos + batch_size]
         pos += batch_size
-        if R == 1:  # one member: the same maths as 2-D matmuls (and a sparse TopK decode)
+        if R == 1:  # one member: the same maths as 2-D matmuls
             y_hat, act, fired_now = _forward_one(xb[0], W_enc[0], b_enc[0], W_dec[0], b_dec[0],
                                                  sparsity, k)
             y_hat, fired_now = y_hat[None], fired_now[None]
