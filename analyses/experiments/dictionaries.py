@@ -47,6 +47,7 @@ against 3.2 s without it, two threads).
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -398,7 +399,7 @@ def dictionaries(models: Sequence[Any], labels: Sequence[str] | None = None, *,
     and what their features are (`read_features`)."""
     from analyses.activation_fits import layer_activations
     from analyses.groups import by_frequency
-    from analyses.sae import SPARSITIES, train_dictionaries
+    from analyses.sae import SPARSITIES, default_hooks, train_dictionaries
     from hooked_mlp.checks import check_finite_logits
     from hooked_mlp.data import all_pairs
     from hooked_mlp.training.trainer import torch_threads
@@ -466,12 +467,14 @@ def dictionaries(models: Sequence[Any], labels: Sequence[str] | None = None, *,
     settings = {"sizes": sizes, "steps": steps, "batch_size": batch_size, "lr": lr, "l1": l1,
                 "k": k, "resample_every": resample_every, "seed": seed,
                 "hook": "blocks.0.mlp.hook_post", "transcoders": transcoders,
-                "transcoder_hooks": ["blocks.0.mlp.hook_pre", "hook_logits"]}
+                "transcoder_hooks": list(default_hooks(models[0], "transcoder", None))
+                if transcoders else []}
     return Dictionaries(labels, names, metrics, features, settings, reference)
 
 
-OPTIONS = ("sizes", "steps", "batch_size", "lr", "l1", "k", "resample_every", "seed",
-           "transcoders")  # what a report may set (`ReportContext.dictionary_options`)
+# what a report may set (`ReportContext.dictionary_options`): `dictionaries`' own keywords
+OPTIONS = tuple(name for name, par in inspect.signature(dictionaries).parameters.items()
+                if par.kind is par.KEYWORD_ONLY and name != "threads")
 
 
 def check_dictionary_options(options: Any) -> None:
