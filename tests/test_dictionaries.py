@@ -237,6 +237,8 @@ def test_report_options_are_checked_by_name(tiny_result):
         ReportContext([model], ["tiny"], dictionary_options=[("steps", 3)])
     with pytest.raises(ValueError, match="dictionary_options takes"):  # before any model loads
         run_report("/nonexistent/never-written", dictionary_options={"epochs": 3})
+    with pytest.raises(ValueError, match="dictionary_options must be a dict"):
+        run_report("/nonexistent/never-written", dictionary_options=[("steps", 3)])
 
 
 def test_bad_arguments_are_named():

@@ -270,7 +270,7 @@ def run_report(
 
     start = time.perf_counter()
     probe_time_limit = check_time_limit(probe_time_limit, "probe_time_limit")
-    dictionary_options = dict(dictionary_options or {})
+    dictionary_options = {} if dictionary_options is None else dictionary_options
     check_dictionary_options(dictionary_options)  # before any model is trained or loaded
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
