@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -56,6 +57,9 @@ def ray_head(tmp_path_factory):
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
            "PATH": f"{ray_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     folder = tmp_path_factory.mktemp("ray")
+    # a short path: Ray's unix sockets live under it, and a socket path has a ~107-byte limit
+    # that pytest's numbered tmp dirs come near (a CI run's head there never answered)
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     log = open(folder / "head.log", "wb")  # noqa: SIM115
     # its own temp dir: `ray start --head` refuses a port that the newest cluster named in its
     # temp dir still holds (found by the pid, in any network namespace), so a head left running
@@ -64,7 +68,7 @@ def ray_head(tmp_path_factory):
         ["unshare", "-n", "bash", "-c",
          f"ip link set lo up && exec {ray_bin} start --head --block --node-ip-address=127.0.0.1 "
          f"--port={PORT} --num-cpus=2 --include-dashboard=false --disable-usage-stats "
-         f"--temp-dir={folder / 't'}"],
+         f"--temp-dir={temp}"],
         env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and head.poll() is None:
@@ -87,6 +91,7 @@ def ray_head(tmp_path_factory):
         if p.is_running():
             p.kill()
     log.close()
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 def _in_namespace(pid, args, env, timeout=300, **kw):
